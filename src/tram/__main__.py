@@ -1,0 +1,3 @@
+from tram.cli import main
+
+raise SystemExit(main())

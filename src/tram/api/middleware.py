@@ -1,0 +1,76 @@
+"""Plain ASGI middleware: request id + access log (outermost), then authentication."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from starlette.datastructures import Headers, MutableHeaders
+
+from tram.auth.keys import Authenticator, bearer_token
+from tram.errors import TramError, error_response
+from tram.requestlog import RequestRecord, log_request
+from tram.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["AuthMiddleware", "RequestIdMiddleware", "record_of"]
+
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def record_of(scope: Scope) -> RequestRecord:
+    record: RequestRecord = scope["state"]["tram.record"]
+    return record
+
+
+class RequestIdMiddleware:
+    """Honour a sane incoming X-Request-ID or make one; return it; log one line per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = Headers(scope=scope).get("x-request-id")
+        request_id = incoming if incoming and _VALID_ID.match(incoming) else uuid.uuid4().hex
+        record = RequestRecord(request_id, scope["method"], scope["path"])
+        scope.setdefault("state", {})["tram.record"] = record
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+                MutableHeaders(scope=message).append("x-request-id", request_id)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if record.status is None:
+                record.status = 499 if record.client_disconnected else 500
+            log_request(record)
+
+
+class AuthMiddleware:
+    """Every route under the protected prefixes needs `Authorization: Bearer <key>`."""
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator,
+                 prefixes: tuple[str, ...] = ("/v1", "/admin")) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.prefixes = prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefixes):
+            await self.app(scope, receive, send)
+            return
+        try:
+            token = bearer_token(Headers(scope=scope).get("authorization"))
+            principal = self.authenticator.authenticate(token)
+        except TramError as error:
+            record_of(scope).error_code = error.code
+            await error_response(error)(scope, receive, send)
+            return
+        scope["state"]["tram.principal"] = principal
+        record_of(scope).key_id = principal.key_id
+        await self.app(scope, receive, send)

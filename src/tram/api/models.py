@@ -1,0 +1,46 @@
+"""GET /v1/models and GET /v1/models/{model}: only what the caller's key may use."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tram.api.state import state_of
+from tram.auth.keys import Principal
+from tram.errors import ModelNotFound
+from tram.protocol.models import ModelCard, ModelList
+from tram.routing.registry import ModelPool
+
+__all__ = ["get_model", "list_models"]
+
+
+def _card(pool: ModelPool) -> ModelCard:
+    engine = pool.config.engine
+    return ModelCard(
+        id=pool.name,
+        created=pool.created,
+        root=pool.served_name,
+        vision=pool.config.vision,
+        engine=engine.kind if engine else None,
+        description=pool.config.description,
+    )
+
+
+def _json(model: ModelCard | ModelList) -> Response:
+    return Response(model.model_dump_json(exclude_none=True), media_type="application/json")
+
+
+async def list_models(request: Request) -> Response:
+    principal: Principal = request.scope["state"]["tram.principal"]
+    pools = [p for p in state_of(request).registry if principal.may_use(p.name)]
+    return _json(ModelList(data=[_card(p) for p in pools]))
+
+
+async def get_model(request: Request) -> Response:
+    principal: Principal = request.scope["state"]["tram.principal"]
+    name = request.path_params["model"]
+    pool = state_of(request).registry.get(name)
+    if pool is None or not principal.may_use(name):
+        raise ModelNotFound(f"The model '{name}' does not exist or you do not have access to it.",
+                            param="model")
+    return _json(_card(pool))

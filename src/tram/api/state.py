@@ -1,0 +1,36 @@
+"""The per-app state object that handlers reach through the request (never a global)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from tram.auth.keys import Authenticator
+from tram.config import Settings, TramConfig
+from tram.relay.chat import ChatService
+from tram.routing.registry import Registry
+from tram.routing.upstream import UpstreamClient
+from tram.vision.fetch import ImageFetcher
+
+__all__ = ["AppState", "state_of"]
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    config: TramConfig
+    registry: Registry
+    upstream: UpstreamClient
+    fetcher: ImageFetcher
+    chat: ChatService
+    authenticator: Authenticator
+
+    async def aclose(self) -> None:
+        await self.upstream.aclose()
+        await self.fetcher.aclose()
+
+
+def state_of(request: Request) -> AppState:
+    state: AppState = request.app.state.tram
+    return state

@@ -1,0 +1,107 @@
+"""`create_app(settings, config)`: the gateway as one ASGI app, with no module-level state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tram.api.chat import chat_completions
+from tram.api.health import health, ready
+from tram.api.middleware import AuthMiddleware, RequestIdMiddleware, record_of
+from tram.api.models import get_model, list_models
+from tram.api.state import AppState
+from tram.auth.keys import Authenticator
+from tram.config import Settings, TramConfig
+from tram.errors import InternalError, MethodNotAllowed, NotFound, TramError, error_response
+from tram.relay.chat import ChatService
+from tram.routing.registry import Registry
+from tram.routing.upstream import UpstreamClient
+from tram.vision.fetch import ImageFetcher
+
+__all__ = ["build_state", "create_app"]
+
+logger = logging.getLogger("tram.app")
+
+
+def build_state(settings: Settings, config: TramConfig, registry: Registry | None = None,
+                transport: httpx.AsyncBaseTransport | None = None) -> AppState:
+    registry = registry if registry is not None else Registry.from_models(config.models)
+    upstream = UpstreamClient(transport)
+    fetcher = ImageFetcher(config.vision)
+    return AppState(
+        settings=settings,
+        config=config,
+        registry=registry,
+        upstream=upstream,
+        fetcher=fetcher,
+        chat=ChatService(registry, upstream, config.vision, fetcher),
+        authenticator=Authenticator(settings.master_key),
+    )
+
+
+async def _tram_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TramError)
+    record_of(request.scope).error_code = exc.code
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error: TramError
+    if exc.status_code == 405:
+        error = MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
+    elif exc.status_code == 404:
+        error = NotFound(f"No route {request.method} {request.url.path}; the API is under /v1.")
+    else:
+        error = InternalError(str(exc.detail))
+    return error_response(error, dict(exc.headers or {}))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # The traceback goes to the log (Starlette re-raises it); the client gets no internals.
+    record_of(request.scope).error_code = "internal_error"
+    return error_response(InternalError("The gateway failed unexpectedly; see its log with "
+                                        "this request's X-Request-ID."))
+
+
+def create_app(settings: Settings, config: TramConfig, *, registry: Registry | None = None,
+               transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+    state = build_state(settings, config, registry, transport)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await state.aclose()
+
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/ready", ready, methods=["GET"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        ],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(AuthMiddleware, authenticator=state.authenticator),
+        ],
+        exception_handlers={
+            TramError: _tram_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.tram = state
+    return app

@@ -1,0 +1,59 @@
+"""Key checks. No web framework here: the middleware hands in the header value.
+
+Keys are compared as SHA-256 digests with `hmac.compare_digest`, so the time taken does not
+depend on how much of a guess matched, and the clear key is not kept beyond start-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from tram.errors import AuthenticationFailed, MissingAPIKey
+
+__all__ = ["Authenticator", "Principal", "bearer_token", "key_digest"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the master key, or (later) a virtual key with its own limits."""
+
+    key_id: str
+    is_master: bool
+    allowed_models: frozenset[str] | None = None  # None: every model
+
+    def may_use(self, model: str) -> bool:
+        return self.allowed_models is None or model in self.allowed_models
+
+
+def key_digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+def bearer_token(header: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header, or a 401."""
+    if not header:
+        raise MissingAPIKey(
+            "You didn't provide an API key. Send it in the Authorization header as "
+            "'Authorization: Bearer <key>'."
+        )
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationFailed(
+            "The Authorization header must be 'Bearer <key>'.",
+        )
+    return token
+
+
+class Authenticator:
+    def __init__(self, master_key: str | None) -> None:
+        self._master_digest = key_digest(master_key) if master_key else None
+
+    def authenticate(self, token: str) -> Principal:
+        digest = key_digest(token)
+        if self._master_digest is not None and hmac.compare_digest(digest, self._master_digest):
+            return Principal(key_id="master", is_master=True)
+        # No part of the wrong key is echoed: it may be a near miss of a real one.
+        raise AuthenticationFailed("Incorrect API key provided.")

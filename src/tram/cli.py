@@ -1,0 +1,103 @@
+"""The `tram` command: up · serve (more verbs arrive with their issues)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tram import __version__
+from tram.config import ConfigError, Settings, TramConfig, load_config, load_settings
+from tram.logs import setup_logging
+
+__all__ = ["main"]
+
+EXIT_CONFIG = 2
+
+
+def _fail(message: str) -> int:
+    print(f"tram: {message}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def load_for_serve(config_path: Path | None) -> tuple[Settings, TramConfig]:
+    """Settings and config for the gateway; raises ConfigError with a one-line message."""
+    settings = load_settings(config_path=config_path)
+    if settings.config_path is None:
+        raise ConfigError("no config: pass --config tram.yaml or set TRAM_CONFIG "
+                          "(`tram up` runs the embedded profile without one)")
+    config = load_config(settings.config_path, settings.env)
+    for model in config.models:
+        if not model.upstreams:
+            raise ConfigError(
+                f"{settings.config_path}: models[{model.name}].upstreams: no upstream URL; "
+                "`tram serve` only forwards (use `tram up` to launch the engine, or add upstreams)"
+            )
+    if not settings.master_key:
+        raise ConfigError("no master key: set TRAM_MASTER_KEY (or LITELLM_MASTER_KEY) in the "
+                          "environment or in .env")
+    return settings, config
+
+
+def app_factory() -> object:
+    """uvicorn's factory for `--workers N`: each worker builds its own app from the env."""
+    from tram.app import create_app
+
+    path = os.environ.get("TRAM_CONFIG")
+    settings, config = load_for_serve(Path(path) if path else None)
+    return create_app(settings, config)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    try:
+        settings, config = load_for_serve(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    host = args.host or config.server.host
+    port = args.port or config.server.port
+    workers = args.workers or config.server.workers
+    setup_logging(args.log_level)
+    common: dict[str, object] = {
+        "host": host, "port": port, "log_config": None, "access_log": False,
+        "timeout_graceful_shutdown": 30, "server_header": False,
+    }
+    if workers > 1:
+        assert settings.config_path is not None
+        os.environ["TRAM_CONFIG"] = str(settings.config_path.resolve())
+        uvicorn.run("tram.cli:app_factory", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+    else:
+        from tram.app import create_app
+
+        uvicorn.run(create_app(settings, config), **common)  # type: ignore[arg-type]
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tram", description="Trạm: a self-hosted, OpenAI-compatible LLM API.")
+    parser.add_argument("--version", action="version", version=f"tram {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    serve = verbs.add_parser("serve", help="run the gateway only (engines already running)",
+                             description="Run the gateway in front of the upstreams in tram.yaml.")
+    serve.add_argument("--config", type=Path, help="tram.yaml (default: $TRAM_CONFIG or ./tram.yaml)")
+    serve.add_argument("--host", help="listen address (default: server.host, 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="listen port (default: server.port, 4000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: server.workers, 1)")
+    serve.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    serve.set_defaults(run=_serve)
+
+    from tram.engines.cli import add_up_parser
+
+    add_up_parser(verbs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.run(args)
+    return code

@@ -1,0 +1,272 @@
+"""Settings (environment and `.env`) and the `tram.yaml` schema.
+
+Both are plain values passed into `create_app`; nothing here is global. A configuration error
+is raised as `ConfigError`, whose one-line message names the file, the key and what is wrong;
+the CLI prints it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "ConfigError",
+    "EngineConfig",
+    "ModelConfig",
+    "ServerConfig",
+    "Settings",
+    "Timeouts",
+    "TramConfig",
+    "UpstreamConfig",
+    "VisionConfig",
+    "load_config",
+    "load_settings",
+    "parse_config",
+    "read_yaml",
+]
+
+MASTER_KEY_VARS = ("TRAM_MASTER_KEY", "LITELLM_MASTER_KEY")
+
+
+class ConfigError(Exception):
+    """A configuration mistake; the message is one line meant for the operator."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(_Strict):
+    """Seconds. `first_byte` bounds the wait for the engine's response headers (prefill and
+    queueing included); `idle` the gap between two streamed chunks; `total` the whole request."""
+
+    connect: float = Field(5.0, gt=0)
+    first_byte: float = Field(300.0, gt=0)
+    idle: float = Field(120.0, gt=0)
+    total: float = Field(1800.0, gt=0)
+
+
+class UpstreamConfig(_Strict):
+    url: str
+    served_name: str | None = None
+    api_key: str | None = None
+    weight: int = Field(1, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"must be an http(s) URL such as http://127.0.0.1:8001/v1, got {value!r}")
+        return value.rstrip("/")
+
+
+class EngineConfig(_Strict):
+    """An engine that `tram up` launches; its upstream is filled in when it starts."""
+
+    kind: Literal["llamacpp", "transformers", "vllm"]
+    model: str
+    args: list[str] = Field(default_factory=list)
+    port: int | None = Field(None, ge=1, le=65535)
+    served_name: str | None = None
+    parallel: int = Field(8, ge=1)
+    context: int = Field(4096, ge=256)
+    threads: int | None = Field(None, ge=1)
+    startup_timeout: float = Field(600.0, gt=0)
+
+
+class ModelConfig(_Strict):
+    name: str = Field(min_length=1)
+    vision: bool = False
+    description: str | None = None
+    engine: EngineConfig | None = None
+    upstreams: list[UpstreamConfig] = Field(default_factory=list)
+    timeouts: Timeouts = Timeouts()
+    # Who fetches https image URLs: the engine itself (vLLM does) or the gateway (SSRF-safe,
+    # then forwarded as a data URL; needed by engines that cannot fetch).
+    image_fetch: Literal["engine", "gateway"] = "engine"
+
+
+class ServerConfig(_Strict):
+    host: str = "0.0.0.0"
+    port: int = Field(4000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+
+
+class VisionConfig(_Strict):
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    allowed_types: list[str] = Field(
+        default_factory=lambda: ["image/png", "image/jpeg", "image/webp", "image/gif"]
+    )
+    fetch_timeout: float = Field(10.0, gt=0)
+    # Private, loopback and link-local addresses are refused when the gateway fetches an image
+    # (SSRF); a test or an intranet deployment may allow them explicitly.
+    allow_private_addresses: bool = False
+
+
+class DatabaseConfig(_Strict):
+    url: str | None = None
+
+
+class TramConfig(_Strict):
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    vision: VisionConfig = VisionConfig()
+    models: list[ModelConfig] = Field(default_factory=list)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        seen: set[str] = set()
+        for model in models:
+            if model.name in seen:
+                raise ValueError(f"model name {model.name!r} appears twice")
+            seen.add(model.name)
+        return models
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any, env: Mapping[str, str], where: str, source: str) -> Any:
+    """Expand ${VAR} and ${VAR:-default} in every string of the parsed YAML."""
+    if isinstance(value, dict):
+        return {k: _expand(v, env, f"{where}.{k}" if where else str(k), source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, env, f"{where}[{i}]", source) for i, v in enumerate(value)]
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{source}: {where}: environment variable {name} is not set")
+
+        return _VAR.sub(substitute, value)
+    return value
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def parse_config(data: Any, source: str, env: Mapping[str, str] | None = None) -> TramConfig:
+    """Validate parsed YAML; `source` names the file in error messages."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    data = _expand(data, os.environ if env is None else env, "", source)
+    try:
+        return TramConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key"
+        raise ConfigError(f"{source}: {_location(tuple(first['loc']))}: {message}") from None
+
+
+def read_yaml(path: Path) -> Any:
+    """The parsed YAML of a config file; any problem is a one-line ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: invalid YAML{at}: {problem}") from None
+    return data
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> TramConfig:
+    return parse_config(read_yaml(path), str(path), env)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the process environment (and `.env`) says; built once by the CLI or a test."""
+
+    master_key: str | None
+    master_key_source: str
+    config_path: Path | None
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path("data")
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+def _merged_env(environ: Mapping[str, str], dotenv_path: Path) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    if dotenv_path.is_file():
+        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    merged.update(environ)  # the real environment wins over .env, as usual
+    return merged
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    dotenv_path: Path = Path(".env"),
+    config_path: Path | None = None,
+    generate_key: bool = False,
+) -> Settings:
+    """Read TRAM_* (and LITELLM_MASTER_KEY) from the environment and `.env`.
+
+    With `generate_key`, a missing master key is created once in the data dir (mode 0600) so
+    that a fresh `tram up` is usable; its path is reported as the key's source.
+    """
+    env = _merged_env(os.environ if environ is None else environ, dotenv_path)
+    data_dir = Path(env.get("TRAM_DATA_DIR", "data"))
+    key, source = None, "none"
+    for var in MASTER_KEY_VARS:
+        if env.get(var):
+            key = env[var]
+            source = f"{var} ({'environment' if var in (environ or os.environ) else dotenv_path})"
+            break
+    if key is None:
+        key_file = data_dir / "master.key"
+        if key_file.is_file():
+            key, source = key_file.read_text().strip(), str(key_file)
+        elif generate_key:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            key = "sk-tram-master-" + secrets.token_urlsafe(24)
+            key_file.touch(mode=0o600)
+            key_file.write_text(key + "\n")
+            source = f"{key_file} (generated now)"
+    if config_path is None and env.get("TRAM_CONFIG"):
+        config_path = Path(env["TRAM_CONFIG"])
+    if config_path is None and Path("tram.yaml").is_file():
+        config_path = Path("tram.yaml")
+    return Settings(
+        master_key=key,
+        master_key_source=source,
+        config_path=config_path,
+        database_url=env.get("TRAM_DATABASE_URL"),
+        redis_url=env.get("TRAM_REDIS_URL"),
+        data_dir=data_dir,
+        env=env,
+    )

