@@ -9,6 +9,7 @@ import pytest
 
 from tests.support.fault_engine import EngineLog, fault_engine
 from tests.support.servers import serve_app
+from tests.support.tram_up import TramUp
 from tram.app import create_app
 from tram.config import Settings, parse_config
 
@@ -72,3 +73,14 @@ def gateway(settings: Settings, fault_engine_server: tuple[str, EngineLog]) -> G
 @pytest.fixture
 def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {MASTER_KEY}"}
+
+
+@pytest.fixture(scope="session")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TramUp]:
+    """The README's `tram up`: the embedded profile (SmolLM2 on llama-server) and the gateway."""
+    up = TramUp(tmp_path_factory.mktemp("embedded"), [], MASTER_KEY)
+    try:
+        up.wait_up()
+        yield up
+    finally:
+        up.stop()

@@ -91,6 +91,9 @@ class ModelConfig(_Strict):
     engine: EngineConfig | None = None
     upstreams: list[UpstreamConfig] = Field(default_factory=list)
     timeouts: Timeouts = Timeouts()
+    # Used when a request names neither max_tokens nor max_completion_tokens; None leaves it to
+    # the engine (which may then generate up to the end of its context).
+    default_max_tokens: int | None = Field(None, ge=1)
     # Who fetches https image URLs: the engine itself (vLLM does) or the gateway (SSRF-safe,
     # then forwarded as a data URL; needed by engines that cannot fetch).
     image_fetch: Literal["engine", "gateway"] = "engine"

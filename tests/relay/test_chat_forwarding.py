@@ -199,3 +199,18 @@ def test_client_leaving_a_slow_answer_cancels_the_engine_request(
         while "leave-json" not in engine_log.cancelled and time.monotonic() < deadline:
             time.sleep(0.05)
     assert engine_log.cancelled == ["leave-json"]
+
+
+def test_default_max_tokens_applies_only_when_the_client_sets_no_limit(
+        gateway: GatewayFactory, auth: dict, engine_log: EngineLog,
+        fault_engine_server: tuple[str, EngineLog]) -> None:
+    models = [{"name": "capped", "default_max_tokens": 64,
+               "upstreams": [{"url": fault_engine_server[0], "served_name": "echo"}]}]
+    with gateway(models=models) as url:
+        post(url, auth, {"model": "capped", "messages": USER})
+        post(url, auth, {"model": "capped", "messages": USER, "max_tokens": 5})
+        post(url, auth, {"model": "capped", "messages": USER, "max_completion_tokens": 7})
+    sent = engine_log.received
+    assert sent[0]["max_tokens"] == 64
+    assert sent[1]["max_tokens"] == 5
+    assert "max_tokens" not in sent[2] and sent[2]["max_completion_tokens"] == 7

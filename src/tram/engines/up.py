@@ -38,6 +38,8 @@ def embedded_profile(model_path: Path | None = None) -> dict[str, Any]:
     return {"models": [{
         "name": "qwen-text",
         "description": EMBEDDED_DESCRIPTION,
+        # A 135M model left to itself may ramble to the end of its context.
+        "default_max_tokens": 512,
         "engine": {"kind": "llamacpp", "model": str(path), "served_name": "SmolLM2-135M-Instruct"},
     }]}
 
@@ -140,7 +142,7 @@ async def _start_engines(engines: list[ManagedEngine], stop: asyncio.Event) -> i
     ready: asyncio.Future[list[None]] = asyncio.ensure_future(
         asyncio.gather(*(e.wait_ready(_progress) for e in engines)))
     stopped: asyncio.Future[bool] = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([ready, stopped], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([ready, stopped], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
     stopped.cancel()
     if not ready.done():
         ready.cancel()

@@ -88,6 +88,9 @@ class ChatService:
         record.served_model = replica.served_name
         record.upstream = replica.url
         payload["model"] = replica.served_name
+        default_max = pool.config.default_max_tokens
+        if default_max and request.max_tokens is None and request.max_completion_tokens is None:
+            payload["max_tokens"] = default_max
         body = orjson.dumps(payload)
         timeouts = pool.config.timeouts
         deadline = time.monotonic() + timeouts.total

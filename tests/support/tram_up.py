@@ -1,0 +1,97 @@
+"""Run the real `tram up` (supervisor + llama-server + gateway) as a subprocess for tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tests.support.servers import free_port
+
+
+def children_of(pid: int) -> list[int]:
+    """Every live process whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+class TramUp:
+    """`tram up` in a folder of its own; `output` collects its stdout and stderr lines."""
+
+    def __init__(self, cwd: Path, args: list[str], master_key: str,
+                 env: dict[str, str] | None = None) -> None:
+        self.cwd = cwd
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.output: list[str] = []
+        full_env = {**os.environ, "TRAM_MASTER_KEY": master_key,
+                    "TRAM_DATA_DIR": str(cwd / "data"), **(env or {})}
+        full_env.pop("TRAM_CONFIG", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tram", "up", "--host", "127.0.0.1", "--port", str(self.port),
+             *args],
+            cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line.rstrip("\n"))
+
+    def text(self) -> str:
+        return "\n".join(self.output)
+
+    def wait_up(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(line.startswith("Trạm is up") for line in self.output):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tram up exited with {self.process.returncode}:\n{self.text()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"tram up did not come up in {timeout}s:\n{self.text()}")
+            time.sleep(0.05)
+
+    def engine_urls(self) -> dict[str, str]:
+        """alias → engine base URL, from the banner."""
+        urls = {}
+        for line in self.output:
+            match = re.match(r"^\s+(\S+)\s.*\[engine (http://[^\]]+)\]", line)
+            if match:
+                urls[match.group(1)] = match.group(2)
+        return urls
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        return self.process.wait(timeout)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
