@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_tram(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tram", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tram", *args], cwd=cwd, capture_output=True, check=False,
                           text=True, timeout=60, env={"PATH": "/usr/bin:/bin", **(env or {})})
 
 

@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tram.config import ConfigError, EngineConfig
@@ -33,8 +33,9 @@ LLAMA_SERVER_VERSION = "11434.0.0"
 @dataclass(frozen=True)
 class EngineCommand:
     argv: list[str]
-    health_path: str  # GET it until 200: the engine has loaded its model
-    env: dict[str, str]
+    served_name: str  # the model name the engine answers to (the gateway rewrites to it)
+    health_path: str = "/health"  # GET it until 200: the engine has loaded its model
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def _cache_dir() -> Path:
@@ -90,15 +91,14 @@ def install_default_model() -> Path:
     return path
 
 
-def engine_command(engine: EngineConfig, served_name: str, port: int) -> EngineCommand:
+def engine_command(engine: EngineConfig, alias: str, port: int) -> EngineCommand:
+    """The command line for an engine serving `engine.model` for the model alias `alias`."""
+    served_name = engine.served_name or alias
     if engine.kind == "llamacpp":
         return _llamacpp(engine, served_name, port)
     if engine.kind == "vllm":
         return _vllm(engine, served_name, port)
-    raise ConfigError(
-        f"engine kind {engine.kind!r} cannot be launched by `tram up` yet; run it yourself and "
-        "list it under upstreams"
-    )
+    return _transformers(engine, port)
 
 
 def _llamacpp(engine: EngineConfig, served_name: str, port: int) -> EngineCommand:
@@ -122,7 +122,26 @@ def _llamacpp(engine: EngineConfig, served_name: str, port: int) -> EngineComman
         "--metrics",
         *engine.args,
     ]
-    return EngineCommand(argv, "/health", {})
+    return EngineCommand(argv, served_name)
+
+
+def _transformers(engine: EngineConfig, port: int) -> EngineCommand:
+    """`transformers serve` pinned to one local checkpoint (which is then its model name)."""
+    model = Path(engine.model)
+    if not (model / "config.json").is_file():
+        raise ConfigError(f"engine.model: {model} is not a Hugging Face checkpoint folder "
+                          "(no config.json)")
+    try:
+        import transformers  # noqa: F401  (only checks that the engine's packages are there)
+    except ImportError:
+        raise ConfigError("engine.kind transformers needs the engine extras: "
+                          "pip install 'tram-llm[transformers]'") from None
+    argv = [sys.executable, "-m", "tram.engines.hf_serve", str(model), "--host", "127.0.0.1",
+            "--port", str(port), "--device", "cpu", *engine.args]
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+    if engine.threads:
+        env["OMP_NUM_THREADS"] = str(engine.threads)
+    return EngineCommand(argv, str(model), env=env)
 
 
 def _vllm(engine: EngineConfig, served_name: str, port: int) -> EngineCommand:
@@ -132,4 +151,4 @@ def _vllm(engine: EngineConfig, served_name: str, port: int) -> EngineCommand:
                           "on a GPU host) or set TRAM_VLLM to it")
     argv = [vllm, "serve", engine.model, "--host", "127.0.0.1", "--port", str(port),
             "--served-model-name", served_name, *engine.args]
-    return EngineCommand(argv, "/health", {})
+    return EngineCommand(argv, served_name)

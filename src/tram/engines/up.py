@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import socket
 import sys
@@ -59,11 +60,28 @@ def apply_model_overrides(data: dict[str, Any], overrides: list[str]) -> dict[st
         else:
             raise ConfigError(f"--model {override!r}: {path} is neither a .gguf file nor a "
                               "Hugging Face checkpoint folder")
-        entry = {"name": alias, "vision": alias == "qwen-vl",
-                 "description": f"{path.name} on the embedded CPU engine ({kind})",
-                 "engine": {"kind": kind, "model": str(path.resolve()), "served_name": path.stem}}
+        vision = alias == "qwen-vl" or _is_vision_checkpoint(path)
+        entry: dict[str, Any] = {
+            "name": alias, "vision": vision,
+            "description": f"{path.name} on the embedded CPU engine ({kind})",
+            "engine": {"kind": kind, "model": str(path.resolve())},
+        }
+        if vision:
+            # transformers serve would fetch image URLs itself, without any SSRF guard.
+            entry["image_fetch"] = "gateway"
         models = [m for m in models if m.get("name") != alias] + [entry]
     return {**data, "models": models}
+
+
+def _is_vision_checkpoint(path: Path) -> bool:
+    """A Hugging Face folder whose config has a vision tower."""
+    config = path / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return "vision_config" in json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def _free_port() -> int:
@@ -121,10 +139,9 @@ def _plan(config: TramConfig, settings: Settings) -> tuple[Registry, list[Manage
             if not model.upstreams:
                 raise ConfigError(f"models[{model.name}]: neither an engine to launch nor upstreams")
             continue
-        served = model.engine.served_name or model.name
         port = model.engine.port or _free_port()
-        command = engine_command(model.engine, served, port)
-        replica = Replica(url=f"http://127.0.0.1:{port}/v1", served_name=served)
+        command = engine_command(model.engine, model.name, port)
+        replica = Replica(url=f"http://127.0.0.1:{port}/v1", served_name=command.served_name)
         pool.replicas.append(replica)
         engines.append(ManagedEngine(
             name=model.name, kind=model.engine.kind, command=command, port=port, replica=replica,

@@ -177,7 +177,30 @@ def _rewrite_answer(raw: bytes, alias: str, record: RequestRecord) -> bytes:
     return orjson.dumps(answer)
 
 
-def _rewrite_chunk(payload: bytes, alias: str, record: RequestRecord) -> bytes:
+class _StreamProgress:
+    """What the relay needs to know about the engine's stream to judge how it ended."""
+
+    def __init__(self) -> None:
+        self.saw_done = False
+        self.choices: set[int] = set()
+        self.finished: set[int] = set()
+
+    def complete(self) -> bool:
+        # Some engines (transformers serve) end without `data: [DONE]`; a stream whose every
+        # choice has a finish_reason is complete all the same.
+        return self.saw_done or (bool(self.choices) and self.choices == self.finished)
+
+    def see(self, chunk: dict[str, Any]) -> None:
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, dict):
+                index = choice.get("index", 0)
+                self.choices.add(index)
+                if choice.get("finish_reason"):
+                    self.finished.add(index)
+
+
+def _rewrite_chunk(payload: bytes, alias: str, record: RequestRecord,
+                   progress: _StreamProgress) -> bytes:
     try:
         chunk = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -189,6 +212,7 @@ def _rewrite_chunk(payload: bytes, alias: str, record: RequestRecord) -> bytes:
             record.take_usage(chunk["usage"])
         if "error" in chunk:
             record.error_code = "engine_stream_error"
+        progress.see(chunk)
         return orjson.dumps(chunk)
     return payload
 
@@ -199,7 +223,7 @@ async def _relay_stream(response: httpx.Response, alias: str, timeouts: Timeouts
     decoder = SSEDecoder()
     chunks = response.aiter_raw()
     failure: TramError | None = None
-    saw_done = False
+    progress = _StreamProgress()
     try:
         while True:
             remaining = deadline - time.monotonic()
@@ -221,13 +245,13 @@ async def _relay_stream(response: httpx.Response, alias: str, timeouts: Timeouts
             frames = []
             for payload in decoder.feed(chunk):
                 if payload == DONE:
-                    saw_done = True
+                    progress.saw_done = True
                 else:
-                    frames.append(data_frame(_rewrite_chunk(payload, alias, record)))
+                    frames.append(data_frame(_rewrite_chunk(payload, alias, record, progress)))
             if frames:
                 record.mark_first_byte()
                 yield b"".join(frames)
-        if failure is None and not saw_done:
+        if failure is None and not progress.complete():
             failure = EngineBadResponse("The engine ended the stream before it was complete.")
     except httpx.HTTPError as exc:
         failure = EngineBadResponse(f"The engine's stream broke off ({type(exc).__name__}).")

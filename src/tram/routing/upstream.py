@@ -130,12 +130,15 @@ def _parse_error(raw: bytes) -> tuple[str | None, str | None, str | None, str | 
     except orjson.JSONDecodeError:
         text = raw.decode("utf-8", "replace").strip()
         return (text[:500] or None), None, None, None
-    error = data.get("error", data) if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None, None, None, None
+    error = data.get("error", data)
     if isinstance(error, str):
         return error, None, None, None
     if not isinstance(error, dict):
         return None, None, None, None
-    message = error.get("message") or data.get("message") if isinstance(data, dict) else None
+    # OpenAI/vLLM: {"error": {"message"}}; FastAPI-based engines: {"detail": "..."}
+    message = error.get("message") or error.get("detail") or data.get("message")
     code = error.get("code")
     return (
         str(message) if message is not None else None,

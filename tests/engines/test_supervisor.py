@@ -1,0 +1,111 @@
+"""`tram up` as a process supervisor: clean stops, no orphans, restarts, clear start failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import MASTER_KEY
+from tests.support.tram_up import TramUp, alive, children_of
+
+REPO = Path(__file__).resolve().parents[2]
+AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
+HELLO = {"model": "qwen-text", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}
+
+
+def wait_until(condition, timeout: float = 30) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_sigterm_stops_gateway_then_engine_and_leaves_no_process(tmp_path: Path) -> None:
+    up = TramUp(tmp_path, [], MASTER_KEY)
+    up.wait_up()
+    engines = children_of(up.process.pid)
+    assert len(engines) == 1
+    assert httpx.post(up.url + "/v1/chat/completions", json=HELLO, headers=AUTH,
+                      timeout=60).status_code == 200
+    assert up.stop() == 0
+    assert not alive(engines[0])
+    text = up.text()
+    assert text.index("stopping: gateway first, then engines") < text.index("stopped")
+
+
+def test_engine_dies_with_a_killed_supervisor(tmp_path: Path) -> None:
+    up = TramUp(tmp_path, [], MASTER_KEY)
+    up.wait_up()
+    engine = children_of(up.process.pid)[0]
+    up.process.kill()
+    up.process.wait()
+    assert wait_until(lambda: not alive(engine), 10)
+
+
+def test_killed_engine_is_restarted_and_requests_fail_fast_meanwhile(tmp_path: Path) -> None:
+    up = TramUp(tmp_path, [], MASTER_KEY)
+    try:
+        up.wait_up()
+        engine = children_of(up.process.pid)[0]
+        os.kill(engine, signal.SIGKILL)
+        started = time.monotonic()
+        during = httpx.post(up.url + "/v1/chat/completions", json=HELLO, headers=AUTH, timeout=60)
+        assert time.monotonic() - started < 2
+        assert during.status_code in (502, 503)
+        assert during.json()["error"]["code"] in ("engine_unreachable", "engine_unavailable")
+        assert wait_until(lambda: httpx.post(up.url + "/v1/chat/completions", json=HELLO,
+                                             headers=AUTH, timeout=60).status_code == 200)
+        assert children_of(up.process.pid) != [engine]
+        assert "restarting" in up.text()
+    finally:
+        assert up.stop() == 0
+
+
+def test_engine_that_cannot_start_gives_a_clear_message_and_exit_1(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_text("this is not a model")
+    up = TramUp(tmp_path, ["--model", f"qwen-text={bad}"], MASTER_KEY)
+    assert up.wait_exit(60) == 1
+    text = up.text()
+    assert "engine for qwen-text (llamacpp) exited with code" in text
+    assert "Traceback" not in text
+    assert not children_of(up.process.pid)
+
+
+def test_bad_model_argument_is_a_config_error(tmp_path: Path) -> None:
+    up = TramUp(tmp_path, ["--model", "qwen-text=/nonexistent/model.gguf"], MASTER_KEY)
+    assert up.wait_exit(30) == 2
+    assert "neither a .gguf file nor a Hugging Face checkpoint folder" in up.text()
+
+
+def test_vllm_engine_is_launched_with_its_argv_and_served_through_the_gateway(tmp_path: Path) -> None:
+    fake = tmp_path / "vllm"
+    fake.write_text(f"#!/bin/sh\ncd {REPO}\nexec {sys.executable} -m tests.support.fake_vllm \"$@\"\n")
+    fake.chmod(0o755)
+    argv_file = tmp_path / "argv.txt"
+    (tmp_path / "tram.yaml").write_text(
+        "models:\n"
+        "  - name: qwen-text\n"
+        "    engine: {kind: vllm, model: Qwen/Qwen3-8B, served_name: echo,"
+        " args: ['--max-model-len', '32768']}\n")
+    up = TramUp(tmp_path, ["--config", "tram.yaml"], MASTER_KEY,
+                env={"TRAM_VLLM": str(fake), "FAKE_VLLM_ARGV": str(argv_file)})
+    try:
+        up.wait_up(60)
+        argv = argv_file.read_text().split("\n")
+        assert argv[:2] == ["serve", "Qwen/Qwen3-8B"]
+        assert argv[argv.index("--served-model-name") + 1] == "echo"
+        assert argv[-2:] == ["--max-model-len", "32768"]
+        answer = httpx.post(up.url + "/v1/chat/completions", json=HELLO, headers=AUTH, timeout=30)
+        assert answer.status_code == 200
+        assert answer.json()["model"] == "qwen-text"
+        assert answer.json()["received"]["model"] == "echo"
+    finally:
+        assert up.stop() == 0
