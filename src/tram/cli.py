@@ -45,6 +45,7 @@ def app_factory() -> object:
     """uvicorn's factory for `--workers N`: each worker builds its own app from the env."""
     from tram.app import create_app
 
+    setup_logging(os.environ.get("TRAM_LOG_LEVEL", "info"))  # a worker is a fresh process
     path = os.environ.get("TRAM_CONFIG")
     settings, config = load_for_serve(Path(path) if path else None)
     return create_app(settings, config)
@@ -68,6 +69,7 @@ def _serve(args: argparse.Namespace) -> int:
     if workers > 1:
         assert settings.config_path is not None
         os.environ["TRAM_CONFIG"] = str(settings.config_path.resolve())
+        os.environ["TRAM_LOG_LEVEL"] = args.log_level
         uvicorn.run("tram.cli:app_factory", factory=True, workers=workers, **common)  # type: ignore[arg-type]
     else:
         from tram.app import create_app

@@ -1,0 +1,52 @@
+"""`tram serve` runs the gateway alone, with several workers, in front of running engines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import MASTER_KEY
+from tests.support.fault_engine import EngineLog
+from tests.support.servers import free_port
+
+
+def test_serve_with_two_workers_answers_and_stops_on_sigterm(
+        tmp_path: Path, fault_engine_server: tuple[str, EngineLog]) -> None:
+    (tmp_path / "tram.yaml").write_text(
+        f"models:\n  - name: qwen-text\n    upstreams: [{{url: '{fault_engine_server[0]}', "
+        "served_name: echo}]\n")
+    (tmp_path / ".env").write_text(f"LITELLM_MASTER_KEY={MASTER_KEY}\n")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAM_", "LITELLM_"))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tram", "serve", "--config", "tram.yaml", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "2"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "tram serve did not start"
+            time.sleep(0.1)
+        answers = [httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=10,
+                              headers={"Authorization": f"Bearer {MASTER_KEY}"},
+                              json={"model": "qwen-text", "messages": [{"role": "user", "content": "hi"}]})
+                   for _ in range(6)]
+        assert {a.status_code for a in answers} == {200}
+        assert {a.json()["model"] for a in answers} == {"qwen-text"}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert output.count("Application startup complete") == 2  # two workers
+    assert output.count('"path":"/v1/chat/completions"') == 6  # each worker logs its requests
