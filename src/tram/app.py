@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -14,15 +18,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tram.api.admin import metrics, reload, reload_config
 from tram.api.chat import chat_completions
 from tram.api.health import health, ready
 from tram.api.middleware import AuthMiddleware, RequestIdMiddleware, record_of
 from tram.api.models import get_model, list_models
 from tram.api.state import AppState
 from tram.auth.keys import Authenticator
-from tram.config import Settings, TramConfig
+from tram.config import ConfigError, Settings, TramConfig
 from tram.errors import InternalError, MethodNotAllowed, NotFound, TramError, error_response
+from tram.metrics import Metrics
 from tram.relay.chat import ChatService
+from tram.routing.prober import probe_forever
 from tram.routing.registry import Registry
 from tram.routing.upstream import UpstreamClient
 from tram.vision.fetch import ImageFetcher
@@ -34,7 +41,9 @@ logger = logging.getLogger("tram.app")
 
 def build_state(settings: Settings, config: TramConfig, registry: Registry | None = None,
                 transport: httpx.AsyncBaseTransport | None = None) -> AppState:
+    metrics = Metrics()
     registry = registry if registry is not None else Registry.from_models(config.models)
+    registry.bind_metrics(metrics)
     upstream = UpstreamClient(transport)
     fetcher = ImageFetcher(config.vision)
     return AppState(
@@ -43,8 +52,9 @@ def build_state(settings: Settings, config: TramConfig, registry: Registry | Non
         registry=registry,
         upstream=upstream,
         fetcher=fetcher,
-        chat=ChatService(registry, upstream, config.vision, fetcher),
+        chat=ChatService(registry, upstream, config.vision, fetcher, metrics),
         authenticator=Authenticator(settings.master_key),
+        metrics=metrics,
     )
 
 
@@ -73,16 +83,36 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
                                         "this request's X-Request-ID."))
 
 
+def _reload_on_sighup(state: AppState) -> None:
+    """`kill -HUP` re-reads tram.yaml (single-process servers; with --workers, uvicorn's
+    supervisor answers SIGHUP by replacing its workers one by one, which also reloads)."""
+
+    def handle() -> None:
+        try:
+            models = reload_config(state)
+        except ConfigError as exc:
+            logger.error("SIGHUP reload refused, config unchanged: %s", exc)
+            return
+        logger.info("SIGHUP: config reloaded; models: %s", ", ".join(models))
+
+    with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, handle)
+
+
 def create_app(settings: Settings, config: TramConfig, *, registry: Registry | None = None,
                transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
     state = build_state(settings, config, registry, transport)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await state.aclose()
+        async with anyio.create_task_group() as background:
+            background.start_soon(probe_forever, state.registry)
+            _reload_on_sighup(state)
+            try:
+                yield
+            finally:
+                background.cancel_scope.cancel()
+                await state.aclose()
 
     app = Starlette(
         routes=[
@@ -91,10 +121,13 @@ def create_app(settings: Settings, config: TramConfig, *, registry: Registry | N
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", get_model, methods=["GET"]),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/admin/reload", reload, methods=["POST"]),
+            Route("/metrics", metrics, methods=["GET"]),
         ],
         middleware=[
-            Middleware(RequestIdMiddleware),
-            Middleware(AuthMiddleware, authenticator=state.authenticator),
+            Middleware(RequestIdMiddleware, metrics=state.metrics),
+            Middleware(AuthMiddleware, authenticator=state.authenticator,
+                       prefixes=("/v1", "/admin", "/metrics")),
         ],
         exception_handlers={
             TramError: _tram_error,

@@ -22,7 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = [
     "ConfigError",
     "EngineConfig",
+    "HealthConfig",
     "ModelConfig",
+    "RoutingConfig",
     "ServerConfig",
     "Settings",
     "Timeouts",
@@ -54,6 +56,34 @@ class Timeouts(_Strict):
     first_byte: float = Field(300.0, gt=0)
     idle: float = Field(120.0, gt=0)
     total: float = Field(1800.0, gt=0)
+
+
+class RoutingConfig(_Strict):
+    """How a model's requests are spread over its replicas.
+
+    least_outstanding: the replica with the fewest requests in flight (ties at random).
+    round_robin: in turn, in proportion to each upstream's `weight`.
+    affinity: requests with the same `user`, else the same prompt prefix, go to the same
+    replica (so the engine's prefix cache hits) while it is healthy and not overloaded;
+    otherwise least outstanding.
+    """
+
+    policy: Literal["least_outstanding", "round_robin", "affinity"] = "least_outstanding"
+    affinity_prefix_chars: int = Field(2048, ge=16)
+    # The sticky replica is skipped when it has this many more requests in flight than the
+    # least busy one.
+    affinity_overload: int = Field(4, ge=1)
+
+
+class HealthConfig(_Strict):
+    """Active probes (GET <upstream>/models) and passive ejection (a circuit per replica)."""
+
+    probe_interval: float = Field(5.0, gt=0)
+    probe_timeout: float = Field(2.0, gt=0)
+    unhealthy_after: int = Field(2, ge=1)  # failed probes in a row
+    healthy_after: int = Field(1, ge=1)  # good probes in a row
+    eject_after: int = Field(3, ge=1)  # connect errors / 5xx in a row open the circuit
+    eject_seconds: float = Field(10.0, gt=0)  # then one trial request (half-open)
 
 
 class UpstreamConfig(_Strict):
@@ -94,6 +124,13 @@ class ModelConfig(_Strict):
     # Used when a request names neither max_tokens nor max_completion_tokens; None leaves it to
     # the engine (which may then generate up to the end of its context).
     default_max_tokens: int | None = Field(None, ge=1)
+    routing: RoutingConfig = RoutingConfig()
+    health: HealthConfig = HealthConfig()
+    # A connect failure or a 502/503 before any byte reached the client is tried again on
+    # another replica this many times.
+    retries: int = Field(1, ge=0, le=5)
+    # Requests in flight for this model beyond which new ones get 429 instead of queueing.
+    max_in_flight: int | None = Field(None, ge=1)
     # Who fetches https image URLs: the engine itself (vLLM does) or the gateway (SSRF-safe,
     # then forwarded as a data URL; needed by engines that cannot fetch).
     image_fetch: Literal["engine", "gateway"] = "engine"

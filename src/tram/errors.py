@@ -13,11 +13,13 @@ The tree::
     │   └── ModelNotFound             404     invalid_request_error     model_not_found
     ├── MethodNotAllowed              405     invalid_request_error     method_not_allowed
     ├── RequestTooLarge               413     invalid_request_error     request_too_large
+    ├── ModelOverloaded               429     rate_limit_error          model_overloaded
     ├── UpstreamClientError           4xx     as the engine said        as the engine said
     ├── EngineBadResponse             502     upstream_error            bad_gateway
     ├── EngineUnreachable             502     upstream_error            engine_unreachable
     ├── EngineUnavailable             503     service_unavailable_error engine_unavailable
     ├── EngineTimeout                 504     timeout_error             engine_timeout
+    │   └── EngineConnectTimeout      504     timeout_error             engine_connect_timeout
     └── InternalError                 500     server_error              internal_error
 
 Services raise these; `error_response` (used by the app's exception handlers) and `error_body`
@@ -36,6 +38,7 @@ from starlette.responses import Response
 __all__ = [
     "AuthenticationFailed",
     "EngineBadResponse",
+    "EngineConnectTimeout",
     "EngineTimeout",
     "EngineUnavailable",
     "EngineUnreachable",
@@ -46,6 +49,7 @@ __all__ = [
     "MethodNotAllowed",
     "MissingAPIKey",
     "ModelNotFound",
+    "ModelOverloaded",
     "NotFound",
     "PermissionDenied",
     "RequestTooLarge",
@@ -145,6 +149,17 @@ class RequestTooLarge(TramError):
     code = "request_too_large"
 
 
+class ModelOverloaded(TramError):
+    """Too many requests in flight for one model: refused instead of queueing without bound."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "model_overloaded"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
 class UpstreamClientError(TramError):
     """A 4xx answer of the engine, passed on with its own status, message, type and code."""
 
@@ -201,6 +216,10 @@ class EngineTimeout(TramError):
     status = 504
     type = "timeout_error"
     code = "engine_timeout"
+
+
+class EngineConnectTimeout(EngineTimeout):
+    code = "engine_connect_timeout"
 
 
 class InternalError(TramError):

@@ -49,9 +49,12 @@ class RequestRecord:
             if isinstance(completion, int):
                 self.completion_tokens = completion
 
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
     def as_log(self) -> dict[str, Any]:
         entry = {k: v for k, v in self.__dict__.items() if v is not None and k != "started"}
-        entry["duration_ms"] = round((time.perf_counter() - self.started) * 1000, 2)
+        entry["duration_ms"] = round(self.elapsed() * 1000, 2)
         return entry
 
 

@@ -168,7 +168,7 @@ def test_bad_images_are_400(gateway: GatewayFactory, auth: dict, engine_log: Eng
         ("m-error-500", 502, "bad_gateway", "upstream_error", "engine exploded"),
         ("m-error-503", 503, "engine_unavailable", "service_unavailable_error", "engine says 503"),
         ("m-not-json", 502, "bad_gateway", "upstream_error", "not valid JSON"),
-        ("m-hang", 504, "engine_timeout", "timeout_error", "1.5s"),
+        ("m-hang", 504, "engine_timeout", "timeout_error", "total time limit of 1.5s"),
     ],
 )
 def test_engine_failures_map_to_truthful_statuses(gateway: GatewayFactory, auth: dict, model: str,

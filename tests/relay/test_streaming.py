@@ -102,3 +102,12 @@ def test_client_disconnect_mid_stream_cancels_the_engine_request(gateway: Gatewa
             time.sleep(0.05)
     assert engine_log.cancelled == ["leave-stream"]
     assert engine_log.finished == []
+
+
+def test_stream_that_never_starts_is_a_first_byte_timeout(gateway: GatewayFactory, auth: dict) -> None:
+    with gateway(timeouts={"first_byte": 0.5, "total": 30}) as url:
+        response = httpx.post(url + "/v1/chat/completions", headers=auth, timeout=30,
+                              json={"model": "m-hang", "messages": USER, "stream": True})
+    assert response.status_code == 504
+    error = response.json()["error"]
+    assert error["code"] == "engine_timeout" and "0.5s (first_byte)" in error["message"]

@@ -7,7 +7,7 @@ from the engine side whether the gateway cancelled a request. The behaviour is c
 
   echo           JSON answer; `received` holds the exact body the engine got
   stream         SSE, `chunks` chunks (default 5), then [DONE]
-  slow-stream    SSE, one chunk every 50 ms for up to 10 s; records cancellation
+  slow-stream    SSE, `chunks` chunks (default 200) 50 ms apart; records cancellation
   slow-json      JSON after 10 s; records cancellation
   error-400      OpenAI 400 error      error-404   404 (model unknown to the engine)
   error-500      plain-text 500        error-503   503 (loading)
@@ -103,9 +103,12 @@ def fault_engine(log: EngineLog) -> Starlette:
                 yield b"data: [DONE]\n\n"
             elif mode == "slow-stream":
                 try:
-                    for i in range(200):
+                    count = int(body.get("chunks", 200))
+                    for i in range(count):
                         yield _chunk(mode, i, f"t{i} ")
                         await asyncio.sleep(0.05)
+                    yield _chunk(mode, count, None, "stop")
+                    yield b"data: [DONE]\n\n"
                     log.finished.append(rid)
                 except (asyncio.CancelledError, GeneratorExit):
                     log.cancelled.append(rid)

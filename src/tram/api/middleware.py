@@ -9,6 +9,7 @@ from starlette.datastructures import Headers, MutableHeaders
 
 from tram.auth.keys import Authenticator, bearer_token
 from tram.errors import TramError, error_response
+from tram.metrics import Metrics
 from tram.requestlog import RequestRecord, log_request
 from tram.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,11 +23,26 @@ def record_of(scope: Scope) -> RequestRecord:
     return record
 
 
+def observe(metrics: Metrics, record: RequestRecord) -> None:
+    # Only configured model names become label values (record.model is set once the name is
+    # found in the registry), so clients cannot grow the metrics without bound.
+    model = record.model or ""
+    metrics.requests.labels(model, str(record.status)).inc()
+    metrics.latency.labels(model).observe(record.elapsed())
+    if record.first_byte_ms is not None:
+        metrics.ttft.labels(model).observe(record.first_byte_ms / 1000)
+    if record.prompt_tokens:
+        metrics.tokens.labels(model, "prompt").inc(record.prompt_tokens)
+    if record.completion_tokens:
+        metrics.tokens.labels(model, "completion").inc(record.completion_tokens)
+
+
 class RequestIdMiddleware:
     """Honour a sane incoming X-Request-ID or make one; return it; log one line per request."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,6 +65,8 @@ class RequestIdMiddleware:
             if record.status is None:
                 record.status = 499 if record.client_disconnected else 500
             log_request(record)
+            if self.metrics is not None and record.model is not None:
+                observe(self.metrics, record)
 
 
 class AuthMiddleware:

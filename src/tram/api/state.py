@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from tram.auth.keys import Authenticator
 from tram.config import Settings, TramConfig
+from tram.metrics import Metrics
 from tram.relay.chat import ChatService
 from tram.routing.registry import Registry
 from tram.routing.upstream import UpstreamClient
@@ -25,6 +26,7 @@ class AppState:
     fetcher: ImageFetcher
     chat: ChatService
     authenticator: Authenticator
+    metrics: Metrics
 
     async def aclose(self) -> None:
         await self.upstream.aclose()

@@ -133,8 +133,6 @@ def _plan(config: TramConfig, settings: Settings) -> tuple[Registry, list[Manage
     registry = Registry.from_models(config.models)
     engines: list[ManagedEngine] = []
     for model in config.models:
-        pool = registry.get(model.name)
-        assert pool is not None
         if model.engine is None:
             if not model.upstreams:
                 raise ConfigError(f"models[{model.name}]: neither an engine to launch nor upstreams")
@@ -142,7 +140,7 @@ def _plan(config: TramConfig, settings: Settings) -> tuple[Registry, list[Manage
         port = model.engine.port or _free_port()
         command = engine_command(model.engine, model.name, port)
         replica = Replica(url=f"http://127.0.0.1:{port}/v1", served_name=command.served_name)
-        pool.replicas.append(replica)
+        registry.attach(model.name, replica)
         engines.append(ManagedEngine(
             name=model.name, kind=model.engine.kind, command=command, port=port, replica=replica,
             log_path=settings.data_dir / "logs" / f"engine-{model.name}.log",

@@ -14,27 +14,29 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
-import httpx
 import orjson
 from pydantic import ValidationError
 
 from tram.auth.keys import Principal
-from tram.config import Timeouts, VisionConfig
+from tram.config import VisionConfig
 from tram.errors import (
-    EngineBadResponse,
+    EngineConnectTimeout,
     EngineTimeout,
     EngineUnavailable,
+    EngineUnreachable,
     ImagesNotSupported,
     InvalidRequest,
     ModelNotFound,
+    ModelOverloaded,
     TramError,
 )
+from tram.metrics import Metrics
 from tram.protocol.chat import ChatCompletionRequest
-from tram.relay.sse import DONE, SSEDecoder, data_frame, done_frame, error_frame
+from tram.relay.stream import relay_stream, rewrite_answer
 from tram.relay.validation import invalid_request_from
 from tram.requestlog import RequestRecord
-from tram.routing.registry import ModelPool, Registry
+from tram.routing.policies import RoutingHints
+from tram.routing.registry import ModelPool, Registry, Replica
 from tram.routing.upstream import UpstreamClient, engine_error
 from tram.vision.fetch import ImageFetcher
 from tram.vision.parts import check_image_parts, param_of
@@ -64,49 +66,109 @@ class StreamResult:
             await self._resources.aclose()
 
 
+class _Retryable(Exception):
+    """A failure of one replica before anything reached the client: another may serve."""
+
+    def __init__(self, error: TramError) -> None:
+        self.error = error
+
+
 class ChatService:
     def __init__(self, registry: Registry, upstream: UpstreamClient, vision: VisionConfig,
-                 fetcher: ImageFetcher) -> None:
+                 fetcher: ImageFetcher, metrics: Metrics | None = None) -> None:
         self._registry = registry
         self._upstream = upstream
         self._vision = vision
         self._fetcher = fetcher
+        self._metrics = metrics
 
     async def create(self, principal: Principal, payload: Any,
                      record: RequestRecord) -> JSONResult | StreamResult:
+        name = payload.get("model") if isinstance(payload, dict) else None
+        if isinstance(name, str) and self._registry.get(name) is not None:
+            record.model = name  # known before validation, so even a 400 is counted per model
         request = _validate(payload)
-        record.model = request.model
         record.stream = bool(request.stream)
         pool = self._resolve(principal, request.model)
         await self._prepare_images(pool, request, payload, record)
-
-        replica = pool.pick()
-        if replica is None:
-            raise EngineUnavailable(
-                f"No engine for model '{pool.name}' is available right now; try again shortly."
-            )
-        record.served_model = replica.served_name
-        record.upstream = replica.url
-        payload["model"] = replica.served_name
+        limit = pool.config.max_in_flight
+        if limit is not None and pool.in_flight >= limit:
+            self._count_rejection(pool.name, "max_in_flight")
+            raise ModelOverloaded(f"The model '{pool.name}' has {limit} requests in flight, its "
+                                  "limit; retry shortly.")
         default_max = pool.config.default_max_tokens
         if default_max and request.max_tokens is None and request.max_completion_tokens is None:
             payload["max_tokens"] = default_max
+        hints = _hints(pool, request)
+        deadline = time.monotonic() + pool.config.timeouts.total
+
+        tried: list[Replica] = []
+        last: _Retryable | None = None
+        while True:
+            replica = pool.pick(hints, exclude=tried)
+            if replica is None:
+                if last is not None:
+                    raise last.error
+                self._count_rejection(pool.name, "no_healthy_replica")
+                raise EngineUnavailable(f"No engine for model '{pool.name}' is available right "
+                                        "now; try again shortly.")
+            tried.append(replica)
+            try:
+                return await self._forward(pool, replica, request, payload, record, deadline)
+            except _Retryable as failure:
+                last = failure
+                if len(tried) > pool.config.retries:
+                    raise failure.error from None
+                if self._metrics is not None:
+                    self._metrics.retries.labels(pool.name).inc()
+
+    async def _forward(self, pool: ModelPool, replica: Replica, request: ChatCompletionRequest,
+                       payload: dict[str, Any], record: RequestRecord,
+                       deadline: float) -> JSONResult | StreamResult:
+        """One attempt on one replica. Raises _Retryable when another replica may serve."""
+        record.served_model = replica.served_name
+        record.upstream = replica.url
+        payload["model"] = replica.served_name
         body = orjson.dumps(payload)
         timeouts = pool.config.timeouts
-        deadline = time.monotonic() + timeouts.total
-
+        health = replica.health
         resources = AsyncExitStack()
         try:
+            resources.enter_context(pool.admit())
             resources.enter_context(pool.lease(replica))
-            first_byte = timeouts.first_byte if request.stream else timeouts.total
-            response = await resources.enter_async_context(
-                self._upstream.open(replica, CHAT_PATH, body, record.request_id, timeouts,
-                                    min(first_byte, timeouts.total))
-            )
+            remaining = max(deadline - time.monotonic(), 0.001)
+            if request.stream and timeouts.first_byte < remaining:
+                wait = timeouts.first_byte
+                message = f"The engine did not start answering within {wait:g}s (first_byte)."
+            else:
+                wait = remaining
+                message = f"The answer exceeded the total time limit of {timeouts.total:g}s."
+            try:
+                response = await resources.enter_async_context(self._upstream.open(
+                    replica, CHAT_PATH, body, record.request_id, timeouts, wait, message))
+            except (EngineUnreachable, EngineConnectTimeout) as exc:
+                if health is not None:
+                    health.record_failure()
+                raise _Retryable(exc) from None
+            except EngineTimeout:
+                if health is not None:
+                    health.record_failure()
+                raise
             if response.status_code >= 300:
-                raise await engine_error(response)
+                error = await engine_error(response)
+                if response.status_code >= 500:
+                    if health is not None:
+                        health.record_failure()
+                    if response.status_code in (502, 503):
+                        raise _Retryable(error)
+                elif health is not None:
+                    health.record_success()  # a 4xx is the request's fault, not the replica's
+                raise error
+            if health is not None:
+                health.record_success()
             if request.stream:
-                frames = _relay_stream(response, pool.name, timeouts, deadline, record)
+                on_failure = health.record_failure if health is not None else _nothing
+                frames = relay_stream(response, pool.name, timeouts, deadline, record, on_failure)
                 return StreamResult(frames, resources)
             raw = await self._upstream.read_body(response, max(deadline - time.monotonic(), 0.001))
         except BaseException:
@@ -114,7 +176,11 @@ class ChatService:
             raise
         await resources.aclose()
         record.mark_first_byte()
-        return JSONResult(_rewrite_answer(raw, pool.name, record))
+        return JSONResult(rewrite_answer(raw, pool.name, record))
+
+    def _count_rejection(self, model: str, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.rejected.labels(model, reason).inc()
 
     def _resolve(self, principal: Principal, name: str) -> ModelPool:
         pool = self._registry.get(name)
@@ -155,6 +221,31 @@ class ChatService:
                 content[part_index]["image_url"]["url"] = data_url
 
 
+def _nothing() -> None:
+    return None
+
+
+def _hints(pool: ModelPool, request: ChatCompletionRequest) -> RoutingHints:
+    """The affinity key, computed only for pools routed by affinity: the `user` field, else
+    the start of the conversation (system prompt and first turns: what a prefix cache reuses)."""
+    if pool.config.routing.policy != "affinity":
+        return RoutingHints()
+    if request.user:
+        return RoutingHints(affinity_key="user:" + request.user)
+    limit = pool.config.routing.affinity_prefix_chars
+    pieces: list[str] = []
+    size = 0
+    for message in request.messages:
+        texts = [message.content] if isinstance(message.content, str) else [
+            getattr(part, "text", "") for part in message.content or ()]
+        for text in (message.role, *texts):
+            pieces.append(text)
+            size += len(text)
+            if size >= limit:
+                return RoutingHints(affinity_key="prefix:" + "\x1f".join(pieces)[:limit])
+    return RoutingHints(affinity_key="prefix:" + "\x1f".join(pieces)[:limit])
+
+
 def _validate(payload: Any) -> ChatCompletionRequest:
     if not isinstance(payload, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
@@ -164,98 +255,3 @@ def _validate(payload: Any) -> ChatCompletionRequest:
         raise invalid_request_from(exc) from None
 
 
-def _rewrite_answer(raw: bytes, alias: str, record: RequestRecord) -> bytes:
-    try:
-        answer = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise EngineBadResponse("The engine's answer is not valid JSON.") from None
-    if not isinstance(answer, dict):
-        raise EngineBadResponse("The engine's answer is not a JSON object.")
-    if "model" in answer:
-        answer["model"] = alias
-    record.take_usage(answer.get("usage"))
-    return orjson.dumps(answer)
-
-
-class _StreamProgress:
-    """What the relay needs to know about the engine's stream to judge how it ended."""
-
-    def __init__(self) -> None:
-        self.saw_done = False
-        self.choices: set[int] = set()
-        self.finished: set[int] = set()
-
-    def complete(self) -> bool:
-        # Some engines (transformers serve) end without `data: [DONE]`; a stream whose every
-        # choice has a finish_reason is complete all the same.
-        return self.saw_done or (bool(self.choices) and self.choices == self.finished)
-
-    def see(self, chunk: dict[str, Any]) -> None:
-        for choice in chunk.get("choices") or ():
-            if isinstance(choice, dict):
-                index = choice.get("index", 0)
-                self.choices.add(index)
-                if choice.get("finish_reason"):
-                    self.finished.add(index)
-
-
-def _rewrite_chunk(payload: bytes, alias: str, record: RequestRecord,
-                   progress: _StreamProgress) -> bytes:
-    try:
-        chunk = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return payload  # not ours to judge: relayed as the engine sent it
-    if isinstance(chunk, dict):
-        if "model" in chunk:
-            chunk["model"] = alias
-        if chunk.get("usage"):
-            record.take_usage(chunk["usage"])
-        if "error" in chunk:
-            record.error_code = "engine_stream_error"
-        progress.see(chunk)
-        return orjson.dumps(chunk)
-    return payload
-
-
-async def _relay_stream(response: httpx.Response, alias: str, timeouts: Timeouts,
-                        deadline: float, record: RequestRecord) -> AsyncGenerator[bytes, None]:
-    """Relay SSE events as they arrive, model name rewritten; always end with [DONE]."""
-    decoder = SSEDecoder()
-    chunks = response.aiter_raw()
-    failure: TramError | None = None
-    progress = _StreamProgress()
-    try:
-        while True:
-            remaining = deadline - time.monotonic()
-            wait = min(timeouts.idle, remaining)
-            try:
-                with anyio.fail_after(max(wait, 0.001)):
-                    chunk = await anext(chunks)
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                if wait >= remaining:
-                    failure = EngineTimeout(
-                        f"The answer exceeded the total time limit of {timeouts.total:g}s.")
-                else:
-                    failure = EngineTimeout(
-                        f"The engine sent nothing for {timeouts.idle:g}s in the middle of the "
-                        "stream.")
-                break
-            frames = []
-            for payload in decoder.feed(chunk):
-                if payload == DONE:
-                    progress.saw_done = True
-                else:
-                    frames.append(data_frame(_rewrite_chunk(payload, alias, record, progress)))
-            if frames:
-                record.mark_first_byte()
-                yield b"".join(frames)
-        if failure is None and not progress.complete():
-            failure = EngineBadResponse("The engine ended the stream before it was complete.")
-    except httpx.HTTPError as exc:
-        failure = EngineBadResponse(f"The engine's stream broke off ({type(exc).__name__}).")
-    if failure is not None:
-        record.error_code = failure.code
-        yield error_frame(failure)
-    yield done_frame()

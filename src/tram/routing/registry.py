@@ -1,20 +1,25 @@
-"""The registry: model alias → pool of replicas, and the choice of a replica.
+"""The registry: model alias → pool of replicas; a pool picks a replica through its policy.
 
-The default policy is least outstanding requests with random tie-breaks: it needs no
-configuration and keeps a slow replica from collecting a queue.
+The registry can be rebuilt from a new config while requests are in flight: a pool that is
+replaced keeps serving the requests that already hold it, and replicas whose URL and served
+name did not change are carried over with their health and in-flight counts.
 """
 
 from __future__ import annotations
 
-import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from tram.config import ModelConfig, UpstreamConfig
+from tram.metrics import Metrics
+from tram.routing.health import CircuitState, ReplicaHealth
+from tram.routing.policies import RoutingHints, RoutingPolicy, make_policy
 
 __all__ = ["ModelPool", "Registry", "Replica"]
+
+NO_HINTS = RoutingHints()
 
 
 @dataclass(eq=False)
@@ -26,23 +31,48 @@ class Replica:
     outstanding: int = 0
     # Set by the supervisor while an engine it owns is down, so requests fail fast with 503.
     available: bool = True
+    health: ReplicaHealth | None = None
 
     @classmethod
     def from_config(cls, upstream: UpstreamConfig, default_name: str) -> Replica:
-        return cls(
-            url=upstream.url,
-            served_name=upstream.served_name or default_name,
-            api_key=upstream.api_key,
-            weight=upstream.weight,
-        )
+        return cls(url=upstream.url, served_name=upstream.served_name or default_name,
+                   api_key=upstream.api_key, weight=upstream.weight)
+
+    def takes_traffic(self) -> bool:
+        return self.available and (self.health is None or self.health.admits())
+
+    def is_healthy(self) -> bool:
+        return self.available and (self.health is None
+                                   or self.health.state is CircuitState.HEALTHY)
 
 
 @dataclass(eq=False)
 class ModelPool:
     config: ModelConfig
     replicas: list[Replica]
+    metrics: Metrics | None = None
+    policy: RoutingPolicy | None = None
     created: int = field(default_factory=lambda: int(time.time()))
-    _rng: random.Random = field(default_factory=random.Random, repr=False)
+    in_flight: int = 0
+
+    def __post_init__(self) -> None:
+        if self.policy is None:
+            self.policy = make_policy(self.config.routing)
+        for replica in self.replicas:
+            self.adopt(replica)
+
+    def adopt(self, replica: Replica) -> None:
+        """Give a replica this model's health settings (a new one, or one carried over)."""
+        if replica.health is None or replica.health.config != self.config.health:
+            metrics, name = self.metrics, self.name
+
+            def opened(url: str = replica.url) -> None:
+                if metrics is not None:
+                    metrics.circuit_opened.labels(name, url).inc()
+
+            replica.health = ReplicaHealth(self.config.health, on_open=opened)
+        if replica not in self.replicas:
+            self.replicas.append(replica)
 
     @property
     def name(self) -> str:
@@ -52,43 +82,94 @@ class ModelPool:
     def served_name(self) -> str:
         return self.replicas[0].served_name if self.replicas else self.name
 
-    def pick(self) -> Replica | None:
-        """Least outstanding requests among the available replicas; ties broken at random."""
-        candidates = [r for r in self.replicas if r.available]
+    def pick(self, hints: RoutingHints = NO_HINTS,
+             exclude: Collection[Replica] = ()) -> Replica | None:
+        """The policy's choice among the replicas that take traffic now; None if none does."""
+        candidates = [r for r in self.replicas if r not in exclude and r.takes_traffic()]
         if not candidates:
             return None
-        least = min(r.outstanding for r in candidates)
-        return self._rng.choice([r for r in candidates if r.outstanding == least])
+        assert self.policy is not None
+        chosen = self.policy.choose(candidates, hints)
+        assert isinstance(chosen, Replica)
+        if chosen.health is not None:
+            chosen.health.on_chosen()
+        return chosen
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Count a request in flight for this model (for `max_in_flight`)."""
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
 
     @contextmanager
     def lease(self, replica: Replica) -> Iterator[Replica]:
         replica.outstanding += 1
+        gauge = self.metrics.in_flight.labels(self.name, replica.url) if self.metrics else None
+        if gauge is not None:
+            gauge.inc()
         try:
             yield replica
         finally:
             replica.outstanding -= 1
+            if gauge is not None:
+                gauge.dec()
 
 
 class Registry:
-    """All model pools by alias. Built from the config; the supervisor may add replicas."""
+    """All model pools by alias."""
 
-    def __init__(self, pools: Iterable[ModelPool] = ()) -> None:
+    def __init__(self, pools: Iterable[ModelPool] = (), metrics: Metrics | None = None) -> None:
         self._pools = {pool.name: pool for pool in pools}
+        self._attached: dict[str, list[Replica]] = {}
+        self.metrics = metrics
 
     @classmethod
-    def from_models(cls, models: Iterable[ModelConfig]) -> Registry:
-        pools = []
+    def from_models(cls, models: Iterable[ModelConfig], metrics: Metrics | None = None) -> Registry:
+        registry = cls(metrics=metrics)
+        registry.replace(models)
+        return registry
+
+    def replace(self, models: Iterable[ModelConfig]) -> None:
+        """Swap in a new set of models; in-flight requests keep the pools they hold."""
+        old = {(r.url, r.served_name): r for pool in self._pools.values() for r in pool.replicas}
+        pools = {}
         for model in models:
             default_name = (model.engine.served_name if model.engine else None) or model.name
-            replicas = [Replica.from_config(u, default_name) for u in model.upstreams]
-            pools.append(ModelPool(model, replicas))
-        return cls(pools)
+            replicas = []
+            for upstream in model.upstreams:
+                fresh = Replica.from_config(upstream, default_name)
+                kept = old.get((fresh.url, fresh.served_name))
+                if kept is not None:
+                    kept.api_key, kept.weight = fresh.api_key, fresh.weight
+                replicas.append(kept or fresh)
+            replicas += self._attached.get(model.name, [])
+            pools[model.name] = ModelPool(model, replicas, self.metrics)
+        self._pools = pools
+
+    def attach(self, model: str, replica: Replica) -> None:
+        """Add a replica that is not in the config (an engine `tram up` launched); it stays
+        with the model across reloads."""
+        self._attached.setdefault(model, []).append(replica)
+        pool = self._pools.get(model)
+        if pool is not None:
+            pool.adopt(replica)
+
+    def bind_metrics(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        for pool in self._pools.values():
+            pool.metrics = metrics
+            for replica in pool.replicas:
+                replica.health = None
+                pool.adopt(replica)
 
     def get(self, name: str) -> ModelPool | None:
         return self._pools.get(name)
 
     def __iter__(self) -> Iterator[ModelPool]:
-        return iter(self._pools.values())
+        return iter(list(self._pools.values()))
 
     def __len__(self) -> int:
         return len(self._pools)

@@ -17,6 +17,7 @@ import orjson
 from tram.config import Timeouts
 from tram.errors import (
     EngineBadResponse,
+    EngineConnectTimeout,
     EngineTimeout,
     EngineUnavailable,
     EngineUnreachable,
@@ -58,7 +59,8 @@ class UpstreamClient:
 
     @asynccontextmanager
     async def open(self, replica: Replica, path: str, body: bytes, request_id: str,
-                   timeouts: Timeouts, first_byte: float) -> AsyncIterator[httpx.Response]:
+                   timeouts: Timeouts, first_byte: float,
+                   timeout_message: str | None = None) -> AsyncIterator[httpx.Response]:
         """Send a request and yield the response once its headers arrived (body unread).
 
         Leaving the context closes the response; if its body was not read to the end, the
@@ -69,11 +71,11 @@ class UpstreamClient:
             with anyio.fail_after(first_byte):
                 response = await self._client.send(request, stream=True)
         except TimeoutError:
-            raise EngineTimeout(
-                f"The engine for this model did not start answering within {first_byte:g}s."
-            ) from None
+            raise EngineTimeout(timeout_message or
+                                f"The engine did not start answering within {first_byte:g}s.") \
+                from None
         except httpx.ConnectTimeout:
-            raise EngineUnreachable(
+            raise EngineConnectTimeout(
                 f"Could not connect to the engine within {timeouts.connect:g}s."
             ) from None
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError,

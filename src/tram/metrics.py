@@ -1,0 +1,41 @@
+"""Prometheus metrics, one registry per app (no process globals, so tests build their own).
+
+Served at GET /metrics behind the master key. With `--workers N` each worker counts its own
+requests; scrape each worker or run one worker per container (documented in README).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("tram_requests", "Chat requests by model and HTTP status",
+                                ["model", "status"], registry=r)
+        self.latency = Histogram("tram_request_duration_seconds", "Whole request, by model",
+                                 ["model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("tram_time_to_first_byte_seconds",
+                              "Request start to the first byte of the engine's answer",
+                              ["model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.tokens = Counter("tram_tokens", "Tokens reported by engines",
+                              ["model", "direction"], registry=r)
+        self.in_flight = Gauge("tram_replica_in_flight", "Requests in flight per replica",
+                               ["model", "replica"], registry=r)
+        self.healthy = Gauge("tram_replica_healthy", "1 when the replica takes traffic",
+                             ["model", "replica"], registry=r)
+        self.retries = Counter("tram_retries", "Requests retried on another replica",
+                               ["model"], registry=r)
+        self.circuit_opened = Counter("tram_circuit_opened", "Replica ejections",
+                                      ["model", "replica"], registry=r)
+        self.rejected = Counter("tram_rejected", "Requests refused before reaching an engine",
+                                ["model", "reason"], registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,120 @@
+"""Relaying the engine's answer: JSON rewritten once, SSE chunk by chunk as it arrives."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+
+from tram.config import Timeouts
+from tram.errors import EngineBadResponse, EngineTimeout, TramError
+from tram.relay.sse import DONE, SSEDecoder, data_frame, done_frame, error_frame
+from tram.requestlog import RequestRecord
+
+__all__ = ["relay_stream", "rewrite_answer"]
+
+
+def rewrite_answer(raw: bytes, alias: str, record: RequestRecord) -> bytes:
+    try:
+        answer = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise EngineBadResponse("The engine's answer is not valid JSON.") from None
+    if not isinstance(answer, dict):
+        raise EngineBadResponse("The engine's answer is not a JSON object.")
+    if "model" in answer:
+        answer["model"] = alias
+    record.take_usage(answer.get("usage"))
+    return orjson.dumps(answer)
+
+
+class _StreamProgress:
+    """What the relay needs to know about the engine's stream to judge how it ended."""
+
+    def __init__(self) -> None:
+        self.saw_done = False
+        self.choices: set[int] = set()
+        self.finished: set[int] = set()
+
+    def complete(self) -> bool:
+        # Some engines (transformers serve) end without `data: [DONE]`; a stream whose every
+        # choice has a finish_reason is complete all the same.
+        return self.saw_done or (bool(self.choices) and self.choices == self.finished)
+
+    def see(self, chunk: dict[str, Any]) -> None:
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, dict):
+                index = choice.get("index", 0)
+                self.choices.add(index)
+                if choice.get("finish_reason"):
+                    self.finished.add(index)
+
+
+def _rewrite_chunk(payload: bytes, alias: str, record: RequestRecord,
+                   progress: _StreamProgress) -> bytes:
+    try:
+        chunk = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return payload  # not ours to judge: relayed as the engine sent it
+    if isinstance(chunk, dict):
+        if "model" in chunk:
+            chunk["model"] = alias
+        if chunk.get("usage"):
+            record.take_usage(chunk["usage"])
+        if "error" in chunk:
+            record.error_code = "engine_stream_error"
+        progress.see(chunk)
+        return orjson.dumps(chunk)
+    return payload
+
+
+async def relay_stream(response: httpx.Response, alias: str, timeouts: Timeouts,
+                       deadline: float, record: RequestRecord,
+                       on_engine_failure: Callable[[], None]) -> AsyncGenerator[bytes, None]:
+    """Relay SSE events as they arrive, model name rewritten; always end with [DONE].
+
+    A stream the engine breaks off or lets go silent counts against the replica's health.
+    """
+    decoder = SSEDecoder()
+    chunks = response.aiter_raw()
+    failure: TramError | None = None
+    progress = _StreamProgress()
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            wait = min(timeouts.idle, remaining)
+            try:
+                with anyio.fail_after(max(wait, 0.001)):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                if wait >= remaining:
+                    failure = EngineTimeout(
+                        f"The answer exceeded the total time limit of {timeouts.total:g}s.")
+                else:
+                    failure = EngineTimeout(
+                        f"The engine sent nothing for {timeouts.idle:g}s in the middle of the "
+                        "stream.")
+                break
+            frames = []
+            for payload in decoder.feed(chunk):
+                if payload == DONE:
+                    progress.saw_done = True
+                else:
+                    frames.append(data_frame(_rewrite_chunk(payload, alias, record, progress)))
+            if frames:
+                record.mark_first_byte()
+                yield b"".join(frames)
+        if failure is None and not progress.complete():
+            failure = EngineBadResponse("The engine ended the stream before it was complete.")
+    except httpx.HTTPError as exc:
+        failure = EngineBadResponse(f"The engine's stream broke off ({type(exc).__name__}).")
+    if failure is not None:
+        record.error_code = failure.code
+        on_engine_failure()
+        yield error_frame(failure)
+    yield done_frame()

@@ -1,0 +1,58 @@
+"""Active health checks: GET <upstream>/models on every replica, each model at its own interval."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import anyio
+import httpx
+
+from tram.routing.registry import Registry, Replica
+
+__all__ = ["probe_forever", "probe_once"]
+
+logger = logging.getLogger("tram.health")
+
+
+async def _probe(client: httpx.AsyncClient, replica: Replica, limit_s: float) -> bool:
+    headers = {"authorization": f"Bearer {replica.api_key}"} if replica.api_key else {}
+    try:
+        response = await client.get(replica.url + "/models", headers=headers, timeout=limit_s)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+async def probe_once(registry: Registry, client: httpx.AsyncClient,
+                     due: dict[str, float] | None = None) -> None:
+    """Probe the replicas of every model whose interval has come (all of them if `due` is None)."""
+    now = time.monotonic()
+    async with anyio.create_task_group() as group:
+        for pool in registry:
+            if due is not None:
+                if due.get(pool.name, 0.0) > now:
+                    continue
+                due[pool.name] = now + pool.config.health.probe_interval
+            for replica in pool.replicas:
+                if replica.available and replica.health is not None:
+
+                    async def run(r: Replica = replica, limit_s: float =
+                                  pool.config.health.probe_timeout, name: str = pool.name) -> None:
+                        ok = await _probe(client, r, limit_s)
+                        before = r.health.state if r.health else None
+                        if r.health is not None:
+                            r.health.record_probe(ok)
+                            if r.health.state != before:
+                                logger.warning("replica %s of %s is now %s", r.url, name,
+                                               r.health.state.value)
+
+                    group.start_soon(run)
+
+
+async def probe_forever(registry: Registry) -> None:
+    due: dict[str, float] = {}
+    async with httpx.AsyncClient(trust_env=False) as client:
+        while True:
+            await probe_once(registry, client, due)
+            await anyio.sleep(0.25)
