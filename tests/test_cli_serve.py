@@ -50,3 +50,73 @@ def test_serve_with_two_workers_answers_and_stops_on_sigterm(
     assert process.returncode == 0
     assert output.count("Application startup complete") == 2  # two workers
     assert output.count('"path":"/v1/chat/completions"') == 6  # each worker logs its requests
+
+
+def _start_serve(tmp_path: Path, config: str) -> tuple[subprocess.Popen[str], str]:
+    (tmp_path / "tram.yaml").write_text(config)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAM_", "LITELLM_"))}
+    env["TRAM_MASTER_KEY"] = MASTER_KEY
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tram", "serve", "--config", "tram.yaml", "--host", "127.0.0.1",
+         "--port", str(port)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "tram serve did not start"
+        time.sleep(0.1)
+
+
+def test_sigterm_lets_a_stream_in_flight_finish(
+        tmp_path: Path, fault_engine_server: tuple[str, EngineLog]) -> None:
+    engine = fault_engine_server[0]
+    process, url = _start_serve(tmp_path, f"models: [{{name: m, upstreams: [{{url: '{engine}', "
+                                          "served_name: slow-stream}]}]\n")
+    events: list[str] = []
+    try:
+        with httpx.stream("POST", url + "/v1/chat/completions", timeout=30,
+                          headers={"Authorization": f"Bearer {MASTER_KEY}"},
+                          json={"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                                "stream": True, "chunks": 20}) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    events.append(line)
+                    if len(events) == 2:
+                        process.send_signal(signal.SIGTERM)
+                        time.sleep(0.2)
+                        try:  # no new connections once shutting down
+                            httpx.get(url + "/health", timeout=1)
+                            refused = False
+                        except httpx.HTTPError:
+                            refused = True
+    finally:
+        process.wait(30)
+    assert refused
+    assert events[-1] == "data: [DONE]" and len(events) == 22
+    assert process.returncode == 0
+
+
+def test_sighup_reloads_the_config(tmp_path: Path,
+                                   fault_engine_server: tuple[str, EngineLog]) -> None:
+    engine = fault_engine_server[0]
+    process, url = _start_serve(tmp_path, f"models: [{{name: m, upstreams: [{{url: '{engine}', "
+                                          "served_name: echo}]}]\n")
+    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+    try:
+        assert [m["id"] for m in httpx.get(url + "/v1/models", headers=headers).json()["data"]] == ["m"]
+        (tmp_path / "tram.yaml").write_text(
+            f"models: [{{name: m2, upstreams: [{{url: '{engine}', served_name: echo}}]}}]\n")
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while [m["id"] for m in httpx.get(url + "/v1/models", headers=headers).json()["data"]] != ["m2"]:
+            assert time.monotonic() < deadline, "SIGHUP did not reload"
+            time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 from tram import __version__
 from tram.config import ConfigError, Settings, TramConfig, load_config, load_settings
@@ -64,7 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     common: dict[str, object] = {
         "host": host, "port": port, "log_config": None, "access_log": False,
-        "timeout_graceful_shutdown": 30, "server_header": False,
+        "timeout_graceful_shutdown": config.server.shutdown_grace, "server_header": False,
     }
     if workers > 1:
         assert settings.config_path is not None
@@ -74,8 +76,25 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         from tram.app import create_app
 
-        uvicorn.run(create_app(settings, config), **common)  # type: ignore[arg-type]
+        server = _graceful_server_class()(uvicorn.Config(create_app(settings, config), **common))  # type: ignore[arg-type]
+        server.run()
     return 0
+
+
+def _graceful_server_class() -> type:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn, but a SIGTERM/SIGINT that ends in a clean shutdown exits with status 0
+        (uvicorn re-raises the signal after shutting down, so the process died of it)."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            else:
+                self.should_exit = True
+
+    return GracefulServer
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -141,6 +141,8 @@ class ServerConfig(_Strict):
     port: int = Field(4000, ge=1, le=65535)
     workers: int = Field(1, ge=1)
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    # On SIGTERM: stop accepting, let in-flight requests and streams finish for this long.
+    shutdown_grace: int = Field(30, ge=0)
 
 
 class VisionConfig(_Strict):

@@ -180,7 +180,7 @@ async def _serve(settings: Settings, config: TramConfig, registry: Registry, hos
     app = create_app(settings, config, registry=registry)
     gateway = _Gateway(uvicorn.Config(app, host=host, port=port, log_config=None,
                                       access_log=False, server_header=False,
-                                      timeout_graceful_shutdown=30))
+                                      timeout_graceful_shutdown=config.server.shutdown_grace))
     serving = asyncio.ensure_future(gateway.serve())
     while not gateway.started and not serving.done():  # noqa: ASYNC110 - uvicorn sets a flag
         await asyncio.sleep(0.05)
