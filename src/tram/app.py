@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
-import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -39,12 +38,12 @@ __all__ = ["build_state", "create_app"]
 logger = logging.getLogger("tram.app")
 
 
-def build_state(settings: Settings, config: TramConfig, registry: Registry | None = None,
-                transport: httpx.AsyncBaseTransport | None = None) -> AppState:
+def build_state(settings: Settings, config: TramConfig,
+                registry: Registry | None = None) -> AppState:
     metrics = Metrics()
     registry = registry if registry is not None else Registry.from_models(config.models)
     registry.bind_metrics(metrics)
-    upstream = UpstreamClient(transport)
+    upstream = UpstreamClient()
     fetcher = ImageFetcher(config.vision)
     return AppState(
         settings=settings,
@@ -99,9 +98,9 @@ def _reload_on_sighup(state: AppState) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, handle)
 
 
-def create_app(settings: Settings, config: TramConfig, *, registry: Registry | None = None,
-               transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
-    state = build_state(settings, config, registry, transport)
+def create_app(settings: Settings, config: TramConfig, *,
+               registry: Registry | None = None) -> Starlette:
+    state = build_state(settings, config, registry)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -197,7 +197,8 @@ def test_reload_switches_new_requests_and_keeps_streams_in_flight(
         events: list[str] = []
 
         def stream() -> None:
-            with httpx.stream("POST", url + "/v1/chat/completions", headers=AUTH, timeout=30,
+            with httpx.stream("POST", url + "/v1/chat/completions", timeout=30,
+                              headers={**AUTH, "X-Request-ID": "reload-stream"},
                               json={"model": "m", "messages": USER, "stream": True,
                                     "chunks": 30}) as response:
                 events.extend(line for line in response.iter_lines() if line.startswith("data: "))
@@ -215,7 +216,7 @@ def test_reload_switches_new_requests_and_keeps_streams_in_flight(
         refused = httpx.post(url + "/admin/reload", headers=AUTH)
         assert chat(url).status_code == 200  # the bad config was not applied
     assert len(new_log.received) == 2
-    assert old_log.finished and not old_log.cancelled
+    assert "reload-stream" in old_log.finished and "reload-stream" not in old_log.cancelled
     assert events[-1] == "data: [DONE]" and len(events) == 32  # 30 chunks, finish, [DONE]
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_config"
 

@@ -3,10 +3,12 @@
 Starlette's StreamingResponse only notices a disconnect when a send fails, and a plain handler
 never does. Both helpers here run the work beside a listener for `http.disconnect` and cancel
 the work when it arrives, so the engine connection is closed and the engine stops generating.
+They use asyncio directly (the gateway runs on uvicorn's asyncio loop).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -36,31 +38,29 @@ async def _wait_for_disconnect(receive: Receive) -> None:
 
 async def cancel_on_disconnect(receive: Receive, work: Callable[[], Awaitable[T]],
                                record: RequestRecord) -> T | None:
-    """Run `work`; if the client disconnects first, cancel it and return None."""
-    result: list[T] = []
-    failure: list[Exception] = []
+    """Run `work` in this task; if the client disconnects first, cancel it and return None.
 
-    async with anyio.create_task_group() as group:
+    Plain asyncio (one watcher task, cancelling this one) rather than an anyio task group: this
+    runs on every request, and a task group costs several times more (bench/RESULTS.md).
+    """
+    this = asyncio.current_task()
+    assert this is not None
 
-        async def run() -> None:
-            # Errors are carried out of the task group by hand so that callers see the
-            # TramError itself, not an ExceptionGroup around it.
-            try:
-                result.append(await work())
-            except Exception as exc:  # noqa: BLE001 - re-raised below, unchanged
-                failure.append(exc)
-            group.cancel_scope.cancel()
+    async def watch() -> None:
+        await _wait_for_disconnect(receive)
+        record.client_disconnected = True
+        this.cancel()
 
-        async def watch() -> None:
-            await _wait_for_disconnect(receive)
-            record.client_disconnected = True
-            group.cancel_scope.cancel()
-
-        group.start_soon(run)
-        group.start_soon(watch)
-    if failure:
-        raise failure[0]
-    return result[0] if result else None
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await work()
+    except asyncio.CancelledError:
+        if not record.client_disconnected:
+            raise
+        this.uncancel()
+        return None
+    finally:
+        watcher.cancel()
 
 
 class SSEResponse:
@@ -71,29 +71,16 @@ class SSEResponse:
         self._headers = SSE_HEADERS + headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def stream() -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": self._headers})
+            async for frame in self._result.frames:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
         try:
-            async with anyio.create_task_group() as group:
-
-                async def stream() -> None:
-                    try:
-                        await send({"type": "http.response.start", "status": 200,
-                                    "headers": self._headers})
-                        async for frame in self._result.frames:
-                            await send({"type": "http.response.body", "body": frame,
-                                        "more_body": True})
-                        await send({"type": "http.response.body", "body": b"",
-                                    "more_body": False})
-                    except OSError:
-                        self._record.client_disconnected = True  # a send failed: client gone
-                    group.cancel_scope.cancel()
-
-                async def watch() -> None:
-                    await _wait_for_disconnect(receive)
-                    self._record.client_disconnected = True
-                    group.cancel_scope.cancel()
-
-                group.start_soon(stream)
-                group.start_soon(watch)
+            await cancel_on_disconnect(receive, stream, self._record)
+        except OSError:
+            self._record.client_disconnected = True  # a send failed: the client is gone
         finally:
             with anyio.CancelScope(shield=True):
                 await self._result.aclose()

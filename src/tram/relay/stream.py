@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-import anyio
-import httpx
+import aiohttp
 import orjson
 
 from tram.config import Timeouts
 from tram.errors import EngineBadResponse, EngineTimeout, TramError
 from tram.relay.sse import DONE, SSEDecoder, data_frame, done_frame, error_frame
 from tram.requestlog import RequestRecord
+from tram.routing.upstream import UpstreamResponse
 
 __all__ = ["relay_stream", "rewrite_answer"]
 
@@ -71,7 +72,7 @@ def _rewrite_chunk(payload: bytes, alias: str, record: RequestRecord,
     return payload
 
 
-async def relay_stream(response: httpx.Response, alias: str, timeouts: Timeouts,
+async def relay_stream(response: UpstreamResponse, alias: str, timeouts: Timeouts,
                        deadline: float, record: RequestRecord,
                        on_engine_failure: Callable[[], None]) -> AsyncGenerator[bytes, None]:
     """Relay SSE events as they arrive, model name rewritten; always end with [DONE].
@@ -87,7 +88,7 @@ async def relay_stream(response: httpx.Response, alias: str, timeouts: Timeouts,
             remaining = deadline - time.monotonic()
             wait = min(timeouts.idle, remaining)
             try:
-                with anyio.fail_after(max(wait, 0.001)):
+                async with asyncio.timeout(max(wait, 0.001)):
                     chunk = await anext(chunks)
             except StopAsyncIteration:
                 break
@@ -111,7 +112,7 @@ async def relay_stream(response: httpx.Response, alias: str, timeouts: Timeouts,
                 yield b"".join(frames)
         if failure is None and not progress.complete():
             failure = EngineBadResponse("The engine ended the stream before it was complete.")
-    except httpx.HTTPError as exc:
+    except aiohttp.ClientError as exc:
         failure = EngineBadResponse(f"The engine's stream broke off ({type(exc).__name__}).")
     if failure is not None:
         record.error_code = failure.code

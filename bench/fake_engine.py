@@ -1,0 +1,132 @@
+"""BENCHMARK FAKE ENGINE: a minimal OpenAI-shaped HTTP/1.1 server that is never the bottleneck.
+
+Not an engine: it answers every `POST /v1/chat/completions` with a fixed JSON body, or, for
+`"stream": true`, with an SSE stream whose chunk count, chunk size and per-chunk delay come
+from the command line (or the request: `bench_chunks`, `bench_delay_ms`). Responses are
+pre-encoded bytes written straight to the socket from an asyncio Protocol (uvloop + httptools),
+so one core serves tens of thousands of small requests per second.
+
+    python -m bench.fake_engine --port 9001 [--chunks 20] [--chunk-size 8] [--delay-ms 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import httptools
+import orjson
+import uvloop
+
+ANSWER = orjson.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "bench",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+})
+JSON_RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                 + str(len(ANSWER)).encode() + b"\r\n\r\n" + ANSWER)
+MODELS = b'{"object":"list","data":[{"id":"bench","object":"model"}]}'
+MODELS_RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                   + str(len(MODELS)).encode() + b"\r\n\r\n" + MODELS)
+STREAM_HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+               b"transfer-encoding: chunked\r\n\r\n")
+
+
+def _chunked(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def stream_frames(chunks: int, chunk_size: int) -> list[bytes]:
+    content = "x" * chunk_size
+    frames = []
+    for i in range(chunks):
+        body = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0,
+                "model": "bench", "choices": [{"index": 0, "delta": {"content": content},
+                                               "finish_reason": None}]}
+        frames.append(_chunked(b"data: " + orjson.dumps(body) + b"\n\n"))
+    final = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0,
+             "model": "bench", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+             "usage": {"prompt_tokens": 5, "completion_tokens": chunks, "total_tokens": 5 + chunks}}
+    frames.append(_chunked(b"data: " + orjson.dumps(final) + b"\n\n"))
+    frames.append(_chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+    return frames
+
+
+class EngineProtocol(asyncio.Protocol):
+    def __init__(self, settings: argparse.Namespace, cache: dict[tuple[int, int], list[bytes]]) -> None:
+        self.settings = settings
+        self.cache = cache
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: Any = None
+        self.url = b""
+        self.body: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # uvloop's transport is not an asyncio.Transport subclass
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self.transport:
+                self.transport.close()
+
+    def on_url(self, url: bytes) -> None:
+        self.url = url
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        assert self.transport is not None
+        body, self.body = b"".join(self.body), []
+        if not self.url.endswith(b"/chat/completions"):
+            self.transport.write(MODELS_RESPONSE)
+            return
+        if b'"stream":true' not in body.replace(b" ", b""):
+            self.transport.write(JSON_RESPONSE)
+            return
+        request = orjson.loads(body)
+        chunks = int(request.get("bench_chunks", self.settings.chunks))
+        delay = float(request.get("bench_delay_ms", self.settings.delay_ms)) / 1000
+        key = (chunks, self.settings.chunk_size)
+        frames = self.cache.get(key) or self.cache.setdefault(key, stream_frames(*key))
+        self.transport.write(STREAM_HEAD)
+        if delay <= 0:
+            self.transport.write(b"".join(frames))
+        else:
+            asyncio.get_running_loop().create_task(self._paced(frames, delay))
+
+    async def _paced(self, frames: list[bytes], delay: float) -> None:
+        start = time.monotonic()
+        for i, frame in enumerate(frames):
+            if self.transport is None or self.transport.is_closing():
+                return
+            self.transport.write(frame)
+            # Absolute schedule: the engine's own timing error does not accumulate.
+            await asyncio.sleep(max(0.0, start + (i + 1) * delay - time.monotonic()))
+
+
+async def serve(settings: argparse.Namespace) -> None:
+    cache: dict[tuple[int, int], list[bytes]] = {}
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: EngineProtocol(settings, cache), "127.0.0.1",
+                                      settings.port, backlog=4096)
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.fake_engine")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--chunks", type=int, default=20)
+    parser.add_argument("--chunk-size", type=int, default=8)
+    parser.add_argument("--delay-ms", type=float, default=0.0)
+    uvloop.run(serve(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
