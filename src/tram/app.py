@@ -12,13 +12,12 @@ from contextlib import asynccontextmanager
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from tram.api.admin import metrics, reload, reload_config
-from tram.api.chat import chat_completions
+from tram.api.chat import ChatEndpoint
 from tram.api.health import health, ready
 from tram.api.middleware import AuthMiddleware, RequestIdMiddleware, record_of
 from tram.api.models import get_model, list_models
@@ -31,9 +30,10 @@ from tram.relay.chat import ChatService
 from tram.routing.prober import probe_forever
 from tram.routing.registry import Registry
 from tram.routing.upstream import UpstreamClient
+from tram.types import ASGIApp, Message, Receive, Scope, Send
 from tram.vision.fetch import ImageFetcher
 
-__all__ = ["build_state", "create_app"]
+__all__ = ["TramApp", "build_state", "create_app"]
 
 logger = logging.getLogger("tram.app")
 
@@ -98,8 +98,41 @@ def _reload_on_sighup(state: AppState) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, handle)
 
 
+class TramApp:
+    """The gateway's ASGI app: request id and access log, then auth, then the routes."""
+
+    def __init__(self, app: ASGIApp, state: AppState) -> None:
+        self._app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._app(scope, receive, tracking_send)
+        except Exception:
+            # Last resort: whatever escaped still gets an OpenAI-shaped 500, never a traceback.
+            logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if not started:
+                await error_response(InternalError(
+                    "The gateway failed unexpectedly; see its log with this request's "
+                    "X-Request-ID."))(scope, receive, send)
+
+
+async def _not_here(request: Request) -> Response:
+    raise InternalError("The chat route is served by ChatEndpoint before the router.")
+
+
 def create_app(settings: Settings, config: TramConfig, *,
-               registry: Registry | None = None) -> Starlette:
+               registry: Registry | None = None) -> TramApp:
     state = build_state(settings, config, registry)
 
     @asynccontextmanager
@@ -119,14 +152,9 @@ def create_app(settings: Settings, config: TramConfig, *,
             Route("/ready", ready, methods=["GET"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", get_model, methods=["GET"]),
-            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/chat/completions", _not_here, methods=["POST"]),
             Route("/admin/reload", reload, methods=["POST"]),
             Route("/metrics", metrics, methods=["GET"]),
-        ],
-        middleware=[
-            Middleware(RequestIdMiddleware, metrics=state.metrics),
-            Middleware(AuthMiddleware, authenticator=state.authenticator,
-                       prefixes=("/v1", "/admin", "/metrics")),
         ],
         exception_handlers={
             TramError: _tram_error,
@@ -136,4 +164,17 @@ def create_app(settings: Settings, config: TramConfig, *,
         lifespan=lifespan,
     )
     app.state.tram = state
-    return app
+    chat = ChatEndpoint(state)
+
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        # The chat route, on every request's path, goes straight to its ASGI endpoint; the
+        # rest (and lifespan) to the Starlette app.
+        if scope["type"] == "http" and scope["path"] == "/v1/chat/completions" \
+                and scope["method"] == "POST":
+            await chat(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    authenticated = AuthMiddleware(dispatch, state.authenticator,
+                                   prefixes=("/v1", "/admin", "/metrics"))
+    return TramApp(RequestIdMiddleware(authenticated, metrics=state.metrics), state)

@@ -6,6 +6,8 @@ requests; scrape each worker or run one worker per container (documented in READ
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["Metrics"]
@@ -36,6 +38,31 @@ class Metrics:
                                       ["model", "replica"], registry=r)
         self.rejected = Counter("tram_rejected", "Requests refused before reaching an engine",
                                 ["model", "reason"], registry=r)
+
+        self._per_model: dict[str, tuple[Any, Any, Any, Any]] = {}
+        self._per_status: dict[tuple[str, int], Any] = {}
+
+    def observe_request(self, model: str, status: int, seconds: float, first_byte: float | None,
+                        prompt_tokens: int | None, completion_tokens: int | None) -> None:
+        """Everything one finished request adds; label children are cached (a `labels()`
+        call costs several microseconds, and this runs on every request)."""
+        children = self._per_model.get(model)
+        if children is None:
+            children = self._per_model[model] = (
+                self.latency.labels(model), self.ttft.labels(model),
+                self.tokens.labels(model, "prompt"), self.tokens.labels(model, "completion"))
+        latency, ttft, prompt, completion = children
+        counter = self._per_status.get((model, status))
+        if counter is None:
+            counter = self._per_status[(model, status)] = self.requests.labels(model, str(status))
+        counter.inc()
+        latency.observe(seconds)
+        if first_byte is not None:
+            ttft.observe(first_byte)
+        if prompt_tokens:
+            prompt.inc(prompt_tokens)
+        if completion_tokens:
+            completion.inc(completion_tokens)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,36 +1,44 @@
-"""Reading a JSON request body with a size limit (checked before and while reading)."""
+"""Reading a JSON request body straight from ASGI `receive`, with a size limit checked
+before (Content-Length) and while reading (chunked bodies)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
-from starlette.requests import ClientDisconnect, Request
 
 from tram.errors import InvalidJSON, RequestTooLarge
+from tram.types import Receive, Scope
 
-__all__ = ["read_json"]
+__all__ = ["ClientGone", "read_json"]
 
 
 class ClientGone(Exception):
     """The client disconnected before its body was read; nobody is left to answer."""
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLarge(f"The request body is larger than the {limit} bytes allowed.")
+def _too_large(limit: int) -> RequestTooLarge:
+    return RequestTooLarge(f"The request body is larger than the {limit} bytes allowed.")
+
+
+async def read_json(scope: Scope, receive: Receive, limit: int) -> Any:
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestTooLarge(f"The request body is larger than the {limit} bytes allowed.")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise ClientGone from None
-    raw = b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if not raw.strip():
         raise InvalidJSON("The request body is empty; send a JSON object.")
     try:

@@ -1,38 +1,71 @@
-"""POST /v1/chat/completions."""
+"""POST /v1/chat/completions, as a plain ASGI endpoint.
+
+It is the one route on every request's hot path, so it skips Starlette's request objects,
+router and exception middlewares (the benchmark measured them at ~20% of the gateway's CPU per
+request); errors are still turned into responses in one place (`errors.error_response`).
+"""
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import Response
+import logging
 
 from tram.api.body import ClientGone, read_json
 from tram.api.middleware import record_of
-from tram.api.state import state_of
+from tram.api.state import AppState
 from tram.api.streaming import SSEResponse, cancel_on_disconnect
 from tram.auth.keys import Principal
+from tram.errors import InternalError, TramError, error_response
 from tram.relay.chat import JSONResult, StreamResult
+from tram.types import Receive, Scope, Send
 
-__all__ = ["chat_completions"]
+__all__ = ["ChatEndpoint"]
+
+logger = logging.getLogger("tram.app")
+
+_JSON = [(b"content-type", b"application/json")]
 
 
-async def chat_completions(request: Request) -> Response | SSEResponse:
-    state = state_of(request)
-    record = record_of(request.scope)
-    principal: Principal = request.scope["state"]["tram.principal"]
-    try:
-        payload = await read_json(request, state.config.server.max_body_bytes)
-    except ClientGone:
-        record.client_disconnected = True
-        return Response(status_code=499)
+class ChatEndpoint:
+    def __init__(self, state: AppState) -> None:
+        self.state = state
 
-    async def work() -> JSONResult | StreamResult:
-        return await state.chat.create(principal, payload, record)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        record = record_of(scope)
+        try:
+            await self._handle(scope, receive, send)
+        except TramError as error:
+            record.error_code = error.code
+            await error_response(error)(scope, receive, send)
+        except Exception:
+            logger.exception("chat request %s failed", record.request_id)
+            record.error_code = "internal_error"
+            if record.status is None:  # nothing sent yet: the client still gets an answer
+                await error_response(InternalError(
+                    "The gateway failed unexpectedly; see its log with this request's "
+                    "X-Request-ID."))(scope, receive, send)
 
-    # A non-streaming answer can take minutes; if the client leaves meanwhile, the engine
-    # request is cancelled instead of finishing for nobody.
-    result = await cancel_on_disconnect(request.receive, work, record)
-    if result is None:
-        return Response(status_code=499)
-    if isinstance(result, StreamResult):
-        return SSEResponse(result, record, [])
-    return Response(result.body, status_code=result.status, media_type="application/json")
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = self.state
+        record = record_of(scope)
+        principal: Principal = scope["state"]["tram.principal"]
+        try:
+            payload = await read_json(scope, receive, state.config.server.max_body_bytes)
+        except ClientGone:
+            record.client_disconnected = True
+            return
+
+        async def work() -> JSONResult | StreamResult:
+            return await state.chat.create(principal, payload, record)
+
+        # A non-streaming answer can take minutes; if the client leaves meanwhile, the engine
+        # request is cancelled instead of finishing for nobody.
+        result = await cancel_on_disconnect(receive, work, record)
+        if result is None:
+            return
+        if isinstance(result, StreamResult):
+            await SSEResponse(result, record, [])(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": result.status, "headers": _JSON})
+        await send({"type": "http.response.body", "body": result.body})
+
+

@@ -26,15 +26,10 @@ def record_of(scope: Scope) -> RequestRecord:
 def observe(metrics: Metrics, record: RequestRecord) -> None:
     # Only configured model names become label values (record.model is set once the name is
     # found in the registry), so clients cannot grow the metrics without bound.
-    model = record.model or ""
-    metrics.requests.labels(model, str(record.status)).inc()
-    metrics.latency.labels(model).observe(record.elapsed())
-    if record.first_byte_ms is not None:
-        metrics.ttft.labels(model).observe(record.first_byte_ms / 1000)
-    if record.prompt_tokens:
-        metrics.tokens.labels(model, "prompt").inc(record.prompt_tokens)
-    if record.completion_tokens:
-        metrics.tokens.labels(model, "completion").inc(record.completion_tokens)
+    metrics.observe_request(
+        record.model or "", record.status or 0, record.elapsed(),
+        record.first_byte_ms / 1000 if record.first_byte_ms is not None else None,
+        record.prompt_tokens, record.completion_tokens)
 
 
 class RequestIdMiddleware:

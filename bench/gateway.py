@@ -1,0 +1,240 @@
+"""Gateway benchmark: Trạm against nginx and against the engine directly, in one run.
+
+    python -m bench gateway [--quick] [--no-record]
+
+Everything on loopback. The benchmark fake engine and the load generators run on core 0, the
+proxy under test (Trạm, or nginx as the reference) alone on core 1, one worker each. Trạm runs
+its real path: master-key auth, validation, alias rewriting, routing, relaying, access log and
+metrics. Appends a dated section to bench/RESULTS.md with the command, versions and ratios.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.loadgen import KEY, RateResult, StreamResult, streams, wrk
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+ROOT = Path(__file__).resolve().parents[1]
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    upstream engine {{ server 127.0.0.1:{engine}; keepalive 512; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://engine;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait(url: str, path: str = "/v1/models") -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + path, headers={"Authorization": f"Bearer {KEY}"},
+                         timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not start")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its children (nginx's work is in its worker process)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    pid: int | None  # the proxy process, for CPU and memory
+
+
+def _start(argv: list[str], cpu: str, **kwargs: object) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["taskset", "-c", cpu, *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
+
+
+def run(quick: bool) -> str:
+    os.sched_setaffinity(0, {0})  # this process (the stream client) shares core 0 with wrk
+    seconds = 3 if quick else 10
+    concurrencies = [1, 64] if quick else [1, 16, 64, 256]
+    workdir = Path(tempfile.mkdtemp(prefix="tram-bench-"))
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        engine_port, nginx_port, tram_port = _free_port(), _free_port(), _free_port()
+        processes.append(_start([sys.executable, "-m", "bench.fake_engine", "--port",
+                                 str(engine_port)], "0", cwd=ROOT))
+        engine = f"http://127.0.0.1:{engine_port}"
+        _wait(engine)
+
+        (workdir / "nginx.conf").write_text(NGINX_CONF.format(dir=workdir, engine=engine_port,
+                                                              port=nginx_port))
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        processes.append(_start([nginx, "-c", str(workdir / "nginx.conf")], "1"))
+        (workdir / "tram.yaml").write_text(
+            "models:\n  - name: bench\n    upstreams: [{url: '" + engine + "/v1', "
+            "served_name: bench}]\n    health: {probe_interval: 3600}\n")
+        env = {**os.environ, "TRAM_MASTER_KEY": KEY}
+        processes.append(_start([sys.executable, "-m", "tram", "serve", "--config",
+                                 str(workdir / "tram.yaml"), "--host", "127.0.0.1", "--port",
+                                 str(tram_port), "--log-level", "warning"], "1", env=env,
+                                cwd=workdir))
+        targets = [Target("direct", engine, None),
+                   Target("nginx", f"http://127.0.0.1:{nginx_port}", processes[1].pid),
+                   Target("tram", f"http://127.0.0.1:{tram_port}", processes[2].pid)]
+        for target in targets:
+            _wait(target.url)
+        tram_pid = processes[2].pid
+        # the real proxy process is taskset's child (taskset execs, so the pid is the same)
+        idle_rss = _rss_mb(tram_pid)
+
+        rates: dict[tuple[str, int], RateResult] = {}
+        cpu_ms: dict[str, float] = {}
+        for target in targets:
+            wrk(target.url, 16, 1, "0")  # warm-up: connections, caches
+            for c in concurrencies:
+                before = _cpu_seconds(target.pid) if target.pid else 0.0
+                rates[(target.name, c)] = result = wrk(target.url, c, seconds, "0")
+                if c == 64 and target.pid:
+                    cpu_ms[target.name] = (_cpu_seconds(target.pid) - before) * 1000 / result.requests
+        streamed: dict[str, StreamResult] = {}
+        paced: dict[str, StreamResult] = {}
+        many: dict[str, StreamResult] = {}
+        for target in targets:
+            streamed[target.name] = streams(target.url, 16, 400 if quick else 2000, 20, 0)
+            paced[target.name] = streams(target.url, 1, 20 if quick else 50, 5, 20)
+            many[target.name] = streams(target.url, 256, 256, 20, 20)
+        after_rss = _rss_mb(tram_pid)
+    finally:
+        for process in reversed(processes):
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return _report(quick, seconds, concurrencies, rates, cpu_ms, streamed, paced, many,
+                   idle_rss, after_rss)
+
+
+def _report(quick: bool, seconds: float, concurrencies: list[int],
+            rates: dict[tuple[str, int], RateResult], cpu_ms: dict[str, float],
+            streamed: dict[str, StreamResult], paced: dict[str, StreamResult],
+            many: dict[str, StreamResult], idle_rss: float, after_rss: float) -> str:
+    nginx_version = subprocess.run(["nginx", "-v"], capture_output=True, text=True,
+                                   check=False).stderr.strip()
+    lines = [
+        f"### Gateway — {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Command: `python -m bench gateway{' --quick' if quick else ''}` · {os.cpu_count()} "
+        f"cores · Python {platform.python_version()} · {nginx_version} · fake engine + wrk + "
+        f"stream client on core 0, proxy alone on core 1, one worker · {seconds:g} s per rate "
+        "run · Trạm with master-key auth (keys/limits/usage of issue 4 not built yet)",
+        "",
+        "| target | c | req/s | p50 ms | p90 ms | p99 ms | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (name, c), r in rates.items():
+        lines.append(f"| {name} | {c} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | "
+                     f"{r.p99_ms:.2f} | {r.errors} |")
+    top = max(concurrencies)
+    c64 = 64 if 64 in concurrencies else top
+    lines += [
+        "",
+        "| measure | direct | nginx | Trạm | Trạm/nginx | target |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| req/s, c={c64} | {rates[('direct', c64)].rps:,.0f} | {rates[('nginx', c64)].rps:,.0f} "
+        f"| {rates[('tram', c64)].rps:,.0f} | "
+        f"{rates[('tram', c64)].rps / rates[('nginx', c64)].rps:.3f} | ≥ 0.30 |",
+        f"| added p50 latency at c=1, ms | – | "
+        f"{rates[('nginx', 1)].p50_ms - rates[('direct', 1)].p50_ms:.3f} | "
+        f"{rates[('tram', 1)].p50_ms - rates[('direct', 1)].p50_ms:.3f} | – | ≤ 0.3 |",
+        f"| proxy CPU per request at c={c64}, ms | – | {cpu_ms.get('nginx', 0):.3f} | "
+        f"{cpu_ms.get('tram', 0):.3f} | – | ≤ 0.15 |",
+        f"| streams/s (20 chunks, c=16) | {streamed['direct'].streams_per_s:,.0f} | "
+        f"{streamed['nginx'].streams_per_s:,.0f} | {streamed['tram'].streams_per_s:,.0f} | "
+        f"{streamed['tram'].streams_per_s / streamed['nginx'].streams_per_s:.3f} | ≥ 0.30 |",
+        f"| TTFB p50, paced 20 ms/chunk, ms | {paced['direct'].ttfb_p50_ms:.2f} | "
+        f"{paced['nginx'].ttfb_p50_ms:.2f} | {paced['tram'].ttfb_p50_ms:.2f} | – | "
+        "≤ direct + 0.5 |",
+        f"| 256 paced streams: gap p99 ms / failures | {many['direct'].gap_p99_ms:.1f} / "
+        f"{many['direct'].failures} | {many['nginx'].gap_p99_ms:.1f} / {many['nginx'].failures} "
+        f"| {many['tram'].gap_p99_ms:.1f} / {many['tram'].failures} | – | ≤ direct + 1, 0 |",
+        f"| Trạm RSS idle → after the run, MB | – | – | {idle_rss:.0f} → {after_rss:.0f} | – | "
+        "≤ 80 |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench gateway")
+    parser.add_argument("--quick", action="store_true", help="fewer runs; under 2 minutes")
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args(argv)
+    if not shutil.which("wrk") or not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
+        print("bench gateway needs wrk and nginx: apt-get install -y wrk nginx-light",
+              file=sys.stderr)
+        return 2
+    report = run(args.quick)
+    print(report)
+    if not args.no_record:
+        with RESULTS.open("a", encoding="utf-8") as results:
+            results.write("\n" + report)
+    return 0
