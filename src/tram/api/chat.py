@@ -15,7 +15,7 @@ from tram.api.state import AppState
 from tram.api.streaming import SSEResponse, cancel_on_disconnect
 from tram.auth.keys import Principal
 from tram.errors import InternalError, TramError, error_response
-from tram.relay.chat import JSONResult, StreamResult
+from tram.relay.chat import StreamResult
 from tram.types import Receive, Scope, Send
 
 __all__ = ["ChatEndpoint"]
@@ -54,12 +54,10 @@ class ChatEndpoint:
             record.client_disconnected = True
             return
 
-        async def work() -> JSONResult | StreamResult:
-            return await state.chat.create(principal, payload, record)
-
         # A non-streaming answer can take minutes; if the client leaves meanwhile, the engine
         # request is cancelled instead of finishing for nobody.
-        result = await cancel_on_disconnect(receive, work, record)
+        result = await cancel_on_disconnect(
+            receive, state.chat.create(principal, payload, record), record)
         if result is None:
             return
         if isinstance(result, StreamResult):

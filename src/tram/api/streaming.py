@@ -9,7 +9,7 @@ They use asyncio directly (the gateway runs on uvicorn's asyncio loop).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TypeVar
 
 import anyio
@@ -36,9 +36,9 @@ async def _wait_for_disconnect(receive: Receive) -> None:
             return
 
 
-async def cancel_on_disconnect(receive: Receive, work: Callable[[], Awaitable[T]],
+async def cancel_on_disconnect(receive: Receive, work: Awaitable[T],
                                record: RequestRecord) -> T | None:
-    """Run `work` in this task; if the client disconnects first, cancel it and return None.
+    """Await `work` in this task; if the client disconnects first, cancel it and return None.
 
     Plain asyncio (one watcher task, cancelling this one) rather than an anyio task group: this
     runs on every request, and a task group costs several times more (bench/RESULTS.md).
@@ -53,7 +53,7 @@ async def cancel_on_disconnect(receive: Receive, work: Callable[[], Awaitable[T]
 
     watcher = asyncio.ensure_future(watch())
     try:
-        return await work()
+        return await work
     except asyncio.CancelledError:
         if not record.client_disconnected:
             raise
@@ -78,7 +78,7 @@ class SSEResponse:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         try:
-            await cancel_on_disconnect(receive, stream, self._record)
+            await cancel_on_disconnect(receive, stream(), self._record)
         except OSError:
             self._record.client_disconnected = True  # a send failed: the client is gone
         finally:

@@ -18,7 +18,7 @@ import orjson
 from pydantic import ValidationError
 
 from tram.auth.keys import Principal
-from tram.config import VisionConfig
+from tram.config import Timeouts, VisionConfig
 from tram.errors import (
     EngineConnectTimeout,
     EngineTimeout,
@@ -136,16 +136,10 @@ class ChatService:
         try:
             resources.enter_context(pool.admit())
             resources.enter_context(pool.lease(replica))
-            remaining = max(deadline - time.monotonic(), 0.001)
-            if request.stream and timeouts.first_byte < remaining:
-                wait = timeouts.first_byte
-                message = f"The engine did not start answering within {wait:g}s (first_byte)."
-            else:
-                wait = remaining
-                message = f"The answer exceeded the total time limit of {timeouts.total:g}s."
+            wait, message = _first_byte_wait(bool(request.stream), timeouts, deadline)
             try:
-                response = await resources.enter_async_context(self._upstream.open(
-                    replica, CHAT_PATH, body, record.request_id, timeouts, wait, message))
+                response = await self._upstream.send(replica, CHAT_PATH, body,
+                                                     record.request_id, timeouts, wait, message)
             except (EngineUnreachable, EngineConnectTimeout) as exc:
                 if health is not None:
                     health.record_failure()
@@ -154,6 +148,7 @@ class ChatService:
                 if health is not None:
                     health.record_failure()
                 raise
+            resources.callback(response.close)
             if response.status_code >= 300:
                 error = await engine_error(response)
                 if response.status_code >= 500:
@@ -219,6 +214,18 @@ class ChatService:
                     part.image_url.url, param_of(message_index, part_index))
                 content = payload["messages"][message_index]["content"]
                 content[part_index]["image_url"]["url"] = data_url
+
+
+def _first_byte_wait(stream: bool, timeouts: Timeouts, deadline: float) -> tuple[float, str]:
+    """How long to wait for the engine's response headers, and what to say if they don't come.
+
+    A stream's headers come with its first token (first_byte); a JSON answer's only at the end.
+    """
+    remaining = max(deadline - time.monotonic(), 0.001)
+    if stream and timeouts.first_byte < remaining:
+        return (timeouts.first_byte,
+                f"The engine did not start answering within {timeouts.first_byte:g}s (first_byte).")
+    return remaining, f"The answer exceeded the total time limit of {timeouts.total:g}s."
 
 
 def _nothing() -> None:

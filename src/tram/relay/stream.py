@@ -7,7 +7,6 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-import aiohttp
 import orjson
 
 from tram.config import Timeouts
@@ -112,7 +111,7 @@ async def relay_stream(response: UpstreamResponse, alias: str, timeouts: Timeout
                 yield b"".join(frames)
         if failure is None and not progress.complete():
             failure = EngineBadResponse("The engine ended the stream before it was complete.")
-    except aiohttp.ClientError as exc:
+    except OSError as exc:
         failure = EngineBadResponse(f"The engine's stream broke off ({type(exc).__name__}).")
     if failure is not None:
         record.error_code = failure.code

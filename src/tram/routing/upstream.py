@@ -1,21 +1,21 @@
 """The HTTP client that talks to engines, with transport failures mapped to Trạm errors.
 
-aiohttp, one session (connection pool) per app, created in the running event loop on first
-use. httpx was the first choice; the benchmark showed its connection pool scanning every pooled
-connection (a readability syscall each) on every request, which cost more than all the rest of
-the gateway at 64 concurrent requests (bench/RESULTS.md). Deadlines are asyncio timeouts
-around the awaits, so each timeout (connect, first byte, idle, total) has its own message.
-The rest of the gateway sees only `UpstreamResponse`, never the client library.
+Pooled keep-alive HTTP/1.1 connections (`http1`), one pool per app. httpx was the first
+choice: the benchmark showed its pool checking every pooled connection (a syscall each) on every
+request; aiohttp, the second, spent a third of the gateway's CPU per request on features this
+call never uses (bench/RESULTS.md). Deadlines are asyncio timeouts around the awaits, so each
+timeout (connect, first byte, idle, total) has its own message. The rest of the gateway sees
+only `UpstreamResponse`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import ssl
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 
 from tram.config import Timeouts
@@ -28,6 +28,8 @@ from tram.errors import (
     TramError,
     UpstreamClientError,
 )
+from tram.routing.http1 import ConnectionPool, ConnectTimeout
+from tram.routing.http1 import PooledResponse as UpstreamResponse
 from tram.routing.registry import Replica
 
 __all__ = ["UpstreamClient", "UpstreamResponse", "engine_error"]
@@ -35,97 +37,63 @@ __all__ = ["UpstreamClient", "UpstreamResponse", "engine_error"]
 _MAX_ERROR_BODY = 64 * 1024
 
 
-class UpstreamResponse:
-    """An engine's response whose headers have arrived; the body is read on demand."""
+@dataclass(frozen=True)
+class _Target:
+    host: str
+    port: int
+    tls: ssl.SSLContext | None
+    base_path: str
+    host_header: str
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-        self.status_code = response.status
-        self.headers = response.headers
 
-    async def aread(self) -> bytes:
-        return await self._response.read()
-
-    async def aiter_raw(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive (no waiting for a full buffer)."""
-        async for chunk in self._response.content.iter_any():
-            yield chunk
-
-    def close(self) -> None:
-        """Return the connection to the pool if the body was read to its end, else drop it
-        (a dropped connection is how an engine learns that the client went away)."""
-        if self._response.content.at_eof():
-            self._response.release()
-        else:
-            self._response.close()
+@functools.lru_cache(maxsize=1024)
+def _target(url: str) -> _Target:
+    parts = urlsplit(url)
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
+    host = parts.hostname or "localhost"
+    return _Target(host, port, ssl.create_default_context() if secure else None,
+                   parts.path.rstrip("/"), parts.netloc)
 
 
 class UpstreamClient:
-    def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
+    """Engine calls over pooled keep-alive HTTP/1.1 connections (see `http1`)."""
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                # Idle connections are let go before engines typically close them (llama.cpp's
-                # server after 5 s), which keeps stale-connection retries rare.
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=4,
-                                               enable_cleanup_closed=True),
-                timeout=aiohttp.ClientTimeout(total=None),
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent",),
-                trust_env=False,
-            )
-        return self._session
+    def __init__(self) -> None:
+        self._pool = ConnectionPool()
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        self._pool.close()
 
-    @asynccontextmanager
-    async def open(self, replica: Replica, path: str, body: bytes, request_id: str,
+    async def send(self, replica: Replica, path: str, body: bytes, request_id: str,
                    timeouts: Timeouts, first_byte: float,
-                   timeout_message: str | None = None) -> AsyncIterator[UpstreamResponse]:
-        """Send a request and yield the response once its headers arrived (body unread).
+                   timeout_message: str | None = None) -> UpstreamResponse:
+        """Send a request; return the response once its headers arrived (body unread).
 
-        Leaving the context closes the response; if its body was not read to the end, the
-        connection is dropped, which is how a cancelled request stops the engine.
+        The caller must `close()` it; if its body was not read to the end, the connection is
+        dropped, which is how a cancelled request stops the engine.
         """
-        headers = {"content-type": "application/json", "x-request-id": request_id}
+        target = _target(replica.url)
+        head = (f"POST {target.base_path}{path} HTTP/1.1\r\nhost: {target.host_header}\r\n"
+                f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+                f"x-request-id: {request_id}\r\n")
         if replica.api_key:
-            headers["authorization"] = f"Bearer {replica.api_key}"
-        timeout = _client_timeout(timeouts.connect)
+            head += f"authorization: Bearer {replica.api_key}\r\n"
         try:
             async with asyncio.timeout(first_byte):
-                try:
-                    raw = await self._post(replica.url + path, body, headers, timeout)
-                except aiohttp.ConnectionTimeoutError:
-                    raise EngineConnectTimeout(
-                        f"Could not connect to the engine within {timeouts.connect:g}s.") from None
-                except aiohttp.ClientError as exc:
-                    raise EngineUnreachable(
-                        f"The engine for this model is unreachable ({type(exc).__name__})."
-                    ) from None
+                return await self._pool.post(target.host, target.port, target.tls,
+                                             (head + "\r\n").encode("latin-1"), body,
+                                             timeouts.connect)
+        except ConnectTimeout:
+            raise EngineConnectTimeout(
+                f"Could not connect to the engine within {timeouts.connect:g}s.") from None
         except TimeoutError:
             raise EngineTimeout(timeout_message or
                                 f"The engine did not start answering within {first_byte:g}s.") \
                 from None
-        response = UpstreamResponse(raw)
-        try:
-            yield response
-        finally:
-            response.close()
-
-    async def _post(self, url: str, body: bytes, headers: dict[str, str],
-                    deadlines: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
-        try:
-            return await self._client().post(url, data=body, headers=headers, timeout=deadlines,
-                                             allow_redirects=False)
-        except aiohttp.ServerDisconnectedError:
-            # A pooled keep-alive connection the engine had just closed (engines close idle or
-            # long-used connections): nothing reached it; send once more on a fresh one.
-            return await self._client().post(url, data=body, headers=headers, timeout=deadlines,
-                                             allow_redirects=False)
+        except OSError as exc:
+            raise EngineUnreachable(
+                f"The engine for this model is unreachable ({type(exc).__name__}).") from None
 
     async def read_body(self, response: UpstreamResponse, limit: float) -> bytes:
         try:
@@ -133,14 +101,9 @@ class UpstreamClient:
                 return await response.aread()
         except TimeoutError:
             raise EngineTimeout(f"The engine did not finish its answer within {limit:g}s.") from None
-        except aiohttp.ClientError as exc:
+        except OSError as exc:
             raise EngineBadResponse(
                 f"The engine's answer was cut off ({type(exc).__name__}).") from None
-
-
-@functools.lru_cache(maxsize=64)
-def _client_timeout(connect: float) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect)
 
 
 async def engine_error(response: UpstreamResponse) -> TramError:
@@ -151,7 +114,7 @@ async def engine_error(response: UpstreamResponse) -> TramError:
     """
     try:
         raw = await response.aread()
-    except aiohttp.ClientError:
+    except OSError:
         raw = b""
     message, type_, code, param = _parse_error(raw[:_MAX_ERROR_BODY])
     status = response.status_code
