@@ -42,7 +42,7 @@ def _chunked(data: bytes) -> bytes:
 def stream_frames(chunks: int, chunk_size: int) -> list[bytes]:
     content = "x" * chunk_size
     frames = []
-    for i in range(chunks):
+    for _ in range(chunks):
         body = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0,
                 "model": "bench", "choices": [{"index": 0, "delta": {"content": content},
                                                "finish_reason": None}]}

@@ -11,6 +11,7 @@ metrics. Appends a dated section to bench/RESULTS.md with the command, versions 
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
 import shutil
@@ -160,6 +161,10 @@ def run(quick: bool) -> str:
             paced[target.name] = streams(target.url, 1, 20 if quick else 50, 5, 20)
             many[target.name] = streams(target.url, 256, 256, 20, 20)
         after_rss = _rss_mb(tram_pid)
+        extra: list[str] = []
+        if not quick:
+            extra = _leak_and_workers(targets[2].url, tram_pid, rates[("tram", 64)].rps, engine,
+                                      workdir, env)
     finally:
         for process in reversed(processes):
             process.send_signal(signal.SIGTERM)
@@ -169,7 +174,40 @@ def run(quick: bool) -> str:
                 process.kill()
         shutil.rmtree(workdir, ignore_errors=True)
     return _report(quick, seconds, concurrencies, rates, cpu_ms, streamed, paced, many,
-                   idle_rss, after_rss)
+                   idle_rss, after_rss) + "".join(line + "\n" for line in extra)
+
+
+def _leak_and_workers(tram_url: str, tram_pid: int, rate: float, engine: str, workdir: Path,
+                      env: dict[str, str]) -> list[str]:
+    """RSS after ~20,000 and ~200,000 requests; `--workers 1` vs `--workers 2` (unpinned)."""
+    served = 0
+    rss = {}
+    for goal in (20_000, 200_000):
+        result = wrk(tram_url, 64, max(2, math.ceil((goal - served) / rate)), "0")
+        served += result.requests
+        rss[goal] = (served, _rss_mb(tram_pid))
+    lines = ["", f"- Trạm RSS after {rss[20_000][0]:,} requests: {rss[20_000][1]:.1f} MB; after "
+             f"{rss[200_000][0]:,}: {rss[200_000][1]:.1f} MB "
+             f"({(rss[200_000][1] / rss[20_000][1] - 1) * 100:+.1f}%, target within 10%)"]
+    rates = {}
+    for workers in (1, 2):
+        port = _free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tram", "serve", "--config", str(workdir / "tram.yaml"),
+             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+             "--log-level", "warning"], env=env, cwd=workdir, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        try:
+            _wait(f"http://127.0.0.1:{port}")
+            wrk(f"http://127.0.0.1:{port}", 64, 1, "0-1")
+            rates[workers] = wrk(f"http://127.0.0.1:{port}", 64, 10, "0-1").rps
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
+    lines.append(f"- `tram serve --workers 1` vs `--workers 2`, nothing pinned (wrk and the fake "
+                 f"engine share the 2 cores): {rates[1]:,.0f} vs {rates[2]:,.0f} req/s "
+                 f"(×{rates[2] / rates[1]:.2f})")
+    return lines
 
 
 def _report(quick: bool, seconds: float, concurrencies: list[int],

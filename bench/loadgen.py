@@ -5,6 +5,8 @@ of the fake engine, away from the proxy under test."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 import re
 import statistics
 import subprocess
@@ -44,7 +46,7 @@ def wrk(url: str, connections: int, seconds: float, cpu: str) -> RateResult:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT)
     out = subprocess.run(
-        ["taskset", "-c", cpu, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+        ["taskset", "-c", cpu, "wrk", "-t1", f"-c{connections}", f"-d{math.ceil(seconds)}s", "--latency",
          "-s", script.name, url + "/v1/chat/completions"],
         capture_output=True, text=True, check=True).stdout
     latency = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)", out, re.M))
@@ -90,7 +92,7 @@ async def _one_stream(host: str, port: int, request: bytes) -> tuple[float, list
             done = b"data: [DONE]" in buffer
     finally:
         writer.close()
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False) if b > a]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals) if b > a]
     return first or 0.0, gaps, done
 
 
