@@ -91,6 +91,9 @@ class UpstreamConfig(_Strict):
     served_name: str | None = None
     api_key: str | None = None
     weight: int = Field(1, ge=1)
+    # For an https engine whose certificate is signed by a private CA (PEM file); public
+    # certificates are verified against the system's CAs without it.
+    ca_file: str | None = None
 
     @field_validator("url")
     @classmethod

@@ -29,6 +29,11 @@ _PAUSE_ABOVE = 1 << 20  # buffered body bytes before we stop reading from the so
 _MAX_IDLE_PER_HOST = 256
 
 
+# Connections are shared only between requests to the same host, port and TLS settings: a
+# connection verified against one CA must not serve an upstream configured with another.
+_PoolKey = tuple[str, int, "ssl.SSLContext | None"]
+
+
 class ConnectTimeout(OSError):
     """No TCP connection to the engine within the connect timeout."""
 
@@ -43,7 +48,7 @@ class UpstreamClosedEarly(UpstreamBroken):
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, pool: ConnectionPool, key: tuple[str, int]) -> None:
+    def __init__(self, pool: ConnectionPool, key: _PoolKey) -> None:
         self.pool = pool
         self.key = key
         self.transport: asyncio.Transport | None = None
@@ -181,7 +186,7 @@ class PooledResponse:
 
 class ConnectionPool:
     def __init__(self) -> None:
-        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._idle: dict[_PoolKey, list[_Connection]] = {}
 
     def forget(self, connection: _Connection) -> None:
         idle = self._idle.get(connection.key)
@@ -200,7 +205,8 @@ class ConnectionPool:
 
     async def _connect(self, host: str, port: int, tls: ssl.SSLContext | None,
                        connect_timeout: float, fresh: bool = False) -> _Connection:
-        idle = self._idle.get((host, port))
+        key = (host, port, tls)
+        idle = self._idle.get(key)
         while idle and not fresh:
             connection = idle.pop()
             if not connection.closed:
@@ -209,7 +215,7 @@ class ConnectionPool:
         try:
             async with asyncio.timeout(connect_timeout):
                 _, protocol = await loop.create_connection(
-                    lambda: _Connection(self, (host, port)), host, port, ssl=tls,
+                    lambda: _Connection(self, key), host, port, ssl=tls,
                     server_hostname=host if tls else None)
         except TimeoutError:
             raise ConnectTimeout(f"no connection within {connect_timeout:g}s") from None

@@ -32,11 +32,12 @@ class Replica:
     # Set by the supervisor while an engine it owns is down, so requests fail fast with 503.
     available: bool = True
     health: ReplicaHealth | None = None
+    ca_file: str | None = None
 
     @classmethod
     def from_config(cls, upstream: UpstreamConfig, default_name: str) -> Replica:
         return cls(url=upstream.url, served_name=upstream.served_name or default_name,
-                   api_key=upstream.api_key, weight=upstream.weight)
+                   api_key=upstream.api_key, weight=upstream.weight, ca_file=upstream.ca_file)
 
     def takes_traffic(self) -> bool:
         return self.available and (self.health is None or self.health.admits())
@@ -144,6 +145,7 @@ class Registry:
                 kept = old.get((fresh.url, fresh.served_name))
                 if kept is not None:
                     kept.api_key, kept.weight = fresh.api_key, fresh.weight
+                    kept.ca_file = fresh.ca_file
                 replicas.append(kept or fresh)
             replicas += self._attached.get(model.name, [])
             pools[model.name] = ModelPool(model, replicas, self.metrics)

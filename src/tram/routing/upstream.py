@@ -47,13 +47,13 @@ class _Target:
 
 
 @functools.lru_cache(maxsize=1024)
-def _target(url: str) -> _Target:
+def _target(url: str, ca_file: str | None) -> _Target:
     parts = urlsplit(url)
     secure = parts.scheme == "https"
     port = parts.port or (443 if secure else 80)
     host = parts.hostname or "localhost"
-    return _Target(host, port, ssl.create_default_context() if secure else None,
-                   parts.path.rstrip("/"), parts.netloc)
+    tls = ssl.create_default_context(cafile=ca_file) if secure else None
+    return _Target(host, port, tls, parts.path.rstrip("/"), parts.netloc)
 
 
 class UpstreamClient:
@@ -73,7 +73,7 @@ class UpstreamClient:
         The caller must `close()` it; if its body was not read to the end, the connection is
         dropped, which is how a cancelled request stops the engine.
         """
-        target = _target(replica.url)
+        target = _target(replica.url, replica.ca_file)
         head = (f"POST {target.base_path}{path} HTTP/1.1\r\nhost: {target.host_header}\r\n"
                 f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
                 f"x-request-id: {request_id}\r\n")
