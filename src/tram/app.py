@@ -30,7 +30,7 @@ from tram.relay.chat import ChatService
 from tram.routing.prober import probe_forever
 from tram.routing.registry import Registry
 from tram.routing.upstream import UpstreamClient
-from tram.types import ASGIApp, Message, Receive, Scope, Send
+from tram.types import ASGIApp, Receive, Scope, Send
 from tram.vision.fetch import ImageFetcher
 
 __all__ = ["TramApp", "build_state", "create_app"]
@@ -99,32 +99,15 @@ def _reload_on_sighup(state: AppState) -> None:
 
 
 class TramApp:
-    """The gateway's ASGI app: request id and access log, then auth, then the routes."""
+    """The gateway's ASGI app: request id, access log and last-resort errors, then auth, then
+    the routes. `state` is the app's AppState (tests and the supervisor reach it here)."""
 
     def __init__(self, app: ASGIApp, state: AppState) -> None:
         self._app = app
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self._app(scope, receive, tracking_send)
-        except Exception:
-            # Last resort: whatever escaped still gets an OpenAI-shaped 500, never a traceback.
-            logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            if not started:
-                await error_response(InternalError(
-                    "The gateway failed unexpectedly; see its log with this request's "
-                    "X-Request-ID."))(scope, receive, send)
+        await self._app(scope, receive, send)
 
 
 async def _not_here(request: Request) -> Response:

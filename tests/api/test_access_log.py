@@ -38,3 +38,27 @@ def test_one_line_per_request_without_prompt_or_key(gateway: GatewayFactory, aut
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert secret_prompt not in text
     assert MASTER_KEY not in text and "sk-wrong-key-999" not in text
+
+
+@pytest.mark.parametrize("target", ["tram.relay.chat.ChatService.create",
+                                    "tram.auth.keys.Authenticator.authenticate",
+                                    "tram.api.models._card"])
+def test_unexpected_errors_are_openai_500s_with_request_id(
+        gateway: GatewayFactory, auth: dict, monkeypatch: pytest.MonkeyPatch, target: str) -> None:
+    def explode(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("internal detail with sk-secret-123")
+
+    monkeypatch.setattr(target, explode)
+    with gateway() as url:
+        if target.endswith("_card"):
+            response = httpx.get(url + "/v1/models", headers={**auth, "X-Request-ID": "boom-1"})
+        else:
+            response = httpx.post(url + "/v1/chat/completions",
+                                  headers={**auth, "X-Request-ID": "boom-1"},
+                                  json={"model": "qwen-text", "messages": [{"role": "user",
+                                                                            "content": "x"}]})
+    assert response.status_code == 500
+    assert response.headers["x-request-id"] == "boom-1"
+    error = response.json()["error"]
+    assert error["type"] == "server_error" and error["code"] == "internal_error"
+    assert "sk-secret" not in response.text and "internal detail" not in response.text

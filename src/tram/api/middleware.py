@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
 
 from tram.auth.keys import Authenticator, bearer_token
-from tram.errors import TramError, error_response
+from tram.errors import InternalError, TramError, error_response
 from tram.metrics import Metrics
 from tram.requestlog import RequestRecord, log_request
 from tram.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["AuthMiddleware", "RequestIdMiddleware", "record_of"]
+
+logger = logging.getLogger("tram.app")
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -56,6 +59,16 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Last resort: whatever escaped every handler still gets an OpenAI-shaped 500 with
+            # its request id, never a traceback; the traceback goes to the log.
+            logger.exception("unhandled error on %s %s (request %s)", scope["method"],
+                             scope["path"], request_id)
+            record.error_code = "internal_error"
+            if record.status is None:
+                await error_response(InternalError(
+                    "The gateway failed unexpectedly; see its log with this request's "
+                    "X-Request-ID."))(scope, receive, send_with_id)
         finally:
             if record.status is None:
                 record.status = 499 if record.client_disconnected else 500
