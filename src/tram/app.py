@@ -19,6 +19,7 @@ from starlette.routing import Route
 from tram.api.admin import metrics, reload, reload_config
 from tram.api.chat import ChatEndpoint
 from tram.api.health import health, ready
+from tram.api.keys import create_key, list_keys, revoke_key, show_key, update_key
 from tram.api.middleware import AuthMiddleware, RequestIdMiddleware, record_of
 from tram.api.models import get_model, list_models
 from tram.api.state import AppState
@@ -30,6 +31,8 @@ from tram.relay.chat import ChatService
 from tram.routing.prober import probe_forever
 from tram.routing.registry import Registry
 from tram.routing.upstream import UpstreamClient
+from tram.store.db import Database, database_url
+from tram.store.keys import KeyStore
 from tram.types import ASGIApp, Receive, Scope, Send
 from tram.vision.fetch import ImageFetcher
 
@@ -45,6 +48,9 @@ def build_state(settings: Settings, config: TramConfig,
     registry.bind_metrics(metrics)
     upstream = UpstreamClient()
     fetcher = ImageFetcher(config.vision)
+    database = Database(database_url(settings.database_url or config.database.url,
+                                     settings.data_dir))
+    keys = KeyStore(database)
     return AppState(
         settings=settings,
         config=config,
@@ -52,8 +58,10 @@ def build_state(settings: Settings, config: TramConfig,
         upstream=upstream,
         fetcher=fetcher,
         chat=ChatService(registry, upstream, config.vision, fetcher, metrics),
-        authenticator=Authenticator(settings.master_key),
+        authenticator=Authenticator(settings.master_key, keys),
         metrics=metrics,
+        database=database,
+        keys=keys,
     )
 
 
@@ -120,14 +128,18 @@ def create_app(settings: Settings, config: TramConfig, *,
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as background:
-            background.start_soon(probe_forever, state.registry)
-            _reload_on_sighup(state)
-            try:
-                yield
-            finally:
-                background.cancel_scope.cancel()
-                await state.aclose()
+        try:
+            await state.database.migrate()
+            async with anyio.create_task_group() as background:
+                background.start_soon(probe_forever, state.registry)
+                _reload_on_sighup(state)
+                try:
+                    yield
+                finally:
+                    background.cancel_scope.cancel()
+        finally:
+            # Outside the cancelled task group, so the closing awaits are not cancelled too.
+            await state.aclose()
 
     app = Starlette(
         routes=[
@@ -137,6 +149,11 @@ def create_app(settings: Settings, config: TramConfig, *,
             Route("/v1/models/{model:path}", get_model, methods=["GET"]),
             Route("/v1/chat/completions", _not_here, methods=["POST"]),
             Route("/admin/reload", reload, methods=["POST"]),
+            Route("/admin/keys", create_key, methods=["POST"]),
+            Route("/admin/keys", list_keys, methods=["GET"]),
+            Route("/admin/keys/{key_id}", show_key, methods=["GET"]),
+            Route("/admin/keys/{key_id}", update_key, methods=["PATCH"]),
+            Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),
             Route("/metrics", metrics, methods=["GET"]),
         ],
         exception_handlers={

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import sys
@@ -43,6 +44,17 @@ def load_for_serve(config_path: Path | None) -> tuple[Settings, TramConfig]:
     return settings, config
 
 
+async def _migrate(settings: Settings, config: TramConfig) -> None:
+    from tram.store.db import Database, database_url
+
+    database = Database(database_url(settings.database_url or config.database.url,
+                                     settings.data_dir))
+    try:
+        await database.migrate()
+    finally:
+        await database.aclose()
+
+
 def app_factory() -> object:
     """uvicorn's factory for `--workers N`: each worker builds its own app from the env."""
     from tram.app import create_app
@@ -64,6 +76,8 @@ def _serve(args: argparse.Namespace) -> int:
     port = args.port or config.server.port
     workers = args.workers or config.server.workers
     setup_logging(args.log_level)
+    # Migrate once here, before any worker starts (workers would race on a fresh database).
+    asyncio.run(_migrate(settings, config))
     common: dict[str, object] = {
         "host": host, "port": port, "log_config": None, "access_log": False,
         "timeout_graceful_shutdown": config.server.shutdown_grace, "server_header": False,
@@ -113,8 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     from tram.engines.cli import add_up_parser
+    from tram.store.cli import add_keys_parser
 
     add_up_parser(verbs)
+    add_keys_parser(verbs)
     return parser
 
 

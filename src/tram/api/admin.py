@@ -11,10 +11,10 @@ from tram.auth.keys import Principal
 from tram.config import ConfigError, load_config
 from tram.errors import InvalidRequest, PermissionDenied
 
-__all__ = ["metrics", "reload", "reload_config"]
+__all__ = ["metrics", "reload", "reload_config", "require_master"]
 
 
-def _require_master(request: Request) -> None:
+def require_master(request: Request) -> None:
     principal: Principal = request.scope["state"]["tram.principal"]
     if not principal.is_master:
         raise PermissionDenied("Only the master key may use the admin API.")
@@ -32,7 +32,7 @@ def reload_config(state: AppState) -> list[str]:
 
 
 async def reload(request: Request) -> Response:
-    _require_master(request)
+    require_master(request)
     try:
         models = reload_config(state_of(request))
     except ConfigError as exc:
@@ -43,7 +43,7 @@ async def reload(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    _require_master(request)
+    require_master(request)
     state = state_of(request)
     for pool in state.registry:
         for replica in pool.replicas:

@@ -92,7 +92,7 @@ class AuthMiddleware:
             return
         try:
             token = bearer_token(Headers(scope=scope).get("authorization"))
-            principal = self.authenticator.authenticate(token)
+            principal = await self.authenticator.authenticate(token)
         except TramError as error:
             record_of(scope).error_code = error.code
             await error_response(error)(scope, receive, send)

@@ -12,6 +12,8 @@ from tram.metrics import Metrics
 from tram.relay.chat import ChatService
 from tram.routing.registry import Registry
 from tram.routing.upstream import UpstreamClient
+from tram.store.db import Database
+from tram.store.keys import KeyStore
 from tram.vision.fetch import ImageFetcher
 
 __all__ = ["AppState", "state_of"]
@@ -27,10 +29,13 @@ class AppState:
     chat: ChatService
     authenticator: Authenticator
     metrics: Metrics
+    database: Database
+    keys: KeyStore
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
         await self.fetcher.aclose()
+        await self.database.aclose()
 
 
 def state_of(request: Request) -> AppState:

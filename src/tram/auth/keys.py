@@ -11,6 +11,7 @@ import hmac
 from dataclasses import dataclass
 
 from tram.errors import AuthenticationFailed, MissingAPIKey
+from tram.store.keys import KEY_PREFIX, KeyStore
 
 __all__ = ["Authenticator", "Principal", "bearer_token", "key_digest"]
 
@@ -48,12 +49,29 @@ def bearer_token(header: str | None) -> str:
 
 
 class Authenticator:
-    def __init__(self, master_key: str | None) -> None:
-        self._master_digest = key_digest(master_key) if master_key else None
+    """The master key (compared in constant time), then virtual keys looked up by digest.
 
-    def authenticate(self, token: str) -> Principal:
+    Virtual keys are looked up on every request, not cached, so that a revocation takes
+    effect at once in every worker and instance sharing the store.
+    """
+
+    def __init__(self, master_key: str | None, keys: KeyStore | None = None) -> None:
+        self._master_digest = key_digest(master_key) if master_key else None
+        self._keys = keys
+        self._master = Principal(key_id="master", is_master=True)
+
+    async def authenticate(self, token: str) -> Principal:
         digest = key_digest(token)
         if self._master_digest is not None and hmac.compare_digest(digest, self._master_digest):
-            return Principal(key_id="master", is_master=True)
+            return self._master
+        if self._keys is not None and token.startswith(KEY_PREFIX):
+            record = await self._keys.find(token)
+            if record is not None:
+                status = record.status()
+                if status != "active":
+                    raise AuthenticationFailed(f"This API key has been {status}.")
+                models = record.allowed_models
+                return Principal(key_id=record.id, is_master=False,
+                                 allowed_models=frozenset(models) if models is not None else None)
         # No part of the wrong key is echoed: it may be a near miss of a real one.
         raise AuthenticationFailed("Incorrect API key provided.")

@@ -1,0 +1,99 @@
+"""Admin API for virtual keys (master key only): /admin/keys and /admin/keys/{id}."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tram.api.admin import require_master
+from tram.api.body import ClientGone, read_json
+from tram.api.state import state_of
+from tram.errors import InvalidRequest, NotFound
+from tram.protocol.keys import KeyCreate, KeyUpdate
+from tram.relay.validation import invalid_request_from
+from tram.store.keys import KeyRecord, NewKey
+
+__all__ = ["create_key", "list_keys", "revoke_key", "show_key", "update_key"]
+
+_MAX_ADMIN_BODY = 64 * 1024
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def _body(request: Request, schema: type[M]) -> M:
+    try:
+        payload = await read_json(request.scope, request.receive, _MAX_ADMIN_BODY)
+    except ClientGone:
+        raise InvalidRequest("The request body was not received.") from None
+    try:
+        return schema.model_validate(payload)
+    except ValidationError as exc:
+        raise invalid_request_from(exc) from None
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise InvalidRequest("expires_at needs a time zone, e.g. 2027-01-31T00:00:00Z.",
+                             param="expires_at")
+    return value.astimezone(dt.UTC) if value is not None else None
+
+
+def _found(record: KeyRecord | None, key_id: str) -> KeyRecord:
+    if record is None:
+        raise NotFound(f"No key with id '{key_id}'.", param="key_id")
+    return record
+
+
+async def create_key(request: Request) -> Response:
+    require_master(request)
+    body = await _body(request, KeyCreate)
+    record, key = await state_of(request).keys.create(NewKey(
+        name=body.name, owner=body.owner, allowed_models=body.models,
+        expires_at=_utc(body.expires_at)))
+    # The only time the key is ever shown: it is stored as a digest.
+    return _json({**record.as_json(), "key": key}, status=201)
+
+
+async def list_keys(request: Request) -> Response:
+    require_master(request)
+    records = await state_of(request).keys.list()
+    return _json({"object": "list", "data": [r.as_json() for r in records]})
+
+
+async def show_key(request: Request) -> Response:
+    require_master(request)
+    key_id = request.path_params["key_id"]
+    return _json(_found(await state_of(request).keys.get(key_id), key_id).as_json())
+
+
+async def update_key(request: Request) -> Response:
+    require_master(request)
+    key_id = request.path_params["key_id"]
+    body = await _body(request, KeyUpdate)
+    changes: dict[str, Any] = {}
+    for field in body.model_fields_set:
+        value = getattr(body, field)
+        if field == "models":
+            changes["allowed_models"] = value
+        elif field == "expires_at":
+            changes["expires_at"] = _utc(value)
+        else:
+            changes[field] = value
+    record = await state_of(request).keys.update(key_id, changes)
+    return _json(_found(record, key_id).as_json())
+
+
+async def revoke_key(request: Request) -> Response:
+    require_master(request)
+    key_id = request.path_params["key_id"]
+    return _json(_found(await state_of(request).keys.revoke(key_id), key_id).as_json())

@@ -1,0 +1,27 @@
+"""Admin API bodies for virtual keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["KeyCreate", "KeyUpdate"]
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    owner: str | None = Field(None, max_length=200)
+    models: list[str] | None = None  # None: every model
+    expires_at: dt.datetime | None = None
+
+
+class KeyUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    owner: str | None = Field(None, max_length=200)
+    models: list[str] | None = None
+    expires_at: dt.datetime | None = None

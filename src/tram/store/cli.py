@@ -1,0 +1,133 @@
+"""`tram keys create|list|show|update|revoke`: virtual keys, straight on the store."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from tram.config import ConfigError, load_config, load_settings
+from tram.store.db import Database, database_url
+from tram.store.keys import KeyRecord, KeyStore, NewKey
+
+__all__ = ["add_keys_parser"]
+
+
+def _expiry(days: float | None) -> dt.datetime | None:
+    return dt.datetime.now(dt.UTC) + dt.timedelta(days=days) if days is not None else None
+
+
+def _print(record: KeyRecord, key: str | None = None) -> None:
+    data = record.as_json()
+    if key is not None:
+        data["key"] = key
+    print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+async def _run(args: argparse.Namespace, work: Callable[[KeyStore], Awaitable[int]]) -> int:
+    settings = load_settings(config_path=args.config)
+    configured = settings.database_url
+    if configured is None and settings.config_path is not None:
+        configured = load_config(settings.config_path, settings.env).database.url
+    database = Database(database_url(configured, settings.data_dir))
+    try:
+        await database.migrate()
+        return await work(KeyStore(database))
+    finally:
+        await database.aclose()
+
+
+def _keys(args: argparse.Namespace) -> int:
+    async def create(store: KeyStore) -> int:
+        record, key = await store.create(NewKey(name=args.name, owner=args.owner,
+                                                allowed_models=args.model,
+                                                expires_at=_expiry(args.expires_in_days)))
+        _print(record, key)
+        print("tram: the key is shown once; only its digest is stored", file=sys.stderr)
+        return 0
+
+    async def listing(store: KeyStore) -> int:
+        for record in await store.list():
+            data = record.as_json()
+            models = ",".join(data["models"]) if data["models"] else "*"
+            print(f"{data['id']}  {data['status']:<8} {data['key_hint']}  {data['name']}  "
+                  f"models={models}  expires={data['expires_at'] or '-'}")
+        return 0
+
+    async def show(store: KeyStore) -> int:
+        record = await store.get(args.id)
+        if record is None:
+            print(f"tram: no key {args.id}", file=sys.stderr)
+            return 1
+        _print(record)
+        return 0
+
+    async def update(store: KeyStore) -> int:
+        changes: dict[str, Any] = {}
+        if args.name is not None:
+            changes["name"] = args.name
+        if args.model is not None:
+            changes["allowed_models"] = args.model
+        if args.all_models:
+            changes["allowed_models"] = None
+        if args.expires_in_days is not None:
+            changes["expires_at"] = _expiry(args.expires_in_days)
+        record = await store.update(args.id, changes)
+        if record is None:
+            print(f"tram: no key {args.id}", file=sys.stderr)
+            return 1
+        _print(record)
+        return 0
+
+    async def revoke(store: KeyStore) -> int:
+        record = await store.revoke(args.id)
+        if record is None:
+            print(f"tram: no key {args.id}", file=sys.stderr)
+            return 1
+        _print(record)
+        return 0
+
+    actions = {"create": create, "list": listing, "show": show, "update": update,
+               "revoke": revoke}
+    try:
+        return asyncio.run(_run(args, actions[args.action]))
+    except ConfigError as exc:
+        print(f"tram: {exc}", file=sys.stderr)
+        return 2
+
+
+def add_keys_parser(verbs: Any) -> None:
+    keys = verbs.add_parser("keys", help="virtual API keys: create, list, show, update, revoke",
+                            description="Manage virtual keys in Trạm's store (the database of "
+                                        "TRAM_DATABASE_URL or tram.yaml, else data/tram.db).")
+    actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="create a key (shown once)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--owner")
+    create.add_argument("--model", action="append", help="allowed model (repeat); default all")
+    create.add_argument("--expires-in-days", type=float)
+    actions.add_parser("list", help="list keys (never the keys themselves)")
+    show = actions.add_parser("show", help="one key's record")
+    show.add_argument("id")
+    update = actions.add_parser("update", help="change name, models or expiry")
+    update.add_argument("id")
+    update.add_argument("--name")
+    update.add_argument("--model", action="append")
+    update.add_argument("--all-models", action="store_true", help="allow every model")
+    update.add_argument("--expires-in-days", type=float)
+    revoke = actions.add_parser("revoke", help="revoke a key (at once, everywhere)")
+    revoke.add_argument("id")
+    for parser in (create, actions.choices["list"], show, update, revoke):
+        parser.add_argument("--config", type=_path, help="tram.yaml (for database.url)")
+    keys.set_defaults(run=_keys)
+
+
+def _path(value: str) -> Any:
+    from pathlib import Path
+
+    return Path(value)

@@ -1,0 +1,134 @@
+"""Virtual keys: the only SQL about keys. Only a SHA-256 digest of a key is ever stored."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from tram.store.db import Database
+from tram.store.models import VirtualKey
+
+__all__ = ["KEY_PREFIX", "KeyRecord", "KeyStore", "NewKey", "hash_key"]
+
+KEY_PREFIX = "sk-tram-"
+
+
+def hash_key(key: str) -> str:
+    # Keys are 256-bit random strings, so a fast hash is safe here (no dictionary to attack),
+    # and it keeps the per-request lookup cheap.
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class NewKey:
+    name: str
+    owner: str | None = None
+    allowed_models: list[str] | None = None
+    expires_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    name: str
+    owner: str | None
+    key_hint: str
+    allowed_models: list[str] | None
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    created_at: dt.datetime
+
+    def status(self, now: dt.datetime | None = None) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= (now or _now()):
+            return "expired"
+        return "active"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "object": "key", "name": self.name, "owner": self.owner,
+            "key_hint": self.key_hint, "models": self.allowed_models,
+            "expires_at": _iso(self.expires_at), "revoked_at": _iso(self.revoked_at),
+            "created_at": _iso(self.created_at), "status": self.status(),
+        }
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    # SQLite returns naive datetimes; everything stored is UTC.
+    return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _record(row: VirtualKey) -> KeyRecord:
+    return KeyRecord(
+        id=row.id, name=row.name, owner=row.owner, key_hint=row.key_hint,
+        allowed_models=row.allowed_models, expires_at=_aware(row.expires_at),
+        revoked_at=_aware(row.revoked_at), created_at=_aware(row.created_at) or _now(),
+    )
+
+
+class KeyStore:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def create(self, new: NewKey) -> tuple[KeyRecord, str]:
+        """The new key's record and the key itself, which is not kept anywhere."""
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        row = VirtualKey(
+            id="key_" + secrets.token_hex(8), key_hash=hash_key(key),
+            key_hint=f"{key[:11]}…{key[-4:]}", name=new.name, owner=new.owner,
+            allowed_models=new.allowed_models, expires_at=new.expires_at, revoked_at=None,
+            created_at=_now(),
+        )
+        async with self._db.sessions.begin() as session:
+            session.add(row)
+        return _record(row), key
+
+    async def list(self) -> list[KeyRecord]:
+        async with self._db.sessions() as session:
+            rows = await session.scalars(select(VirtualKey).order_by(VirtualKey.created_at))
+            return [_record(row) for row in rows]
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        async with self._db.sessions() as session:
+            row = await session.get(VirtualKey, key_id)
+            return _record(row) if row is not None else None
+
+    async def find(self, key: str) -> KeyRecord | None:
+        """The record of a presented key (by digest), whatever its status."""
+        async with self._db.sessions() as session:
+            row = await session.scalar(select(VirtualKey).where(VirtualKey.key_hash == hash_key(key)))
+            return _record(row) if row is not None else None
+
+    async def update(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
+        allowed = {"name", "owner", "allowed_models", "expires_at"}
+        async with self._db.sessions.begin() as session:
+            row = await session.get(VirtualKey, key_id)
+            if row is None:
+                return None
+            for field, value in changes.items():
+                if field in allowed:
+                    setattr(row, field, value)
+        return _record(row)
+
+    async def revoke(self, key_id: str) -> KeyRecord | None:
+        async with self._db.sessions.begin() as session:
+            row = await session.get(VirtualKey, key_id)
+            if row is None:
+                return None
+            if row.revoked_at is None:
+                row.revoked_at = _now()
+        return _record(row)
