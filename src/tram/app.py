@@ -19,7 +19,7 @@ from starlette.routing import Route
 from tram.api.admin import metrics, reload, reload_config
 from tram.api.chat import ChatEndpoint
 from tram.api.health import health, ready
-from tram.api.keys import create_key, list_keys, revoke_key, show_key, update_key
+from tram.api.keys import create_key, list_keys, revoke_key, show_key, update_key, usage_view
 from tram.api.middleware import AuthMiddleware, RequestIdMiddleware, record_of
 from tram.api.models import get_model, list_models
 from tram.api.state import AppState
@@ -33,6 +33,7 @@ from tram.routing.registry import Registry
 from tram.routing.upstream import UpstreamClient
 from tram.store.db import Database, database_url
 from tram.store.keys import KeyStore
+from tram.store.usage import UsageWriter
 from tram.types import ASGIApp, Receive, Scope, Send
 from tram.vision.fetch import ImageFetcher
 
@@ -62,6 +63,7 @@ def build_state(settings: Settings, config: TramConfig,
         metrics=metrics,
         database=database,
         keys=keys,
+        usage=UsageWriter(database, settings.data_dir / "usage-spill.jsonl"),
     )
 
 
@@ -132,6 +134,7 @@ def create_app(settings: Settings, config: TramConfig, *,
             await state.database.migrate()
             async with anyio.create_task_group() as background:
                 background.start_soon(probe_forever, state.registry)
+                background.start_soon(state.usage.run)
                 _reload_on_sighup(state)
                 try:
                     yield
@@ -149,6 +152,7 @@ def create_app(settings: Settings, config: TramConfig, *,
             Route("/v1/models/{model:path}", get_model, methods=["GET"]),
             Route("/v1/chat/completions", _not_here, methods=["POST"]),
             Route("/admin/reload", reload, methods=["POST"]),
+            Route("/admin/usage", usage_view, methods=["GET"]),
             Route("/admin/keys", create_key, methods=["POST"]),
             Route("/admin/keys", list_keys, methods=["GET"]),
             Route("/admin/keys/{key_id}", show_key, methods=["GET"]),
@@ -177,4 +181,5 @@ def create_app(settings: Settings, config: TramConfig, *,
 
     authenticated = AuthMiddleware(dispatch, state.authenticator,
                                    prefixes=("/v1", "/admin", "/metrics"))
-    return TramApp(RequestIdMiddleware(authenticated, metrics=state.metrics), state)
+    return TramApp(RequestIdMiddleware(authenticated, metrics=state.metrics, usage=state.usage),
+                   state)

@@ -127,10 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     from tram.engines.cli import add_up_parser
-    from tram.store.cli import add_keys_parser
+    from tram.store.cli import add_keys_parser, add_usage_parser
 
     add_up_parser(verbs)
     add_keys_parser(verbs)
+    add_usage_parser(verbs)
     return parser
 
 

@@ -6,6 +6,7 @@ and timings.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class RequestRecord:
     images: int = 0
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int | None = None
     first_byte_ms: float | None = None
     error_code: str | None = None
     client_disconnected: bool = False
@@ -48,9 +50,24 @@ class RequestRecord:
                 self.prompt_tokens = prompt
             if isinstance(completion, int):
                 self.completion_tokens = completion
+            details = usage.get("prompt_tokens_details")
+            if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
+                self.cached_tokens = details["cached_tokens"]
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
+
+    def as_usage(self) -> dict[str, Any]:
+        """The usage event of this request (ids, counts and timings only)."""
+        return {
+            "ts": dt.datetime.now(dt.UTC).isoformat(), "request_id": self.request_id,
+            "key_id": self.key_id, "model": self.model, "served_model": self.served_model,
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens, "images": self.images, "stream": self.stream,
+            "latency_ms": round(self.elapsed() * 1000, 2), "first_byte_ms": self.first_byte_ms,
+            "status": self.status or 0, "error_code": self.error_code,
+            "client_disconnected": self.client_disconnected,
+        }
 
     def as_log(self) -> dict[str, Any]:
         entry = {k: v for k, v in self.__dict__.items() if v is not None and k != "started"}

@@ -146,3 +146,7 @@ def test_revocation_is_immediate_across_workers_and_the_cli(
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
+    # Both workers flushed their usage on shutdown: 16 requests, 8 served, 8 refused.
+    usage = tram("usage", "--by", "key").stdout
+    assert any(line.startswith(key_id) and line.split()[1] == "8" for line in usage.splitlines())
+    assert any(line.startswith("-") and line.split()[1] == "8" for line in usage.splitlines())

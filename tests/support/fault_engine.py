@@ -100,6 +100,12 @@ def fault_engine(log: EngineLog) -> Starlette:
                 for i in range(count):
                     yield _chunk(mode, i, f"t{i} ")
                 yield _chunk(mode, count, None, "stop")
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    usage = {"prompt_tokens": 7, "completion_tokens": count,
+                             "total_tokens": 7 + count}
+                    yield b"data: " + orjson.dumps({"id": "chatcmpl-fake", "model": mode,
+                                                    "object": "chat.completion.chunk",
+                                                    "choices": [], "usage": usage}) + b"\n\n"
                 yield b"data: [DONE]\n\n"
             elif mode == "slow-stream":
                 try:

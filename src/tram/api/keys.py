@@ -17,8 +17,9 @@ from tram.errors import InvalidRequest, NotFound
 from tram.protocol.keys import KeyCreate, KeyUpdate
 from tram.relay.validation import invalid_request_from
 from tram.store.keys import KeyRecord, NewKey
+from tram.store.usage import usage_summary
 
-__all__ = ["create_key", "list_keys", "revoke_key", "show_key", "update_key"]
+__all__ = ["create_key", "list_keys", "revoke_key", "show_key", "update_key", "usage_view"]
 
 _MAX_ADMIN_BODY = 64 * 1024
 
@@ -97,3 +98,22 @@ async def revoke_key(request: Request) -> Response:
     require_master(request)
     key_id = request.path_params["key_id"]
     return _json(_found(await state_of(request).keys.revoke(key_id), key_id).as_json())
+
+
+async def usage_view(request: Request) -> Response:
+    """GET /admin/usage?by=key|model|day&days=N: requests, tokens and errors per group."""
+    require_master(request)
+    by = request.query_params.get("by", "key")
+    if by not in ("key", "model", "day"):
+        raise InvalidRequest("'by' must be key, model or day.", param="by")
+    days = request.query_params.get("days")
+    since = None
+    if days is not None:
+        try:
+            since = dt.datetime.now(dt.UTC) - dt.timedelta(days=float(days))
+        except ValueError:
+            raise InvalidRequest("'days' must be a number.", param="days") from None
+    state = state_of(request)
+    await state.usage.flush()  # what was just served is in the view
+    rows = await usage_summary(state.database, by, since)
+    return _json({"object": "list", "by": by, "data": rows})

@@ -12,6 +12,7 @@ from tram.auth.keys import Authenticator, bearer_token
 from tram.errors import InternalError, TramError, error_response
 from tram.metrics import Metrics
 from tram.requestlog import RequestRecord, log_request
+from tram.store.usage import UsageWriter
 from tram.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["AuthMiddleware", "RequestIdMiddleware", "record_of"]
@@ -38,9 +39,11 @@ def observe(metrics: Metrics, record: RequestRecord) -> None:
 class RequestIdMiddleware:
     """Honour a sane incoming X-Request-ID or make one; return it; log one line per request."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None,
+                 usage: UsageWriter | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.usage = usage
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,6 +78,9 @@ class RequestIdMiddleware:
             log_request(record)
             if self.metrics is not None and record.model is not None:
                 observe(self.metrics, record)
+            if self.usage is not None and record.path == "/v1/chat/completions" \
+                    and record.method == "POST":
+                self.usage.record(record.as_usage())
 
 
 class AuthMiddleware:

@@ -14,6 +14,7 @@ from tram.routing.registry import Registry
 from tram.routing.upstream import UpstreamClient
 from tram.store.db import Database
 from tram.store.keys import KeyStore
+from tram.store.usage import UsageWriter
 from tram.vision.fetch import ImageFetcher
 
 __all__ = ["AppState", "state_of"]
@@ -31,10 +32,12 @@ class AppState:
     metrics: Metrics
     database: Database
     keys: KeyStore
+    usage: UsageWriter
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
         await self.fetcher.aclose()
+        await self.usage.close()
         await self.database.aclose()
 
 

@@ -101,6 +101,14 @@ class ChatService:
             payload["max_tokens"] = default_max
         hints = _hints(pool, request)
         deadline = time.monotonic() + pool.config.timeouts.total
+        # Usage is accounted from the engine's own counts: a stream asks for them even when the
+        # client did not, and the extra usage chunk is then kept from the client (whose code may
+        # read chunk.choices[0] of every chunk, as the guide's example does).
+        strip_usage = False
+        if request.stream and not (request.stream_options and request.stream_options.include_usage):
+            payload["stream_options"] = {**(payload.get("stream_options") or {}),
+                                         "include_usage": True}
+            strip_usage = True
 
         tried: list[Replica] = []
         last: _Retryable | None = None
@@ -114,7 +122,8 @@ class ChatService:
                                         "now; try again shortly.")
             tried.append(replica)
             try:
-                return await self._forward(pool, replica, request, payload, record, deadline)
+                return await self._forward(pool, replica, request, payload, record, deadline,
+                                           strip_usage)
             except _Retryable as failure:
                 last = failure
                 if len(tried) > pool.config.retries:
@@ -124,7 +133,7 @@ class ChatService:
 
     async def _forward(self, pool: ModelPool, replica: Replica, request: ChatCompletionRequest,
                        payload: dict[str, Any], record: RequestRecord,
-                       deadline: float) -> JSONResult | StreamResult:
+                       deadline: float, strip_usage: bool) -> JSONResult | StreamResult:
         """One attempt on one replica. Raises _Retryable when another replica may serve."""
         record.served_model = replica.served_name
         record.upstream = replica.url
@@ -163,7 +172,8 @@ class ChatService:
                 health.record_success()
             if request.stream:
                 on_failure = health.record_failure if health is not None else _nothing
-                frames = relay_stream(response, pool.name, timeouts, deadline, record, on_failure)
+                frames = relay_stream(response, pool.name, timeouts, deadline, record, on_failure,
+                                      strip_usage)
                 return StreamResult(frames, resources)
             raw = await self._upstream.read_body(response, max(deadline - time.monotonic(), 0.001))
         except BaseException:

@@ -54,7 +54,8 @@ class _StreamProgress:
 
 
 def _rewrite_chunk(payload: bytes, alias: str, record: RequestRecord,
-                   progress: _StreamProgress) -> bytes:
+                   progress: _StreamProgress, strip_usage: bool) -> bytes | None:
+    """The chunk with the alias as its model; None for a usage chunk the client did not ask for."""
     try:
         chunk = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -64,6 +65,8 @@ def _rewrite_chunk(payload: bytes, alias: str, record: RequestRecord,
             chunk["model"] = alias
         if chunk.get("usage"):
             record.take_usage(chunk["usage"])
+            if strip_usage and not chunk.get("choices"):
+                return None
         if "error" in chunk:
             record.error_code = "engine_stream_error"
         progress.see(chunk)
@@ -73,7 +76,8 @@ def _rewrite_chunk(payload: bytes, alias: str, record: RequestRecord,
 
 async def relay_stream(response: UpstreamResponse, alias: str, timeouts: Timeouts,
                        deadline: float, record: RequestRecord,
-                       on_engine_failure: Callable[[], None]) -> AsyncGenerator[bytes, None]:
+                       on_engine_failure: Callable[[], None],
+                       strip_usage: bool = False) -> AsyncGenerator[bytes, None]:
     """Relay SSE events as they arrive, model name rewritten; always end with [DONE].
 
     A stream the engine breaks off or lets go silent counts against the replica's health.
@@ -105,7 +109,9 @@ async def relay_stream(response: UpstreamResponse, alias: str, timeouts: Timeout
                 if payload == DONE:
                     progress.saw_done = True
                 else:
-                    frames.append(data_frame(_rewrite_chunk(payload, alias, record, progress)))
+                    rewritten = _rewrite_chunk(payload, alias, record, progress, strip_usage)
+                    if rewritten is not None:
+                        frames.append(data_frame(rewritten))
             if frames:
                 record.mark_first_byte()
                 yield b"".join(frames)

@@ -15,7 +15,7 @@ from tram.config import ConfigError, load_config, load_settings
 from tram.store.db import Database, database_url
 from tram.store.keys import KeyRecord, KeyStore, NewKey
 
-__all__ = ["add_keys_parser"]
+__all__ = ["add_keys_parser", "add_usage_parser"]
 
 
 def _expiry(days: float | None) -> dt.datetime | None:
@@ -99,6 +99,34 @@ def _keys(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tram: {exc}", file=sys.stderr)
         return 2
+
+
+def _usage(args: argparse.Namespace) -> int:
+    from tram.store.usage import usage_summary
+
+    async def show(store: KeyStore) -> int:
+        since = _expiry(-args.days) if args.days is not None else None
+        rows = await usage_summary(store.database, args.by, since)
+        print(f"{args.by:<24} {'requests':>9} {'prompt':>10} {'completion':>11} {'errors':>7}")
+        for row in rows:
+            print(f"{row[args.by] or '-':<24} {row['requests']:>9} {row['prompt_tokens']:>10} "
+                  f"{row['completion_tokens']:>11} {row['errors']:>7}")
+        return 0
+
+    try:
+        return asyncio.run(_run(args, show))
+    except ConfigError as exc:
+        print(f"tram: {exc}", file=sys.stderr)
+        return 2
+
+
+def add_usage_parser(verbs: Any) -> None:
+    usage = verbs.add_parser("usage", help="requests and tokens by key, model or day",
+                             description="Usage recorded in the store, one row per request.")
+    usage.add_argument("--by", choices=["key", "model", "day"], default="key")
+    usage.add_argument("--days", type=float, help="only the last N days")
+    usage.add_argument("--config", type=_path, help="tram.yaml (for database.url)")
+    usage.set_defaults(run=_usage)
 
 
 def add_keys_parser(verbs: Any) -> None:

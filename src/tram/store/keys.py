@@ -84,6 +84,10 @@ class KeyStore:
     def __init__(self, database: Database) -> None:
         self._db = database
 
+    @property
+    def database(self) -> Database:
+        return self._db
+
     async def create(self, new: NewKey) -> tuple[KeyRecord, str]:
         """The new key's record and the key itself, which is not kept anywhere."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)

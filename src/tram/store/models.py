@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, DateTime, String
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "VirtualKey"]
+__all__ = ["Base", "UsageEvent", "VirtualKey"]
 
 
 class Base(DeclarativeBase):
@@ -26,3 +26,29 @@ class VirtualKey(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class UsageEvent(Base):
+    """One chat request: who, which model, how many tokens, how long, how it ended.
+    Never prompt or completion text, image data or keys."""
+
+    __tablename__ = "usage_events"
+    __table_args__ = (Index("ix_usage_key_ts", "key_id", "ts"),
+                      Index("ix_usage_model_ts", "model", "ts"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    request_id: Mapped[str] = mapped_column(String(128))
+    key_id: Mapped[str | None] = mapped_column(String(40))
+    model: Mapped[str | None] = mapped_column(String(200))
+    served_model: Mapped[str | None] = mapped_column(String(300))
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    cached_tokens: Mapped[int | None] = mapped_column(Integer)
+    images: Mapped[int] = mapped_column(Integer, default=0)
+    stream: Mapped[bool | None] = mapped_column(Boolean)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    first_byte_ms: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[int] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    client_disconnected: Mapped[bool] = mapped_column(Boolean, default=False)
