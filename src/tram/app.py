@@ -26,6 +26,7 @@ from tram.api.state import AppState
 from tram.auth.keys import Authenticator
 from tram.config import ConfigError, Settings, TramConfig
 from tram.errors import InternalError, MethodNotAllowed, NotFound, TramError, error_response
+from tram.limits.memory import Limiter
 from tram.metrics import Metrics
 from tram.relay.chat import ChatService
 from tram.routing.prober import probe_forever
@@ -64,6 +65,7 @@ def build_state(settings: Settings, config: TramConfig,
         database=database,
         keys=keys,
         usage=UsageWriter(database, settings.data_dir / "usage-spill.jsonl"),
+        limiter=Limiter(keys.tokens_used),
     )
 
 
@@ -181,5 +183,5 @@ def create_app(settings: Settings, config: TramConfig, *,
 
     authenticated = AuthMiddleware(dispatch, state.authenticator,
                                    prefixes=("/v1", "/admin", "/metrics"))
-    return TramApp(RequestIdMiddleware(authenticated, metrics=state.metrics, usage=state.usage),
-                   state)
+    return TramApp(RequestIdMiddleware(authenticated, metrics=state.metrics, usage=state.usage,
+                                       limiter=state.limiter), state)

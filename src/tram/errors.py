@@ -14,6 +14,8 @@ The tree::
     ├── MethodNotAllowed              405     invalid_request_error     method_not_allowed
     ├── RequestTooLarge               413     invalid_request_error     request_too_large
     ├── ModelOverloaded               429     rate_limit_error          model_overloaded
+    ├── RateLimited                   429     rate_limit_error          rate_limit_exceeded
+    ├── InsufficientQuota             429     insufficient_quota        insufficient_quota
     ├── UpstreamClientError           4xx     as the engine said        as the engine said
     ├── EngineBadResponse             502     upstream_error            bad_gateway
     ├── EngineUnreachable             502     upstream_error            engine_unreachable
@@ -43,6 +45,7 @@ __all__ = [
     "EngineUnavailable",
     "EngineUnreachable",
     "ImagesNotSupported",
+    "InsufficientQuota",
     "InternalError",
     "InvalidJSON",
     "InvalidRequest",
@@ -52,6 +55,7 @@ __all__ = [
     "ModelOverloaded",
     "NotFound",
     "PermissionDenied",
+    "RateLimited",
     "RequestTooLarge",
     "TramError",
     "UpstreamClientError",
@@ -158,6 +162,27 @@ class ModelOverloaded(TramError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "1"}
+
+
+class RateLimited(TramError):
+    """A key's rpm, tpm or concurrency limit; Retry-After says when to come back."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class InsufficientQuota(TramError):
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
 
 
 class UpstreamClientError(TramError):

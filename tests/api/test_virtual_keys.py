@@ -82,10 +82,10 @@ def test_admin_errors_are_openai_shaped(gateway: GatewayFactory, auth: dict) -> 
     with gateway() as url:
         missing = httpx.get(url + "/admin/keys/key_nope", headers=auth)
         bad = httpx.post(url + "/admin/keys", headers=auth, json={"name": ""})
-        unknown = httpx.post(url + "/admin/keys", headers=auth, json={"name": "a", "rpm": 5})
+        unknown = httpx.post(url + "/admin/keys", headers=auth, json={"name": "a", "colour": 5})
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "name"
-    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "rpm"
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "colour"
 
 
 def test_keys_never_reach_the_log(gateway: GatewayFactory, auth: dict,

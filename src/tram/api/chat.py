@@ -53,6 +53,18 @@ class ChatEndpoint:
         except ClientGone:
             record.client_disconnected = True
             return
+        if principal.limits is None:
+            await self._serve(scope, receive, send, principal, payload)
+            return
+        # Admission before any engine work: rpm, tpm, concurrency and budget of the key.
+        await state.limiter.check(principal.key_id, principal.limits)
+        with state.limiter.in_flight(principal.key_id):
+            await self._serve(scope, receive, send, principal, payload)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, principal: Principal,
+                     payload: object) -> None:
+        state = self.state
+        record = record_of(scope)
 
         # A non-streaming answer can take minutes; if the client leaves meanwhile, the engine
         # request is cancelled instead of finishing for nobody.

@@ -14,6 +14,7 @@ from tram.api.admin import require_master
 from tram.api.body import ClientGone, read_json
 from tram.api.state import state_of
 from tram.errors import InvalidRequest, NotFound
+from tram.limits.memory import KeyLimits
 from tram.protocol.keys import KeyCreate, KeyUpdate
 from tram.relay.validation import invalid_request_from
 from tram.store.keys import KeyRecord, NewKey
@@ -60,7 +61,9 @@ async def create_key(request: Request) -> Response:
     body = await _body(request, KeyCreate)
     record, key = await state_of(request).keys.create(NewKey(
         name=body.name, owner=body.owner, allowed_models=body.models,
-        expires_at=_utc(body.expires_at)))
+        expires_at=_utc(body.expires_at),
+        limits=KeyLimits(rpm=body.rpm, tpm=body.tpm, max_concurrency=body.max_concurrency,
+                         max_total_tokens=body.max_total_tokens)))
     # The only time the key is ever shown: it is stored as a digest.
     return _json({**record.as_json(), "key": key}, status=201)
 

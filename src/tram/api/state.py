@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from tram.auth.keys import Authenticator
 from tram.config import Settings, TramConfig
+from tram.limits.memory import Limiter
 from tram.metrics import Metrics
 from tram.relay.chat import ChatService
 from tram.routing.registry import Registry
@@ -33,6 +34,7 @@ class AppState:
     database: Database
     keys: KeyStore
     usage: UsageWriter
+    limiter: Limiter
 
     async def aclose(self) -> None:
         await self.upstream.aclose()

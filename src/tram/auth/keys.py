@@ -11,6 +11,7 @@ import hmac
 from dataclasses import dataclass
 
 from tram.errors import AuthenticationFailed, MissingAPIKey
+from tram.limits.memory import KeyLimits
 from tram.store.keys import KEY_PREFIX, KeyStore
 
 __all__ = ["Authenticator", "Principal", "bearer_token", "key_digest"]
@@ -23,6 +24,7 @@ class Principal:
     key_id: str
     is_master: bool
     allowed_models: frozenset[str] | None = None  # None: every model
+    limits: KeyLimits | None = None
 
     def may_use(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models
@@ -72,6 +74,7 @@ class Authenticator:
                     raise AuthenticationFailed(f"This API key has been {status}.")
                 models = record.allowed_models
                 return Principal(key_id=record.id, is_master=False,
-                                 allowed_models=frozenset(models) if models is not None else None)
+                                 allowed_models=frozenset(models) if models is not None else None,
+                                 limits=record.limits if record.limits.any() else None)
         # No part of the wrong key is echoed: it may be a near miss of a real one.
         raise AuthenticationFailed("Incorrect API key provided.")

@@ -16,6 +16,10 @@ class KeyCreate(BaseModel):
     owner: str | None = Field(None, max_length=200)
     models: list[str] | None = None  # None: every model
     expires_at: dt.datetime | None = None
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    max_concurrency: int | None = Field(None, ge=1)
+    max_total_tokens: int | None = Field(None, ge=1)
 
 
 class KeyUpdate(BaseModel):
@@ -25,3 +29,7 @@ class KeyUpdate(BaseModel):
     owner: str | None = Field(None, max_length=200)
     models: list[str] | None = None
     expires_at: dt.datetime | None = None
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    max_concurrency: int | None = Field(None, ge=1)
+    max_total_tokens: int | None = Field(None, ge=1)

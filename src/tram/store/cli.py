@@ -12,8 +12,9 @@ from typing import Any
 import orjson
 
 from tram.config import ConfigError, load_config, load_settings
+from tram.limits.memory import KeyLimits
 from tram.store.db import Database, database_url
-from tram.store.keys import KeyRecord, KeyStore, NewKey
+from tram.store.keys import LIMIT_FIELDS, KeyRecord, KeyStore, NewKey
 
 __all__ = ["add_keys_parser", "add_usage_parser"]
 
@@ -44,9 +45,10 @@ async def _run(args: argparse.Namespace, work: Callable[[KeyStore], Awaitable[in
 
 def _keys(args: argparse.Namespace) -> int:
     async def create(store: KeyStore) -> int:
-        record, key = await store.create(NewKey(name=args.name, owner=args.owner,
-                                                allowed_models=args.model,
-                                                expires_at=_expiry(args.expires_in_days)))
+        record, key = await store.create(NewKey(
+            name=args.name, owner=args.owner, allowed_models=args.model,
+            expires_at=_expiry(args.expires_in_days),
+            limits=KeyLimits(**{f: getattr(args, f) for f in LIMIT_FIELDS})))
         _print(record, key)
         print("tram: the key is shown once; only its digest is stored", file=sys.stderr)
         return 0
@@ -77,6 +79,10 @@ def _keys(args: argparse.Namespace) -> int:
             changes["allowed_models"] = None
         if args.expires_in_days is not None:
             changes["expires_at"] = _expiry(args.expires_in_days)
+        for name in LIMIT_FIELDS:
+            value = getattr(args, name)
+            if value is not None:
+                changes[name] = value or None  # 0 removes the limit
         record = await store.update(args.id, changes)
         if record is None:
             print(f"tram: no key {args.id}", file=sys.stderr)
@@ -148,6 +154,11 @@ def add_keys_parser(verbs: Any) -> None:
     update.add_argument("--model", action="append")
     update.add_argument("--all-models", action="store_true", help="allow every model")
     update.add_argument("--expires-in-days", type=float)
+    for parser in (create, update):
+        parser.add_argument("--rpm", type=int, help="requests per minute")
+        parser.add_argument("--tpm", type=int, help="tokens per minute (as engines count them)")
+        parser.add_argument("--max-concurrency", type=int, help="requests in flight at once")
+        parser.add_argument("--max-total-tokens", type=int, help="token budget, all time")
     revoke = actions.add_parser("revoke", help="revoke a key (at once, everywhere)")
     revoke.add_argument("id")
     for parser in (create, actions.choices["list"], show, update, revoke):

@@ -5,15 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 
+from tram.limits.memory import KeyLimits
 from tram.store.db import Database
 from tram.store.models import VirtualKey
 
-__all__ = ["KEY_PREFIX", "KeyRecord", "KeyStore", "NewKey", "hash_key"]
+__all__ = ["KEY_PREFIX", "LIMIT_FIELDS", "KeyRecord", "KeyStore", "NewKey", "hash_key"]
 
 KEY_PREFIX = "sk-tram-"
 
@@ -24,12 +25,16 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+LIMIT_FIELDS = ("rpm", "tpm", "max_concurrency", "max_total_tokens")
+
+
 @dataclass(frozen=True)
 class NewKey:
     name: str
     owner: str | None = None
     allowed_models: list[str] | None = None
     expires_at: dt.datetime | None = None
+    limits: KeyLimits = field(default_factory=KeyLimits)
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class KeyRecord:
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
     created_at: dt.datetime
+    limits: KeyLimits = field(default_factory=KeyLimits)
 
     def status(self, now: dt.datetime | None = None) -> str:
         if self.revoked_at is not None:
@@ -56,6 +62,7 @@ class KeyRecord:
             "key_hint": self.key_hint, "models": self.allowed_models,
             "expires_at": _iso(self.expires_at), "revoked_at": _iso(self.revoked_at),
             "created_at": _iso(self.created_at), "status": self.status(),
+            **{name: getattr(self.limits, name) for name in LIMIT_FIELDS},
         }
 
 
@@ -77,6 +84,8 @@ def _record(row: VirtualKey) -> KeyRecord:
         id=row.id, name=row.name, owner=row.owner, key_hint=row.key_hint,
         allowed_models=row.allowed_models, expires_at=_aware(row.expires_at),
         revoked_at=_aware(row.revoked_at), created_at=_aware(row.created_at) or _now(),
+        limits=KeyLimits(rpm=row.rpm, tpm=row.tpm, max_concurrency=row.max_concurrency,
+                         max_total_tokens=row.max_total_tokens),
     )
 
 
@@ -95,7 +104,9 @@ class KeyStore:
             id="key_" + secrets.token_hex(8), key_hash=hash_key(key),
             key_hint=f"{key[:11]}…{key[-4:]}", name=new.name, owner=new.owner,
             allowed_models=new.allowed_models, expires_at=new.expires_at, revoked_at=None,
-            created_at=_now(),
+            created_at=_now(), rpm=new.limits.rpm, tpm=new.limits.tpm,
+            max_concurrency=new.limits.max_concurrency,
+            max_total_tokens=new.limits.max_total_tokens,
         )
         async with self._db.sessions.begin() as session:
             session.add(row)
@@ -118,7 +129,7 @@ class KeyStore:
             return _record(row) if row is not None else None
 
     async def update(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
-        allowed = {"name", "owner", "allowed_models", "expires_at"}
+        allowed = {"name", "owner", "allowed_models", "expires_at", *LIMIT_FIELDS}
         async with self._db.sessions.begin() as session:
             row = await session.get(VirtualKey, key_id)
             if row is None:
@@ -136,3 +147,17 @@ class KeyStore:
             if row.revoked_at is None:
                 row.revoked_at = _now()
         return _record(row)
+
+
+    async def tokens_used(self, key_id: str) -> int:
+        """All tokens recorded for a key (the starting point of its budget)."""
+        from sqlalchemy import func
+
+        from tram.store.models import UsageEvent
+
+        async with self._db.sessions() as session:
+            total = await session.scalar(
+                select(func.coalesce(func.sum(UsageEvent.prompt_tokens), 0)
+                       + func.coalesce(func.sum(UsageEvent.completion_tokens), 0))
+                .where(UsageEvent.key_id == key_id))
+            return int(total or 0)
