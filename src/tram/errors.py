@@ -20,6 +20,7 @@ The tree::
     ├── EngineBadResponse             502     upstream_error            bad_gateway
     ├── EngineUnreachable             502     upstream_error            engine_unreachable
     ├── EngineUnavailable             503     service_unavailable_error engine_unavailable
+    ├── StoreUnavailable              503     service_unavailable_error store_unavailable
     ├── EngineTimeout                 504     timeout_error             engine_timeout
     │   └── EngineConnectTimeout      504     timeout_error             engine_connect_timeout
     └── InternalError                 500     server_error              internal_error
@@ -57,6 +58,7 @@ __all__ = [
     "PermissionDenied",
     "RateLimited",
     "RequestTooLarge",
+    "StoreUnavailable",
     "TramError",
     "UpstreamClientError",
     "error_body",
@@ -235,6 +237,17 @@ class EngineUnavailable(TramError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "1"}
+
+
+class StoreUnavailable(TramError):
+    """The key store cannot be read and the key was not seen recently."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "store_unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
 
 
 class EngineTimeout(TramError):

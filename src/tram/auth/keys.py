@@ -6,15 +6,23 @@ depend on how much of a guess matched, and the clear key is not kept beyond star
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from tram.errors import AuthenticationFailed, MissingAPIKey
+from sqlalchemy.exc import SQLAlchemyError
+
+from tram.errors import AuthenticationFailed, MissingAPIKey, StoreUnavailable
 from tram.limits.memory import KeyLimits
-from tram.store.keys import KEY_PREFIX, KeyStore
+from tram.store.keys import KEY_PREFIX, KeyRecord, KeyStore
 
 __all__ = ["Authenticator", "Principal", "bearer_token", "key_digest"]
+
+STALE_IF_ERROR = 300.0  # seconds a key seen valid is still accepted while the store is down
+RECENT_KEYS = 10_000
 
 
 @dataclass(frozen=True)
@@ -57,17 +65,39 @@ class Authenticator:
     effect at once in every worker and instance sharing the store.
     """
 
-    def __init__(self, master_key: str | None, keys: KeyStore | None = None) -> None:
+    def __init__(self, master_key: str | None, keys: KeyStore | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._master_digest = key_digest(master_key) if master_key else None
         self._keys = keys
         self._master = Principal(key_id="master", is_master=True)
+        self._clock = clock
+        # Keys seen valid recently, used only while the store cannot be read (stale-if-error):
+        # a database outage does not lock out every app, and revocation stays immediate
+        # whenever the store answers.
+        self._recent: collections.OrderedDict[bytes, tuple[KeyRecord, float]] = \
+            collections.OrderedDict()
+
+    async def _lookup(self, keys: KeyStore, token: str, digest: bytes) -> KeyRecord | None:
+        try:
+            record = await keys.find(token)
+        except (SQLAlchemyError, OSError):
+            cached = self._recent.get(digest)
+            if cached is not None and self._clock() - cached[1] < STALE_IF_ERROR:
+                return cached[0]
+            raise StoreUnavailable("The key store is unavailable; try again shortly.") from None
+        if record is not None:
+            self._recent[digest] = (record, self._clock())
+            self._recent.move_to_end(digest)
+            if len(self._recent) > RECENT_KEYS:
+                self._recent.popitem(last=False)
+        return record
 
     async def authenticate(self, token: str) -> Principal:
         digest = key_digest(token)
         if self._master_digest is not None and hmac.compare_digest(digest, self._master_digest):
             return self._master
         if self._keys is not None and token.startswith(KEY_PREFIX):
-            record = await self._keys.find(token)
+            record = await self._lookup(self._keys, token, digest)
             if record is not None:
                 status = record.status()
                 if status != "active":
