@@ -103,6 +103,7 @@ class Target:
     name: str
     url: str
     pid: int | None  # the proxy process, for CPU and memory
+    key: str = KEY
 
 
 def _start(argv: list[str], cpu: str, **kwargs: object) -> subprocess.Popen[bytes]:
@@ -140,6 +141,12 @@ def run(quick: bool) -> str:
                    Target("tram", f"http://127.0.0.1:{tram_port}", processes[2].pid)]
         for target in targets:
             _wait(target.url)
+        # The full path: a virtual key (looked up in the store on every request) with limits
+        # set high enough not to refuse, and usage written for every request.
+        virtual = httpx.post(targets[2].url + "/admin/keys", headers={"Authorization": f"Bearer {KEY}"},
+                             json={"name": "bench", "rpm": 10**9, "tpm": 10**9,
+                                   "max_concurrency": 10**6}).json()["key"]
+        targets.append(Target("tram+keys", targets[2].url, processes[2].pid, virtual))
         tram_pid = processes[2].pid
         # the real proxy process is taskset's child (taskset execs, so the pid is the same)
         idle_rss = _rss_mb(tram_pid)
@@ -147,16 +154,16 @@ def run(quick: bool) -> str:
         rates: dict[tuple[str, int], RateResult] = {}
         cpu_ms: dict[str, float] = {}
         for target in targets:
-            wrk(target.url, 16, 1, "0")  # warm-up: connections, caches
+            wrk(target.url, 16, 1, "0", target.key)  # warm-up: connections, caches
             for c in concurrencies:
                 before = _cpu_seconds(target.pid) if target.pid else 0.0
-                rates[(target.name, c)] = result = wrk(target.url, c, seconds, "0")
+                rates[(target.name, c)] = result = wrk(target.url, c, seconds, "0", target.key)
                 if c == 64 and target.pid:
                     cpu_ms[target.name] = (_cpu_seconds(target.pid) - before) * 1000 / result.requests
         streamed: dict[str, StreamResult] = {}
         paced: dict[str, StreamResult] = {}
         many: dict[str, StreamResult] = {}
-        for target in targets:
+        for target in targets[:3]:
             streamed[target.name] = streams(target.url, 16, 400 if quick else 2000, 20, 0)
             paced[target.name] = streams(target.url, 1, 20 if quick else 50, 5, 20)
             many[target.name] = streams(target.url, 256, 256, 20, 20)
@@ -222,7 +229,7 @@ def _report(quick: bool, seconds: float, concurrencies: list[int],
         f"Command: `python -m bench gateway{' --quick' if quick else ''}` · {os.cpu_count()} "
         f"cores · Python {platform.python_version()} · {nginx_version} · fake engine + wrk + "
         f"stream client on core 0, proxy alone on core 1, one worker · {seconds:g} s per rate "
-        "run · Trạm with master-key auth (keys/limits/usage of issue 4 not built yet)",
+        "run · `tram`: master key; `tram+keys`: a virtual key with limits, usage written",
         "",
         "| target | c | req/s | p50 ms | p90 ms | p99 ms | errors |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -255,6 +262,13 @@ def _report(quick: bool, seconds: float, concurrencies: list[int],
         f"| {many['tram'].gap_p99_ms:.1f} / {many['tram'].failures} | – | ≤ direct + 1, 0 |",
         f"| Trạm RSS idle → after the run, MB | – | – | {idle_rss:.0f} → {after_rss:.0f} | – | "
         "≤ 80 |",
+        "",
+        f"Full path (virtual key looked up per request, limits, usage rows) vs master key, "
+        f"same process, c={c64}: {rates[('tram+keys', c64)].rps:,.0f} vs "
+        f"{rates[('tram', c64)].rps:,.0f} req/s; CPU per request "
+        f"{cpu_ms.get('tram+keys', 0):.3f} vs {cpu_ms.get('tram', 0):.3f} ms "
+        f"(cost ×{cpu_ms.get('tram+keys', 0) / max(cpu_ms.get('tram', 1e-9), 1e-9):.2f}; "
+        "target ≤ ×1.3).",
     ]
     return "\n".join(lines) + "\n"
 

@@ -19,11 +19,11 @@ KEY = "sk-bench-" + "x" * 16
 CHAT_BODY = ('{"model":"bench","messages":[{"role":"user","content":"Hello, how can you help '
              'me?"}],"max_tokens":16}')
 
-WRK_SCRIPT = f"""
+WRK_SCRIPT = """
 wrk.method = "POST"
-wrk.body = '{CHAT_BODY}'
+wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {KEY}"
+wrk.headers["Authorization"] = "Bearer {key}"
 """
 
 
@@ -42,9 +42,9 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def wrk(url: str, connections: int, seconds: float, cpu: str) -> RateResult:
+def wrk(url: str, connections: int, seconds: float, cpu: str, key: str = KEY) -> RateResult:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT)
+        script.write(WRK_SCRIPT.format(body=CHAT_BODY, key=key))
     out = subprocess.run(
         ["taskset", "-c", cpu, "wrk", "-t1", f"-c{connections}", f"-d{math.ceil(seconds)}s", "--latency",
          "-s", script.name, url + "/v1/chat/completions"],

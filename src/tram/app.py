@@ -33,7 +33,7 @@ from tram.routing.prober import probe_forever
 from tram.routing.registry import Registry
 from tram.routing.upstream import UpstreamClient
 from tram.store.db import Database, database_url
-from tram.store.keys import KeyStore
+from tram.store.keys import KeyStore, revision_file_of
 from tram.store.usage import UsageWriter
 from tram.types import ASGIApp, Receive, Scope, Send
 from tram.vision.fetch import ImageFetcher
@@ -52,7 +52,7 @@ def build_state(settings: Settings, config: TramConfig,
     fetcher = ImageFetcher(config.vision)
     database = Database(database_url(settings.database_url or config.database.url,
                                      settings.data_dir))
-    keys = KeyStore(database)
+    keys = KeyStore(database, revision_file_of(database))
     return AppState(
         settings=settings,
         config=config,

@@ -14,7 +14,7 @@ import orjson
 from tram.config import ConfigError, load_config, load_settings
 from tram.limits.memory import KeyLimits
 from tram.store.db import Database, database_url
-from tram.store.keys import LIMIT_FIELDS, KeyRecord, KeyStore, NewKey
+from tram.store.keys import LIMIT_FIELDS, KeyRecord, KeyStore, NewKey, revision_file_of
 
 __all__ = ["add_keys_parser", "add_usage_parser"]
 
@@ -38,7 +38,7 @@ async def _run(args: argparse.Namespace, work: Callable[[KeyStore], Awaitable[in
     database = Database(database_url(configured, settings.data_dir))
     try:
         await database.migrate()
-        return await work(KeyStore(database))
+        return await work(KeyStore(database, revision_file_of(database)))
     finally:
         await database.aclose()
 

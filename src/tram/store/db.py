@@ -55,5 +55,12 @@ class Database:
         async with self.engine.begin() as connection:
             await connection.run_sync(upgrade)
 
+    @property
+    def local_file(self) -> Path | None:
+        """The SQLite file, when the store is one (shared only by processes on this host)."""
+        if self.url.startswith("sqlite"):
+            return Path(self.url.split(":///", 1)[1])
+        return None
+
     async def aclose(self) -> None:
         await self.engine.dispose()

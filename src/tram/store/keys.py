@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import secrets
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from tram.limits.memory import KeyLimits
 from tram.store.db import Database
 from tram.store.models import VirtualKey
 
-__all__ = ["KEY_PREFIX", "LIMIT_FIELDS", "KeyRecord", "KeyStore", "NewKey", "hash_key"]
+__all__ = [
+    "KEY_PREFIX",
+    "LIMIT_FIELDS",
+    "KeyRecord",
+    "KeyStore",
+    "NewKey",
+    "hash_key",
+    "revision_file_of",
+]
 
 KEY_PREFIX = "sk-tram-"
+_MAX_CACHED = 100_000
 
 
 def hash_key(key: str) -> str:
@@ -90,8 +102,19 @@ def _record(row: VirtualKey) -> KeyRecord:
 
 
 class KeyStore:
-    def __init__(self, database: Database) -> None:
+    """Keys in the store. With a `revision_file` (a SQLite store: every process on one host),
+    looked-up keys are cached in memory until any process changes a key, which replaces that
+    file: a revocation is seen by every worker on its next request, without a database read
+    per request. Without one (PostgreSQL, possibly several hosts) every request reads the store.
+    """
+
+    def __init__(self, database: Database, revision_file: Path | None = None) -> None:
         self._db = database
+        self._revision_file = revision_file
+        self._cache: dict[str, KeyRecord | None] = {}
+        self._cache_revision: tuple[int, int] | None = None
+        self._find_query = select(*VirtualKey.__table__.columns).where(
+            VirtualKey.__table__.c.key_hash == bindparam("digest"))
 
     @property
     def database(self) -> Database:
@@ -110,6 +133,7 @@ class KeyStore:
         )
         async with self._db.sessions.begin() as session:
             session.add(row)
+        self._changed()
         return _record(row), key
 
     async def list(self) -> list[KeyRecord]:
@@ -122,11 +146,46 @@ class KeyStore:
             row = await session.get(VirtualKey, key_id)
             return _record(row) if row is not None else None
 
+    def _revision(self) -> tuple[int, int]:
+        assert self._revision_file is not None
+        try:
+            stat = os.stat(self._revision_file)
+        except FileNotFoundError:
+            return (0, 0)
+        return (stat.st_ino, stat.st_mtime_ns)
+
+    def _changed(self) -> None:
+        """Tell every process sharing the store that keys changed (a new file each time)."""
+        if self._revision_file is None:
+            return
+        self._revision_file.parent.mkdir(parents=True, exist_ok=True)
+        fresh = self._revision_file.with_suffix(f".{os.getpid()}.tmp")
+        fresh.write_text(str(time.time_ns()))
+        os.replace(fresh, self._revision_file)
+        self._cache.clear()
+
     async def find(self, key: str) -> KeyRecord | None:
-        """The record of a presented key (by digest), whatever its status."""
-        async with self._db.sessions() as session:
-            row = await session.scalar(select(VirtualKey).where(VirtualKey.key_hash == hash_key(key)))
-            return _record(row) if row is not None else None
+        """The record of a presented key (by digest), whatever its status.
+
+        A Core query on a plain connection (no ORM session), or the cache described above.
+        """
+        digest = hash_key(key)
+        if self._revision_file is not None:
+            revision = self._revision()
+            if revision != self._cache_revision:
+                self._cache.clear()
+                self._cache_revision = revision
+            if digest in self._cache:
+                return self._cache[digest]
+        async with self._db.engine.connect() as connection:
+            result = await connection.execute(self._find_query, {"digest": digest})
+            row = result.first()
+        record = _record(row) if row is not None else None  # type: ignore[arg-type]
+        if self._revision_file is not None:
+            if len(self._cache) >= _MAX_CACHED:
+                self._cache.clear()
+            self._cache[digest] = record
+        return record
 
     async def update(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
         allowed = {"name", "owner", "allowed_models", "expires_at", *LIMIT_FIELDS}
@@ -137,6 +196,7 @@ class KeyStore:
             for field, value in changes.items():
                 if field in allowed:
                     setattr(row, field, value)
+        self._changed()
         return _record(row)
 
     async def revoke(self, key_id: str) -> KeyRecord | None:
@@ -146,6 +206,7 @@ class KeyStore:
                 return None
             if row.revoked_at is None:
                 row.revoked_at = _now()
+        self._changed()
         return _record(row)
 
 
@@ -161,3 +222,8 @@ class KeyStore:
                        + func.coalesce(func.sum(UsageEvent.completion_tokens), 0))
                 .where(UsageEvent.key_id == key_id))
             return int(total or 0)
+
+
+def revision_file_of(database: Database) -> Path | None:
+    local = database.local_file
+    return local.with_name(local.name + ".keys-revision") if local is not None else None
