@@ -30,6 +30,14 @@ def _print(record: KeyRecord, key: str | None = None) -> None:
     print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
 
 
+def _print_found(record: KeyRecord | None, key_id: str) -> int:
+    if record is None:
+        print(f"tram: no key {key_id}", file=sys.stderr)
+        return 1
+    _print(record)
+    return 0
+
+
 async def _run(args: argparse.Namespace, work: Callable[[KeyStore], Awaitable[int]]) -> int:
     settings = load_settings(config_path=args.config)
     configured = settings.database_url
@@ -62,12 +70,7 @@ def _keys(args: argparse.Namespace) -> int:
         return 0
 
     async def show(store: KeyStore) -> int:
-        record = await store.get(args.id)
-        if record is None:
-            print(f"tram: no key {args.id}", file=sys.stderr)
-            return 1
-        _print(record)
-        return 0
+        return _print_found(await store.get(args.id), args.id)
 
     async def update(store: KeyStore) -> int:
         changes: dict[str, Any] = {}
@@ -83,20 +86,10 @@ def _keys(args: argparse.Namespace) -> int:
             value = getattr(args, name)
             if value is not None:
                 changes[name] = value or None  # 0 removes the limit
-        record = await store.update(args.id, changes)
-        if record is None:
-            print(f"tram: no key {args.id}", file=sys.stderr)
-            return 1
-        _print(record)
-        return 0
+        return _print_found(await store.update(args.id, changes), args.id)
 
     async def revoke(store: KeyStore) -> int:
-        record = await store.revoke(args.id)
-        if record is None:
-            print(f"tram: no key {args.id}", file=sys.stderr)
-            return 1
-        _print(record)
-        return 0
+        return _print_found(await store.revoke(args.id), args.id)
 
     actions = {"create": create, "list": listing, "show": show, "update": update,
                "revoke": revoke}
