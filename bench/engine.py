@@ -26,18 +26,12 @@ from pathlib import Path
 
 import httpx
 
+from bench.loadgen import free_port
+
 RESULTS = Path(__file__).with_name("RESULTS.md")
 KEY = "sk-bench-" + "x" * 16
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def _one(client: httpx.AsyncClient, url: str, model: str, max_tokens: int) -> int:
@@ -108,7 +102,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-record", action="store_true", help="print only")
     args = parser.parse_args(argv)
     max_tokens, rounds = (64, 1) if args.quick else (128, 3)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as folder:
         process, started = _start(Path(folder), port)

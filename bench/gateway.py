@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.loadgen import KEY, RateResult, StreamResult, streams, wrk
+from bench.loadgen import KEY, RateResult, StreamResult, free_port, streams, wrk
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,14 +53,6 @@ http {{
 }}
 """
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait(url: str, path: str = "/v1/models") -> None:
@@ -118,7 +110,7 @@ def run(quick: bool) -> str:
     workdir = Path(tempfile.mkdtemp(prefix="tram-bench-"))
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        engine_port, nginx_port, tram_port = _free_port(), _free_port(), _free_port()
+        engine_port, nginx_port, tram_port = free_port(), free_port(), free_port()
         processes.append(_start([sys.executable, "-m", "bench.fake_engine", "--port",
                                  str(engine_port)], "0", cwd=ROOT))
         engine = f"http://127.0.0.1:{engine_port}"
@@ -198,7 +190,7 @@ def _leak_and_workers(tram_url: str, tram_pid: int, rate: float, engine: str, wo
              f"({(rss[200_000][1] / rss[20_000][1] - 1) * 100:+.1f}%, target within 10%)"]
     rates = {}
     for workers in (1, 2):
-        port = _free_port()
+        port = free_port()
         process = subprocess.Popen(
             [sys.executable, "-m", "tram", "serve", "--config", str(workdir / "tram.yaml"),
              "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),

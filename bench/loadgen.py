@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import math
 import re
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -35,6 +36,13 @@ class RateResult:
     p99_ms: float
     requests: int
     errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _ms(text: str) -> float:

@@ -73,7 +73,7 @@ class ChatEndpoint:
         if result is None:
             return
         if isinstance(result, StreamResult):
-            await SSEResponse(result, record, [])(scope, receive, send)
+            await SSEResponse(result, record)(scope, receive, send)
             return
         await send({"type": "http.response.start", "status": result.status, "headers": _JSON})
         await send({"type": "http.response.body", "body": result.body})

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tram.api.state import state_of
+from tram.routing.prober import probe_replica
 from tram.routing.registry import Replica
 
 __all__ = ["health", "ready"]
@@ -21,14 +22,7 @@ async def health(request: Request) -> Response:
 
 
 async def _reachable(client: httpx.AsyncClient, replica: Replica) -> bool:
-    if not replica.available:
-        return False
-    headers = {"authorization": f"Bearer {replica.api_key}"} if replica.api_key else {}
-    try:
-        response = await client.get(replica.url + "/models", headers=headers)
-    except httpx.HTTPError:
-        return False
-    return response.status_code == 200
+    return replica.available and await probe_replica(client, replica, _PROBE_TIMEOUT)
 
 
 async def ready(request: Request) -> Response:

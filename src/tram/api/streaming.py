@@ -64,15 +64,13 @@ async def cancel_on_disconnect(receive: Receive, work: Awaitable[T],
 
 
 class SSEResponse:
-    def __init__(self, result: StreamResult, record: RequestRecord,
-                 headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, result: StreamResult, record: RequestRecord) -> None:
         self._result = result
         self._record = record
-        self._headers = SSE_HEADERS + headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def stream() -> None:
-            await send({"type": "http.response.start", "status": 200, "headers": self._headers})
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             async for frame in self._result.frames:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})

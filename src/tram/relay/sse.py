@@ -26,10 +26,6 @@ class SSEDecoder:
         *events, self._buffer = self._buffer.split(b"\n\n")
         return [payload for event in events if (payload := _data_of(event)) is not None]
 
-    def pending(self) -> bool:
-        """True when a partial event is buffered (the stream was cut mid-event)."""
-        return bool(self._buffer.strip())
-
 
 def _data_of(event: bytes) -> bytes | None:
     data: list[bytes] = []

@@ -10,12 +10,13 @@ import httpx
 
 from tram.routing.registry import Registry, Replica
 
-__all__ = ["probe_forever", "probe_once"]
+__all__ = ["probe_forever", "probe_once", "probe_replica"]
 
 logger = logging.getLogger("tram.health")
 
 
-async def _probe(client: httpx.AsyncClient, replica: Replica, limit_s: float) -> bool:
+async def probe_replica(client: httpx.AsyncClient, replica: Replica, limit_s: float) -> bool:
+    """Whether the replica answers GET <url>/models with 200 within `limit_s`."""
     headers = {"authorization": f"Bearer {replica.api_key}"} if replica.api_key else {}
     try:
         response = await client.get(replica.url + "/models", headers=headers, timeout=limit_s)
@@ -25,21 +26,20 @@ async def _probe(client: httpx.AsyncClient, replica: Replica, limit_s: float) ->
 
 
 async def probe_once(registry: Registry, client: httpx.AsyncClient,
-                     due: dict[str, float] | None = None) -> None:
-    """Probe the replicas of every model whose interval has come (all of them if `due` is None)."""
+                     due: dict[str, float]) -> None:
+    """Probe the replicas of every model whose interval has come (`due`: model → next time)."""
     now = time.monotonic()
     async with anyio.create_task_group() as group:
         for pool in registry:
-            if due is not None:
-                if due.get(pool.name, 0.0) > now:
-                    continue
-                due[pool.name] = now + pool.config.health.probe_interval
+            if due.get(pool.name, 0.0) > now:
+                continue
+            due[pool.name] = now + pool.config.health.probe_interval
             for replica in pool.replicas:
                 if replica.available and replica.health is not None:
 
                     async def run(r: Replica = replica, limit_s: float =
                                   pool.config.health.probe_timeout, name: str = pool.name) -> None:
-                        ok = await _probe(client, r, limit_s)
+                        ok = await probe_replica(client, r, limit_s)
                         before = r.health.state if r.health else None
                         if r.health is not None:
                             r.health.record_probe(ok)

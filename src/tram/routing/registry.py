@@ -172,6 +172,3 @@ class Registry:
 
     def __iter__(self) -> Iterator[ModelPool]:
         return iter(list(self._pools.values()))
-
-    def __len__(self) -> int:
-        return len(self._pools)
