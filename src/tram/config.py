@@ -23,6 +23,7 @@ __all__ = [
     "ConfigError",
     "EngineConfig",
     "HealthConfig",
+    "LimitsConfig",
     "ModelConfig",
     "RoutingConfig",
     "ServerConfig",
@@ -30,6 +31,7 @@ __all__ = [
     "Timeouts",
     "TramConfig",
     "UpstreamConfig",
+    "UsageConfig",
     "VisionConfig",
     "load_config",
     "load_settings",
@@ -163,9 +165,33 @@ class DatabaseConfig(_Strict):
     url: str | None = None
 
 
+class LimitsConfig(_Strict):
+    """Where per-key limits are counted. Without `redis_url` (or TRAM_REDIS_URL) each gateway
+    process counts on its own, which is exact for one process. With it, every process and host
+    shares the counters. `on_redis_error`: "open" (default) keeps serving while Redis is down,
+    each process enforcing the limits on its own traffic; "closed" answers 503 to limited keys
+    until Redis is back (the master key and unlimited keys are never refused)."""
+
+    redis_url: str | None = None
+    on_redis_error: Literal["open", "closed"] = "open"
+    redis_timeout: float = Field(0.25, gt=0)  # seconds; bounds what an outage adds to a request
+    redis_prefix: str = "tram:"
+
+
+class UsageConfig(_Strict):
+    """Usage rows older than `retention_days` are deleted (None keeps them forever), in batches
+    of `prune_batch` rows with a pause between, so neither SQLite nor PostgreSQL is locked."""
+
+    retention_days: float | None = Field(None, gt=0)
+    prune_interval: float = Field(3600.0, gt=0)  # seconds between pruning passes
+    prune_batch: int = Field(5000, ge=1)
+
+
 class TramConfig(_Strict):
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
+    limits: LimitsConfig = LimitsConfig()
+    usage: UsageConfig = UsageConfig()
     vision: VisionConfig = VisionConfig()
     models: list[ModelConfig] = Field(default_factory=list)
 

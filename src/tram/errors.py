@@ -21,6 +21,7 @@ The tree::
     ├── EngineUnreachable             502     upstream_error            engine_unreachable
     ├── EngineUnavailable             503     service_unavailable_error engine_unavailable
     ├── StoreUnavailable              503     service_unavailable_error store_unavailable
+    ├── LimitsUnavailable             503     service_unavailable_error limits_unavailable
     ├── EngineTimeout                 504     timeout_error             engine_timeout
     │   └── EngineConnectTimeout      504     timeout_error             engine_connect_timeout
     └── InternalError                 500     server_error              internal_error
@@ -50,6 +51,7 @@ __all__ = [
     "InternalError",
     "InvalidJSON",
     "InvalidRequest",
+    "LimitsUnavailable",
     "MethodNotAllowed",
     "MissingAPIKey",
     "ModelNotFound",
@@ -248,6 +250,17 @@ class StoreUnavailable(TramError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "5"}
+
+
+class LimitsUnavailable(TramError):
+    """Redis (shared limits) is down and the operator chose to fail closed."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "limits_unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "2"}
 
 
 class EngineTimeout(TramError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,8 @@ class RequestRecord:
     method: str
     path: str
     started: float = field(default_factory=time.perf_counter)
+    # Names this request's usage row, so that replaying a journal never stores it twice.
+    event_id: str = field(default_factory=lambda: os.urandom(12).hex())
     status: int | None = None
     key_id: str | None = None
     model: str | None = None
@@ -60,6 +63,7 @@ class RequestRecord:
     def as_usage(self) -> dict[str, Any]:
         """The usage event of this request (ids, counts and timings only)."""
         return {
+            "event_id": self.event_id,
             "ts": dt.datetime.now(dt.UTC).isoformat(), "request_id": self.request_id,
             "key_id": self.key_id, "model": self.model, "served_model": self.served_model,
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
@@ -70,7 +74,8 @@ class RequestRecord:
         }
 
     def as_log(self) -> dict[str, Any]:
-        entry = {k: v for k, v in self.__dict__.items() if v is not None and k != "started"}
+        entry = {k: v for k, v in self.__dict__.items()
+                 if v is not None and k not in ("started", "event_id")}
         entry["duration_ms"] = round(self.elapsed() * 1000, 2)
         return entry
 

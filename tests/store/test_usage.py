@@ -41,7 +41,8 @@ def test_one_row_per_request_with_engine_counts(gateway: GatewayFactory, auth: d
     assert all(orjson.loads(e)["choices"] for e in events[:-1]) and events[-1] == "[DONE]"
     # ...but counted.
     assert by_key == [{"key": key["id"], "requests": 5, "prompt_tokens": 3 * 7 + 7,
-                       "completion_tokens": 3 * 2 + 4, "total_tokens": 38, "errors": 1}]
+                       "completion_tokens": 3 * 2 + 4, "total_tokens": 38, "errors": 1,
+                           "error_rate": 0.2}]
     assert by_model["m-stream"]["completion_tokens"] == 4
     assert by_model["qwen-text"]["requests"] == 4
     assert by_day[0]["requests"] == 5
@@ -53,7 +54,8 @@ async def _count(database: Database) -> int:
 
 
 def _event(i: int) -> dict:
-    return {"ts": "2026-01-01T00:00:00+00:00", "request_id": f"r{i}", "key_id": "k", "model": "m",
+    return {"event_id": f"e{i}", "ts": "2026-01-01T00:00:00+00:00", "request_id": f"r{i}",
+            "key_id": "k", "model": "m",
             "served_model": "s", "prompt_tokens": 1, "completion_tokens": 1, "cached_tokens": None,
             "images": 0, "stream": False, "latency_ms": 1.0, "first_byte_ms": 1.0, "status": 200,
             "error_code": None, "client_disconnected": False}
@@ -104,4 +106,60 @@ async def test_shutdown_with_the_database_down_spills_and_the_next_start_replays
     assert await _count(database) == 30
     rows = (tmp_path / "tram.db").read_bytes()
     assert b"a prompt that must never be stored" not in rows
+    await database.aclose()
+
+
+async def test_journal_rotation_keeps_in_flight_requests_and_replays_are_idempotent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A journal is replaced once its events are stored, carrying the requests still in
+    flight; recovering a journal whose events are already stored adds nothing twice."""
+    from tram.requestlog import RequestRecord
+    from tram.store import usage as usage_module
+
+    database = Database(database_url(None, tmp_path))
+    await database.migrate()
+    dead = UsageWriter(database, tmp_path / "spill.jsonl")
+    records = [RequestRecord(f"r{i}", "POST", "/v1/chat/completions") for i in range(4)]
+    for record in records:
+        dead.begin(record, {"model": "qwen-text", "stream": False})
+    for record in records[:2]:
+        record.status = 200
+        dead.record(record.as_usage())
+    old = dead._journal.path  # type: ignore[union-attr]
+    monkeypatch.setattr(usage_module, "_JOURNAL_ROTATE", 0)  # rotate at the next flush
+    await dead.flush()
+    assert not old.exists() and dead._journal.path.exists()  # type: ignore[union-attr]
+    records[2].status = 200
+    dead.record(records[2].as_usage())  # journaled, never flushed: then the process "dies"
+    dead._journal._write(b"E{\"event_id\": \"cut")  # type: ignore[union-attr]  # a cut line
+    dead._journal.close(remove=False)  # type: ignore[union-attr]  # the kernel drops the lock
+
+    survivor = UsageWriter(database, tmp_path / "spill.jsonl")
+    assert await survivor.recover() == 2  # r2's event and r3 (in flight: interrupted)
+    assert survivor.interrupted == 1
+    assert await survivor.recover() == 0  # the journal is gone once stored
+    async with database.sessions() as session:
+        rows = {r.request_id: r for r in await session.scalars(select(UsageEvent))}
+    assert sorted(rows) == ["r0", "r1", "r2", "r3"]
+    assert rows["r3"].error_code == "gateway_interrupted" and rows["r3"].model == "qwen-text"
+    assert rows["r2"].status == 200 and rows["r2"].error_code is None
+    # Replaying events that are already stored (a crash after the commit) adds no row.
+    await survivor._write([records[0].as_usage() | {"event_id": records[0].event_id}])
+    assert await _count(database) == 4
+    await database.aclose()
+
+
+async def test_retention_prunes_old_rows_in_batches(tmp_path: Path) -> None:
+    database = Database(database_url(None, tmp_path))
+    await database.migrate()
+    writer = UsageWriter(database, tmp_path / "spill.jsonl")
+    old = [_event(i) | {"ts": "2025-01-01T00:00:00+00:00"} for i in range(23)]
+    recent = [_event(100 + i) | {"ts": "2026-11-01T00:00:00+00:00"} for i in range(5)]
+    await writer._write(old + recent)
+    import datetime as dt
+
+    deleted = await writer.prune(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), batch=10, pause=0)
+    assert deleted == 23
+    assert await _count(database) == 5
+    assert await writer.prune(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), batch=10) == 0
     await database.aclose()

@@ -9,6 +9,7 @@ from the engine side whether the gateway cancelled a request. The behaviour is c
   stream         SSE, `chunks` chunks (default 5), then [DONE]
   slow-stream    SSE, `chunks` chunks (default 200) 50 ms apart; records cancellation
   slow-json      JSON after 10 s; records cancellation
+  delay-json     JSON after `delay` seconds (default 0.2): keeps requests in flight
   error-400      OpenAI 400 error      error-404   404 (model unknown to the engine)
   error-500      plain-text 500        error-503   503 (loading)
   hang           never sends headers
@@ -85,6 +86,9 @@ def fault_engine(log: EngineLog) -> Starlette:
             return Response("<html>oops</html>", media_type="text/html")
         if mode == "hang":
             await asyncio.sleep(3600)
+        if mode == "delay-json":
+            await asyncio.sleep(float(body.get("delay", 0.2)))
+            return JSONResponse(_answer(mode, body))
         if mode == "slow-json":
             # Like vLLM: the engine polls for a disconnected client while it generates.
             for _ in range(200):

@@ -1,4 +1,4 @@
-"""Admin routes (master key only): POST /admin/reload and GET /metrics."""
+"""Admin routes (the master key or an admin-scoped key): POST /admin/reload, GET /metrics."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from tram.auth.keys import Principal
 from tram.config import ConfigError, load_config
 from tram.errors import InvalidRequest, PermissionDenied
 
-__all__ = ["metrics", "reload", "reload_config", "require_master"]
+__all__ = ["metrics", "reload", "reload_config", "require_admin"]
 
 
-def require_master(request: Request) -> None:
+def require_admin(request: Request) -> Principal:
     principal: Principal = request.scope["state"]["tram.principal"]
-    if not principal.is_master:
-        raise PermissionDenied("Only the master key may use the admin API.")
+    if not (principal.is_master or principal.is_admin):
+        raise PermissionDenied("Only the master key or an admin key may use the admin API.")
+    return principal
 
 
 def reload_config(state: AppState) -> list[str]:
@@ -32,7 +33,7 @@ def reload_config(state: AppState) -> list[str]:
 
 
 async def reload(request: Request) -> Response:
-    require_master(request)
+    require_admin(request)
     try:
         models = reload_config(state_of(request))
     except ConfigError as exc:
@@ -43,7 +44,7 @@ async def reload(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    require_master(request)
+    require_admin(request)
     state = state_of(request)
     for pool in state.registry:
         for replica in pool.replicas:

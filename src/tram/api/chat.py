@@ -23,6 +23,8 @@ __all__ = ["ChatEndpoint"]
 logger = logging.getLogger("tram.app")
 
 _JSON = [(b"content-type", b"application/json")]
+# Held against a budget for a request that sets no max_tokens on a model with no default.
+_UNBOUNDED_CEILING = 256
 
 
 class ChatEndpoint:
@@ -53,13 +55,32 @@ class ChatEndpoint:
         except ClientGone:
             record.client_disconnected = True
             return
+        # From here on the request is journaled: even a killed gateway leaves a trace of it.
+        state.usage.begin(record, payload)
         if principal.limits is None:
             await self._serve(scope, receive, send, principal, payload)
             return
-        # Admission before any engine work: rpm, tpm, concurrency and budget of the key.
-        await state.limiter.check(principal.key_id, principal.limits)
-        with state.limiter.in_flight(principal.key_id):
+        # Admission before any engine work: rpm, tpm, concurrency and budgets of the key.
+        ticket = await state.limiter.admit(principal.key_id, principal.limits,
+                                           self._completion_ceiling(payload))
+        try:
             await self._serve(scope, receive, send, principal, payload)
+        finally:
+            await state.limiter.release(ticket, (record.prompt_tokens or 0)
+                                        + (record.completion_tokens or 0))
+
+    def _completion_ceiling(self, payload: object) -> int:
+        """What a request may still spend, held against budgets while it runs."""
+        if isinstance(payload, dict):
+            for name in ("max_completion_tokens", "max_tokens"):
+                value = payload.get(name)
+                if isinstance(value, int) and value > 0:
+                    return value
+            model = payload.get("model")
+            config = self.state.config.model(model) if isinstance(model, str) else None
+            if config is not None and config.default_max_tokens is not None:
+                return config.default_max_tokens
+        return _UNBOUNDED_CEILING
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, principal: Principal,
                      payload: object) -> None:

@@ -1,4 +1,5 @@
-"""Admin API for virtual keys (master key only): /admin/keys and /admin/keys/{id}."""
+"""Admin API for virtual keys: /admin/keys and /admin/keys/{id} (the master key or an admin
+key; only the master key may make a key an admin key)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tram.api.admin import require_master
+from tram.api.admin import require_admin
 from tram.api.body import ClientGone, read_json
 from tram.api.state import state_of
-from tram.errors import InvalidRequest, NotFound
-from tram.limits.memory import KeyLimits
+from tram.errors import InvalidRequest, NotFound, PermissionDenied
+from tram.limits.base import KeyLimits
 from tram.protocol.keys import KeyCreate, KeyUpdate
 from tram.relay.validation import invalid_request_from
 from tram.store.keys import KeyRecord, NewKey
@@ -56,34 +57,47 @@ def _found(record: KeyRecord | None, key_id: str) -> KeyRecord:
     return record
 
 
+def _may_grant_admin(request: Request, admin: bool | None) -> None:
+    if admin is not None and not require_admin(request).is_master:
+        raise PermissionDenied("Only the master key may grant or remove admin access.",
+                               param="admin")
+
+
 async def create_key(request: Request) -> Response:
-    require_master(request)
+    require_admin(request)
     body = await _body(request, KeyCreate)
+    _may_grant_admin(request, body.admin)
+    if body.budget_period is not None and body.budget_tokens is None:
+        raise InvalidRequest("budget_period needs budget_tokens.", param="budget_period")
     record, key = await state_of(request).keys.create(NewKey(
         name=body.name, owner=body.owner, allowed_models=body.models,
-        expires_at=_utc(body.expires_at),
+        expires_at=_utc(body.expires_at), is_admin=bool(body.admin),
         limits=KeyLimits(rpm=body.rpm, tpm=body.tpm, max_concurrency=body.max_concurrency,
-                         max_total_tokens=body.max_total_tokens)))
+                         max_total_tokens=body.max_total_tokens,
+                         budget_tokens=body.budget_tokens,
+                         budget_period=body.budget_period or
+                         ("month" if body.budget_tokens else None))))
     # The only time the key is ever shown: it is stored as a digest.
     return _json({**record.as_json(), "key": key}, status=201)
 
 
 async def list_keys(request: Request) -> Response:
-    require_master(request)
+    require_admin(request)
     records = await state_of(request).keys.list()
     return _json({"object": "list", "data": [r.as_json() for r in records]})
 
 
 async def show_key(request: Request) -> Response:
-    require_master(request)
+    require_admin(request)
     key_id = request.path_params["key_id"]
     return _json(_found(await state_of(request).keys.get(key_id), key_id).as_json())
 
 
 async def update_key(request: Request) -> Response:
-    require_master(request)
+    require_admin(request)
     key_id = request.path_params["key_id"]
     body = await _body(request, KeyUpdate)
+    _may_grant_admin(request, body.admin)
     changes: dict[str, Any] = {}
     for field in body.model_fields_set:
         value = getattr(body, field)
@@ -91,21 +105,28 @@ async def update_key(request: Request) -> Response:
             changes["allowed_models"] = value
         elif field == "expires_at":
             changes["expires_at"] = _utc(value)
+        elif field == "admin":
+            changes["is_admin"] = bool(value)
         else:
             changes[field] = value
+    if changes.get("budget_tokens") and "budget_period" not in changes:
+        existing = await state_of(request).keys.get(key_id)
+        if existing is not None and existing.limits.budget_period is None:
+            changes["budget_period"] = "month"
     record = await state_of(request).keys.update(key_id, changes)
     return _json(_found(record, key_id).as_json())
 
 
 async def revoke_key(request: Request) -> Response:
-    require_master(request)
+    require_admin(request)
     key_id = request.path_params["key_id"]
     return _json(_found(await state_of(request).keys.revoke(key_id), key_id).as_json())
 
 
 async def usage_view(request: Request) -> Response:
-    """GET /admin/usage?by=key|model|day&days=N: requests, tokens and errors per group."""
-    require_master(request)
+    """GET /admin/usage?by=key|model|day&days=N: requests, tokens, errors and error rate per
+    group, busiest first (by=key: the top keys)."""
+    require_admin(request)
     by = request.query_params.get("by", "key")
     if by not in ("key", "model", "day"):
         raise InvalidRequest("'by' must be key, model or day.", param="by")

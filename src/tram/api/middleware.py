@@ -10,7 +10,6 @@ from starlette.datastructures import Headers, MutableHeaders
 
 from tram.auth.keys import Authenticator, bearer_token
 from tram.errors import InternalError, TramError, error_response
-from tram.limits.memory import Limiter
 from tram.metrics import Metrics
 from tram.requestlog import RequestRecord, log_request
 from tram.store.usage import UsageWriter
@@ -41,11 +40,10 @@ class RequestIdMiddleware:
     """Honour a sane incoming X-Request-ID or make one; return it; log one line per request."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics | None = None,
-                 usage: UsageWriter | None = None, limiter: Limiter | None = None) -> None:
+                 usage: UsageWriter | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.usage = usage
-        self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,13 +78,9 @@ class RequestIdMiddleware:
             log_request(record)
             if self.metrics is not None and record.model is not None:
                 observe(self.metrics, record)
-            if record.path == "/v1/chat/completions" and record.method == "POST":
-                if self.usage is not None:
-                    self.usage.record(record.as_usage())
-                if self.limiter is not None and record.key_id not in (None, "master"):
-                    assert record.key_id is not None
-                    self.limiter.add_tokens(record.key_id, (record.prompt_tokens or 0)
-                                            + (record.completion_tokens or 0))
+            if self.usage is not None and record.path == "/v1/chat/completions" \
+                    and record.method == "POST":
+                self.usage.record(record.as_usage())
 
 
 class AuthMiddleware:

@@ -8,7 +8,7 @@ from starlette.requests import Request
 
 from tram.auth.keys import Authenticator
 from tram.config import Settings, TramConfig
-from tram.limits.memory import Limiter
+from tram.limits.base import Limiter
 from tram.metrics import Metrics
 from tram.relay.chat import ChatService
 from tram.routing.registry import Registry
@@ -40,6 +40,7 @@ class AppState:
         await self.upstream.aclose()
         await self.fetcher.aclose()
         await self.usage.close()
+        await self.limiter.aclose()
         await self.database.aclose()
 
 

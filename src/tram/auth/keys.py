@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import SQLAlchemyError
 
 from tram.errors import AuthenticationFailed, MissingAPIKey, StoreUnavailable
-from tram.limits.memory import KeyLimits
+from tram.limits.base import KeyLimits
 from tram.store.keys import KEY_PREFIX, KeyRecord, KeyStore
 
 __all__ = ["Authenticator", "Principal", "bearer_token", "key_digest"]
@@ -27,10 +27,12 @@ RECENT_KEYS = 10_000
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the master key, or (later) a virtual key with its own limits."""
+    """Who is calling: the master key, or a virtual key with its own limits (an admin-scoped
+    one may also use the admin API)."""
 
     key_id: str
     is_master: bool
+    is_admin: bool = False
     allowed_models: frozenset[str] | None = None  # None: every model
     limits: KeyLimits | None = None
 
@@ -103,7 +105,7 @@ class Authenticator:
                 if status != "active":
                     raise AuthenticationFailed(f"This API key has been {status}.")
                 models = record.allowed_models
-                return Principal(key_id=record.id, is_master=False,
+                return Principal(key_id=record.id, is_master=False, is_admin=record.is_admin,
                                  allowed_models=frozenset(models) if models is not None else None,
                                  limits=record.limits if record.limits.any() else None)
         # No part of the wrong key is echoed: it may be a near miss of a real one.

@@ -1,5 +1,27 @@
-"""Per-key limits: requests and tokens per minute, concurrency, total token budget."""
+"""Per-key limits: requests and tokens per minute, concurrency, token budgets (all-time and
+per day/week/month). In-process by default; in Redis when several gateway processes or hosts
+must share them (`limits.redis_url` or TRAM_REDIS_URL)."""
 
-from tram.limits.memory import KeyLimits, Limiter
+from __future__ import annotations
 
-__all__ = ["KeyLimits", "Limiter"]
+from tram.config import LimitsConfig
+from tram.limits.base import KeyLimits, Limiter, RecordedTokens, Ticket
+from tram.limits.memory import MemoryLimiter
+
+__all__ = ["KeyLimits", "Limiter", "MemoryLimiter", "Ticket", "build_limiter"]
+
+
+def build_limiter(config: LimitsConfig, redis_url: str | None,
+                  recorded: RecordedTokens) -> Limiter:
+    url = redis_url or config.redis_url
+    if not url:
+        return MemoryLimiter(recorded)
+    # Imported only when configured: the Redis client is not needed (nor loaded) otherwise.
+    from redis.asyncio import Redis
+
+    from tram.limits.redis import RedisLimiter
+
+    client = Redis.from_url(url, socket_timeout=config.redis_timeout,
+                            socket_connect_timeout=config.redis_timeout)
+    return RedisLimiter(client, recorded, prefix=config.redis_prefix,
+                        on_error=config.on_redis_error)

@@ -1,36 +1,36 @@
 """In-process limits (one gateway process): sliding one-minute windows, a concurrency counter,
-and a token budget whose starting point is the usage already recorded in the store.
+and token budgets whose starting point is the usage already recorded in the store.
 
 Admission happens before the engine is called; tokens are counted when the engine has reported
-them (the request's usage), so tpm and budgets follow real usage, not estimates.
+them (the request's usage), so tpm and budgets follow real usage, not estimates. Everything
+after the (rare) store read is synchronous, so admission is atomic on the event loop.
 """
 
 from __future__ import annotations
 
 import collections
+import datetime as dt
+import itertools
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tram.errors import InsufficientQuota, RateLimited
+from sqlalchemy.exc import SQLAlchemyError
 
-__all__ = ["KeyLimits", "Limiter"]
+from tram.errors import StoreUnavailable
+from tram.limits.base import (
+    KeyLimits,
+    RecordedTokens,
+    Ticket,
+    budgets_of,
+    quota_error,
+    rate_limit_error,
+)
+
+__all__ = ["MemoryLimiter"]
 
 WINDOW = 60.0
-
-
-@dataclass(frozen=True)
-class KeyLimits:
-    rpm: int | None = None
-    tpm: int | None = None
-    max_concurrency: int | None = None
-    max_total_tokens: int | None = None
-
-    def any(self) -> bool:
-        return any(v is not None for v in (self.rpm, self.tpm, self.max_concurrency,
-                                           self.max_total_tokens))
 
 
 @dataclass
@@ -39,15 +39,19 @@ class _KeyState:
     tokens: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
     tokens_in_window: int = 0
     in_flight: int = 0
-    total_tokens: int | None = None  # loaded from the store on first use
+    reserved: int = 0
+    used: dict[str, int] = field(default_factory=dict)  # budget field -> tokens used
 
 
-class Limiter:
-    def __init__(self, recorded_total: Callable[[str], Awaitable[int]],
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._recorded_total = recorded_total
+class MemoryLimiter:
+    def __init__(self, recorded: RecordedTokens,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+        self._recorded = recorded
         self._clock = clock
+        self._wall_clock = wall_clock
         self._keys: dict[str, _KeyState] = {}
+        self._leases = itertools.count()
 
     def _state(self, key_id: str) -> _KeyState:
         state = self._keys.get(key_id)
@@ -61,45 +65,58 @@ class Limiter:
         while state.tokens and state.tokens[0][0] <= now - WINDOW:
             state.tokens_in_window -= state.tokens.popleft()[1]
 
-    async def check(self, key_id: str, limits: KeyLimits) -> None:
-        """Raise a 429 if a new request would break a limit; otherwise count it."""
+    async def admit(self, key_id: str, limits: KeyLimits, reserve: int) -> Ticket:
         state = self._state(key_id)
-        if limits.max_total_tokens is not None:
-            if state.total_tokens is None:
-                state.total_tokens = await self._recorded_total(key_id)
-            if state.total_tokens >= limits.max_total_tokens:
-                raise InsufficientQuota(
-                    f"This key has used its budget of {limits.max_total_tokens} tokens.")
+        budgets = budgets_of(limits, self._wall_clock())
+        for budget in budgets:
+            if budget.field not in state.used:
+                try:
+                    recorded = await self._recorded(key_id, budget.since)
+                except (SQLAlchemyError, OSError):
+                    raise StoreUnavailable("The usage store is unavailable, so this key's "
+                                           "budget cannot be checked; try again shortly.") from None
+                # Another request may have loaded it meanwhile; the first load wins.
+                state.used.setdefault(budget.field, recorded)
+                # Counters of past periods are no longer needed.
+                for stale in [f for f in state.used if f not in {b.field for b in budgets}]:
+                    del state.used[stale]
+        for budget in budgets:
+            if state.used[budget.field] + state.reserved >= budget.limit:
+                raise quota_error(budget)
         now = self._clock()
         self._expire(state, now)
         if limits.max_concurrency is not None and state.in_flight >= limits.max_concurrency:
-            raise RateLimited(f"This key already has {limits.max_concurrency} requests in "
-                              "flight, its limit.", retry_after=1)
+            raise rate_limit_error("concurrency", limits, 1)
         if limits.rpm is not None and len(state.requests) >= limits.rpm:
-            wait = state.requests[0] + WINDOW - now
-            raise RateLimited(f"Rate limit of {limits.rpm} requests per minute reached.",
-                              retry_after=math.ceil(wait))
+            raise rate_limit_error("rpm", limits, math.ceil(state.requests[0] + WINDOW - now))
         if limits.tpm is not None and state.tokens_in_window >= limits.tpm:
             wait = state.tokens[0][0] + WINDOW - now if state.tokens else WINDOW
-            raise RateLimited(f"Rate limit of {limits.tpm} tokens per minute reached.",
-                              retry_after=math.ceil(wait))
+            raise rate_limit_error("tpm", limits, math.ceil(wait))
         state.requests.append(now)
-
-    @contextmanager
-    def in_flight(self, key_id: str) -> Iterator[None]:
-        state = self._state(key_id)
         state.in_flight += 1
-        try:
-            yield
-        finally:
-            state.in_flight -= 1
+        reserve = reserve if budgets else 0
+        state.reserved += reserve
+        return Ticket(key_id, str(next(self._leases)), reserve,
+                      tuple(b.field for b in budgets),
+                      counts_tokens=limits.tpm is not None or bool(budgets))
 
-    def add_tokens(self, key_id: str, tokens: int) -> None:
-        """Count the tokens an engine reported for a finished request."""
+    async def release(self, ticket: Ticket, tokens: int) -> None:
+        self.release_now(ticket, tokens)
+
+    def release_now(self, ticket: Ticket, tokens: int) -> None:
+        state = self._state(ticket.key_id)
+        state.in_flight -= 1
+        state.reserved -= ticket.reserve
         if tokens <= 0:
             return
-        state = self._state(key_id)
         state.tokens.append((self._clock(), tokens))
         state.tokens_in_window += tokens
-        if state.total_tokens is not None:
-            state.total_tokens += tokens
+        for name in ticket.budgets:
+            if name in state.used:
+                state.used[name] += tokens
+
+    async def run(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None

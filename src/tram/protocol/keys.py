@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +21,9 @@ class KeyCreate(BaseModel):
     tpm: int | None = Field(None, ge=1)
     max_concurrency: int | None = Field(None, ge=1)
     max_total_tokens: int | None = Field(None, ge=1)
+    budget_tokens: int | None = Field(None, ge=1)  # per budget_period (default: month)
+    budget_period: Literal["day", "week", "month"] | None = None
+    admin: bool | None = None  # may use the admin API (only the master key may grant it)
 
 
 class KeyUpdate(BaseModel):
@@ -33,3 +37,6 @@ class KeyUpdate(BaseModel):
     tpm: int | None = Field(None, ge=1)
     max_concurrency: int | None = Field(None, ge=1)
     max_total_tokens: int | None = Field(None, ge=1)
+    budget_tokens: int | None = Field(None, ge=1)  # per budget_period (default: month)
+    budget_period: Literal["day", "week", "month"] | None = None
+    admin: bool | None = None  # may use the admin API (only the master key may grant it)

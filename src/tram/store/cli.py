@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from tram.config import ConfigError, load_config, load_settings
-from tram.limits.memory import KeyLimits
+from tram.limits.base import KeyLimits
 from tram.store.db import Database, database_url
 from tram.store.keys import LIMIT_FIELDS, KeyRecord, KeyStore, NewKey, revision_file_of
 
@@ -53,10 +53,13 @@ async def _run(args: argparse.Namespace, work: Callable[[KeyStore], Awaitable[in
 
 def _keys(args: argparse.Namespace) -> int:
     async def create(store: KeyStore) -> int:
+        limits = {f: getattr(args, f) for f in LIMIT_FIELDS}
+        if limits["budget_tokens"] and not limits["budget_period"]:
+            limits["budget_period"] = "month"
         record, key = await store.create(NewKey(
             name=args.name, owner=args.owner, allowed_models=args.model,
-            expires_at=_expiry(args.expires_in_days),
-            limits=KeyLimits(**{f: getattr(args, f) for f in LIMIT_FIELDS})))
+            expires_at=_expiry(args.expires_in_days), is_admin=args.admin,
+            limits=KeyLimits(**limits)))
         _print(record, key)
         print("tram: the key is shown once; only its digest is stored", file=sys.stderr)
         return 0
@@ -86,6 +89,8 @@ def _keys(args: argparse.Namespace) -> int:
             value = getattr(args, name)
             if value is not None:
                 changes[name] = value or None  # 0 removes the limit
+        if args.admin is not None:
+            changes["is_admin"] = args.admin
         return _print_found(await store.update(args.id, changes), args.id)
 
     async def revoke(store: KeyStore) -> int:
@@ -106,10 +111,12 @@ def _usage(args: argparse.Namespace) -> int:
     async def show(store: KeyStore) -> int:
         since = _expiry(-args.days) if args.days is not None else None
         rows = await usage_summary(store.database, args.by, since)
-        print(f"{args.by:<24} {'requests':>9} {'prompt':>10} {'completion':>11} {'errors':>7}")
+        print(f"{args.by:<24} {'requests':>9} {'prompt':>10} {'completion':>11} {'errors':>7} "
+              f"{'error %':>7}")
         for row in rows:
             print(f"{row[args.by] or '-':<24} {row['requests']:>9} {row['prompt_tokens']:>10} "
-                  f"{row['completion_tokens']:>11} {row['errors']:>7}")
+                  f"{row['completion_tokens']:>11} {row['errors']:>7} "
+                  f"{row['error_rate'] * 100:>6.1f}%")
         return 0
 
     try:
@@ -152,6 +159,13 @@ def add_keys_parser(verbs: Any) -> None:
         parser.add_argument("--tpm", type=int, help="tokens per minute (as engines count them)")
         parser.add_argument("--max-concurrency", type=int, help="requests in flight at once")
         parser.add_argument("--max-total-tokens", type=int, help="token budget, all time")
+        parser.add_argument("--budget-tokens", type=int,
+                            help="token budget per period (renews at its start, UTC)")
+        parser.add_argument("--budget-period", choices=["day", "week", "month"],
+                            help="the budget's period (default month)")
+    create.add_argument("--admin", action="store_true", help="may use the admin API")
+    update.add_argument("--admin", action=argparse.BooleanOptionalAction, default=None,
+                        help="grant (--admin) or remove (--no-admin) admin access")
     revoke = actions.add_parser("revoke", help="revoke a key (at once, everywhere)")
     revoke.add_argument("id")
     for parser in (create, actions.choices["list"], show, update, revoke):

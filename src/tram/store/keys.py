@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 
-from tram.limits.memory import KeyLimits
+from tram.limits.base import KeyLimits, Period
 from tram.store.db import Database
-from tram.store.models import VirtualKey
+from tram.store.models import UsageEvent, VirtualKey
 
 __all__ = [
     "KEY_PREFIX",
@@ -37,7 +37,8 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-LIMIT_FIELDS = ("rpm", "tpm", "max_concurrency", "max_total_tokens")
+LIMIT_FIELDS = ("rpm", "tpm", "max_concurrency", "max_total_tokens", "budget_tokens",
+                "budget_period")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class NewKey:
     allowed_models: list[str] | None = None
     expires_at: dt.datetime | None = None
     limits: KeyLimits = field(default_factory=KeyLimits)
+    is_admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class KeyRecord:
     revoked_at: dt.datetime | None
     created_at: dt.datetime
     limits: KeyLimits = field(default_factory=KeyLimits)
+    is_admin: bool = False
 
     def status(self, now: dt.datetime | None = None) -> str:
         if self.revoked_at is not None:
@@ -74,6 +77,7 @@ class KeyRecord:
             "key_hint": self.key_hint, "models": self.allowed_models,
             "expires_at": _iso(self.expires_at), "revoked_at": _iso(self.revoked_at),
             "created_at": _iso(self.created_at), "status": self.status(),
+            "admin": self.is_admin,
             **{name: getattr(self.limits, name) for name in LIMIT_FIELDS},
         }
 
@@ -97,8 +101,16 @@ def _record(row: VirtualKey) -> KeyRecord:
         allowed_models=row.allowed_models, expires_at=_aware(row.expires_at),
         revoked_at=_aware(row.revoked_at), created_at=_aware(row.created_at) or _now(),
         limits=KeyLimits(rpm=row.rpm, tpm=row.tpm, max_concurrency=row.max_concurrency,
-                         max_total_tokens=row.max_total_tokens),
+                         max_total_tokens=row.max_total_tokens, budget_tokens=row.budget_tokens,
+                         budget_period=_period(row.budget_period)),
+        is_admin=bool(row.is_admin),
     )
+
+
+def _period(value: str | None) -> Period | None:
+    if value in ("day", "week", "month"):
+        return value  # type: ignore[return-value]
+    return None
 
 
 class KeyStore:
@@ -130,6 +142,9 @@ class KeyStore:
             created_at=_now(), rpm=new.limits.rpm, tpm=new.limits.tpm,
             max_concurrency=new.limits.max_concurrency,
             max_total_tokens=new.limits.max_total_tokens,
+            budget_tokens=new.limits.budget_tokens,
+            budget_period=new.limits.budget_period if new.limits.budget_tokens else None,
+            is_admin=new.is_admin,
         )
         async with self._db.sessions.begin() as session:
             session.add(row)
@@ -188,7 +203,7 @@ class KeyStore:
         return record
 
     async def update(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
-        allowed = {"name", "owner", "allowed_models", "expires_at", *LIMIT_FIELDS}
+        allowed = {"name", "owner", "allowed_models", "expires_at", "is_admin", *LIMIT_FIELDS}
         async with self._db.sessions.begin() as session:
             row = await session.get(VirtualKey, key_id)
             if row is None:
@@ -209,19 +224,17 @@ class KeyStore:
         self._changed()
         return _record(row)
 
-
-    async def tokens_used(self, key_id: str) -> int:
-        """All tokens recorded for a key (the starting point of its budget)."""
-        from sqlalchemy import func
-
-        from tram.store.models import UsageEvent
-
-        async with self._db.sessions() as session:
-            total = await session.scalar(
-                select(func.coalesce(func.sum(UsageEvent.prompt_tokens), 0)
-                       + func.coalesce(func.sum(UsageEvent.completion_tokens), 0))
-                .where(UsageEvent.key_id == key_id))
-            return int(total or 0)
+    async def tokens_used(self, key_id: str, since: dt.datetime | None = None) -> int:
+        """Tokens recorded for a key, all time or since a period's start (where a budget's
+        counter starts; the (key_id, ts) index serves it)."""
+        query = (select(func.coalesce(func.sum(UsageEvent.prompt_tokens), 0)
+                        + func.coalesce(func.sum(UsageEvent.completion_tokens), 0))
+                 .where(UsageEvent.key_id == key_id))
+        if since is not None:
+            query = query.where(UsageEvent.ts >= since)
+        async with self._db.engine.connect() as connection:
+            total = await connection.scalar(query)
+        return int(total or 0)
 
 
 def revision_file_of(database: Database) -> Path | None:

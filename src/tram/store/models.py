@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = ["Base", "UsageEvent", "VirtualKey"]
@@ -30,6 +40,10 @@ class VirtualKey(Base):
     tpm: Mapped[int | None] = mapped_column(Integer)
     max_concurrency: Mapped[int | None] = mapped_column(Integer)
     max_total_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    budget_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    budget_period: Mapped[str | None] = mapped_column(String(8))
+    # May use the admin API (keys, usage, reload, metrics) like the master key.
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class UsageEvent(Base):
@@ -38,9 +52,11 @@ class UsageEvent(Base):
 
     __tablename__ = "usage_events"
     __table_args__ = (Index("ix_usage_key_ts", "key_id", "ts"),
-                      Index("ix_usage_model_ts", "model", "ts"))
+                      Index("ix_usage_model_ts", "model", "ts"),
+                      Index("ux_usage_event_id", "event_id", unique=True))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str | None] = mapped_column(String(32))
     ts: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
     request_id: Mapped[str] = mapped_column(String(128))
     key_id: Mapped[str | None] = mapped_column(String(40))

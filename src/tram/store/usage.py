@@ -1,10 +1,16 @@
 """Usage accounting off the request path: a batched background writer that loses nothing.
 
-`record()` only appends to an in-memory buffer. A background task writes batches; if the
-database is down or slow, events stay buffered and are retried with backoff; past
-`max_buffer`, the oldest go to a spill file (JSON lines) that is replayed into the database once
-it answers again. A clean shutdown writes what it can and spills the rest, so every request
-ends up as exactly one row (a crash loses at most the buffer in memory).
+`begin()` and `record()` append a line to this process's journal (see `journal.py`: it survives
+`kill -9`) and `record()` adds the event to an in-memory buffer. A background task writes
+batches; if the database is down or slow, events stay buffered and are retried with backoff;
+past `max_buffer`, the oldest go to a spill file (JSON lines) that is replayed into the
+database once it answers again. A clean shutdown writes what it can and spills the rest. Every
+event carries an id and is inserted with ON CONFLICT DO NOTHING, so replaying a journal or a
+spill file twice never counts a request twice: every request ends up as exactly one row, and a
+killed gateway loses only the token counts of the requests it had in flight (which are
+recorded, counted and logged as `gateway_interrupted` by the next gateway to start).
+
+Retention: `prune_forever` deletes rows older than the configured days in small batches.
 """
 
 from __future__ import annotations
@@ -19,10 +25,14 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Integer as Integer_
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
+from tram.config import UsageConfig
+from tram.requestlog import RequestRecord
 from tram.store.db import Database
+from tram.store.journal import Journal, recover
 from tram.store.models import UsageEvent
 
 __all__ = ["UsageWriter", "usage_summary"]
@@ -30,9 +40,14 @@ __all__ = ["UsageWriter", "usage_summary"]
 logger = logging.getLogger("tram.usage")
 
 
+# Past this size (bytes), the journal is replaced by a fresh one once its events are stored.
+_JOURNAL_ROTATE = 1 << 20
+
+
 class UsageWriter:
     def __init__(self, database: Database, spill_path: Path, batch_size: int = 500,
-                 flush_interval: float = 0.5, max_buffer: int = 50_000) -> None:
+                 flush_interval: float = 0.5, max_buffer: int = 50_000,
+                 journal_dir: Path | None = None) -> None:
         self._db = database
         self._spill_path = spill_path
         self._batch_size = batch_size
@@ -40,11 +55,34 @@ class UsageWriter:
         self._max_buffer = max_buffer
         self._buffer: collections.deque[dict[str, Any]] = collections.deque()
         self._wake = asyncio.Event()
+        self._journal_dir = journal_dir or spill_path.parent / "journal"
+        self._journal: Journal | None = None  # opened lazily: only gateways write usage
+        self._insert = (postgresql.insert if database.url.startswith("postgresql")
+                        else sqlite.insert)(UsageEvent).on_conflict_do_nothing(
+                            index_elements=["event_id"])
         self.written = 0
         self.spilled = 0
+        self.recovered = 0
+        self.interrupted = 0
+
+    def _journal_open(self) -> Journal:
+        if self._journal is None:
+            self._journal = Journal(self._journal_dir)
+        return self._journal
+
+    def begin(self, record: RequestRecord, payload: object) -> None:
+        """A chat request starts: journal it, so a killed gateway still leaves its trace."""
+        model = payload.get("model") if isinstance(payload, dict) else None
+        stream = payload.get("stream") if isinstance(payload, dict) else None
+        self._journal_open().begin(record.event_id, {
+            "event_id": record.event_id, "ts": dt.datetime.now(dt.UTC).isoformat(),
+            "request_id": record.request_id, "key_id": record.key_id,
+            "model": model[:200] if isinstance(model, str) else None,
+            "stream": stream if isinstance(stream, bool) else None})
 
     def record(self, event: dict[str, Any]) -> None:
         """Never blocks, never fails the request."""
+        self._journal_open().end(event)
         self._buffer.append(event)
         if len(self._buffer) > self._max_buffer:
             self._spill([self._buffer.popleft() for _ in range(len(self._buffer) // 2)])
@@ -64,10 +102,11 @@ class UsageWriter:
                        self._spill_path)
 
     async def _write(self, events: list[dict[str, Any]]) -> None:
-        rows = [{**e, "ts": dt.datetime.fromisoformat(e["ts"]) if isinstance(e["ts"], str)
+        rows = [{**e, "event_id": e.get("event_id"),  # spill files from before 0004 lack it
+                 "ts": dt.datetime.fromisoformat(e["ts"]) if isinstance(e["ts"], str)
                  else e["ts"]} for e in events]
-        async with self._db.sessions.begin() as session:
-            await session.execute(insert(UsageEvent), rows)
+        async with self._db.engine.begin() as connection:
+            await connection.execute(self._insert, rows)
         self.written += len(rows)
 
     async def _replay_spill(self) -> None:
@@ -101,8 +140,38 @@ class UsageWriter:
             except BaseException:
                 self._buffer.extendleft(reversed(batch))
                 raise
+        # No await since the buffer emptied: every event journaled so far is stored.
+        if self._journal is not None and self._journal.size > _JOURNAL_ROTATE:
+            self._journal.rotate()
+
+    async def recover(self) -> int:
+        """Store what dead gateway processes left in their journals; the number of events."""
+        if not self._journal_dir.is_dir():
+            return 0
+        own = self._journal.path if self._journal is not None else None
+        found = recover(self._journal_dir, own)
+        try:
+            for start in range(0, len(found.events), self._batch_size):
+                await self._write(found.events[start:start + self._batch_size])
+        except BaseException:
+            found.release(stored=False)
+            raise
+        found.release(stored=True)
+        self.recovered += len(found.events)
+        self.interrupted += found.interrupted
+        return len(found.events)
 
     async def run(self) -> None:
+        backoff = self._flush_interval
+        while True:
+            try:
+                await self.recover()
+                break
+            except (SQLAlchemyError, OSError) as exc:
+                backoff = min(backoff * 2, 30.0)
+                logger.warning("usage: cannot store recovered journals yet (%s); retry in "
+                               "%.1fs", type(exc).__name__, backoff)
+                await asyncio.sleep(backoff)
         backoff = self._flush_interval
         while True:
             with contextlib.suppress(TimeoutError):
@@ -126,6 +195,40 @@ class UsageWriter:
         if self._buffer:
             self._spill(list(self._buffer))
             self._buffer.clear()
+        if self._journal is not None:
+            # Everything is stored or spilled; a request still in flight keeps the journal,
+            # so the next start counts it.
+            self._journal.close(remove=self._journal.in_flight() == 0)
+            self._journal = None
+
+    async def prune(self, older_than: dt.datetime, batch: int, pause: float = 0.05) -> int:
+        """Delete rows older than a time, `batch` rows per short transaction; the number."""
+        total = 0
+        while True:
+            oldest = (select(UsageEvent.id).where(UsageEvent.ts < older_than)
+                      .order_by(UsageEvent.id).limit(batch))
+            async with self._db.engine.begin() as connection:
+                result = await connection.execute(
+                    delete(UsageEvent).where(UsageEvent.id.in_(oldest.scalar_subquery())))
+            deleted = int(result.rowcount or 0)
+            total += deleted
+            if deleted < batch:
+                return total
+            await asyncio.sleep(pause)  # let the writers in between batches
+
+    async def prune_forever(self, config: UsageConfig) -> None:
+        assert config.retention_days is not None
+        while True:
+            cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=config.retention_days)
+            try:
+                deleted = await self.prune(cutoff, config.prune_batch)
+                if deleted:
+                    logger.info("usage: pruned %d rows older than %s", deleted,
+                                cutoff.isoformat())
+            except (SQLAlchemyError, OSError) as exc:
+                logger.warning("usage: pruning failed (%s); next pass in %.0fs",
+                               type(exc).__name__, config.prune_interval)
+            await asyncio.sleep(config.prune_interval)
 
 
 async def usage_summary(database: Database, group_by: str,
@@ -138,7 +241,7 @@ async def usage_summary(database: Database, group_by: str,
         func.count().label("requests"),
         func.coalesce(func.sum(UsageEvent.prompt_tokens), 0).label("prompt_tokens"),
         func.coalesce(func.sum(UsageEvent.completion_tokens), 0).label("completion_tokens"),
-        func.sum(func.cast(UsageEvent.status >= 400, Integer_)).label("errors"),
+        func.coalesce(func.sum(func.cast(UsageEvent.status >= 400, Integer_)), 0).label("errors"),
     ).group_by(column).order_by(func.count().desc())
     if since is not None:
         query = query.where(UsageEvent.ts >= since)
@@ -147,4 +250,6 @@ async def usage_summary(database: Database, group_by: str,
     return [{group_by: str(r.group) if r.group is not None else None, "requests": r.requests,
              "prompt_tokens": int(r.prompt_tokens), "completion_tokens": int(r.completion_tokens),
              "total_tokens": int(r.prompt_tokens) + int(r.completion_tokens),
-             "errors": int(r.errors or 0)} for r in rows]
+             "errors": int(r.errors),
+             "error_rate": round(int(r.errors) / r.requests, 4) if r.requests else 0.0}
+            for r in rows]

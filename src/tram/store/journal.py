@@ -1,0 +1,153 @@
+"""The usage journal: what survives `kill -9`.
+
+Each gateway process appends to its own file a `B` line when a chat request begins and an `E`
+line (the full usage event) when it ends: one unbuffered write(2) each, no fsync. A killed
+process's writes are already in the kernel's page cache, so they survive it (an OS crash or a
+power cut is what fsync would be for; that trade is deliberate, it would cost a disk flush per
+request). The process holds an exclusive flock on its file for its whole life; a file whose
+lock can be taken belongs to a dead process, and the next gateway to start recovers it: its
+events are written to the store, and every `B` without an `E` (a request in flight when the
+process died) is counted, logged and recorded as `gateway_interrupted`.
+
+Once every event of the current file is in the database, the file is replaced by a fresh one
+that starts with the `B` lines of the requests still in flight, so it stays small.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = ["JOURNAL_GLOB", "Journal", "Recovered", "recover"]
+
+logger = logging.getLogger("tram.usage")
+
+JOURNAL_GLOB = "usage-*.journal"
+_BEGIN, _END = b"B", b"E"
+
+
+class Journal:
+    """This process's journal file (O_APPEND, flock held until `close`)."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._directory = directory
+        self._in_flight: dict[str, bytes] = {}  # event id -> its B line
+        self.path, self._fd = self._open()
+        self.size = 0
+
+    def _open(self) -> tuple[Path, int]:
+        path = self._directory / f"usage-{os.getpid()}-{secrets.token_hex(4)}.journal"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return path, fd
+
+    def begin(self, event_id: str, entry: dict[str, Any]) -> None:
+        line = _BEGIN + orjson.dumps(entry) + b"\n"
+        self._in_flight[event_id] = line
+        self._write(line)
+
+    def end(self, event: dict[str, Any]) -> None:
+        self._in_flight.pop(event["event_id"], None)
+        self._write(_END + orjson.dumps(event, default=str) + b"\n")
+
+    def _write(self, line: bytes) -> None:
+        try:
+            os.write(self._fd, line)
+            self.size += len(line)
+        except OSError as exc:  # a full disk must not fail requests; the buffer still has it
+            logger.error("usage: journal write failed (%s)", exc.strerror)
+
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def rotate(self) -> None:
+        """Call only when every E line written so far is in the database: the new file gets
+        the B lines of what is still in flight, then the old one goes."""
+        old_path, old_fd = self.path, self._fd
+        self.path, self._fd = self._open()
+        self.size = 0
+        self._write(b"".join(self._in_flight.values()))
+        os.close(old_fd)
+        old_path.unlink(missing_ok=True)
+
+    def close(self, remove: bool) -> None:
+        """`remove`: everything is stored and nothing is in flight."""
+        if remove:
+            self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+
+
+@dataclass
+class Recovered:
+    """The events in dead processes' journals, and the files to remove once stored."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: int = 0
+    files: list[tuple[Path, int]] = field(default_factory=list)  # path and its locked fd
+
+    def release(self, stored: bool) -> None:
+        for path, fd in self.files:
+            if stored:
+                path.unlink(missing_ok=True)
+            os.close(fd)
+        self.files.clear()
+
+
+def _interrupted_event(begin: dict[str, Any], died_at: float) -> dict[str, Any]:
+    import datetime as dt
+
+    started = dt.datetime.fromisoformat(begin["ts"])
+    return {
+        **begin, "served_model": None, "prompt_tokens": None, "completion_tokens": None,
+        "cached_tokens": None, "images": 0, "first_byte_ms": None,
+        # The process died at the latest when its journal was last written.
+        "latency_ms": max(0.0, round((died_at - started.timestamp()) * 1000, 2)),
+        "status": 500, "error_code": "gateway_interrupted", "client_disconnected": False,
+    }
+
+
+def recover(directory: Path, own: Path | None) -> Recovered:
+    """Read every journal whose owner is gone (its lock is free), keeping them locked."""
+    recovered = Recovered()
+    for path in sorted(directory.glob(JOURNAL_GLOB)):
+        if path == own:
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # another process recovered it meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # its process is alive
+        recovered.files.append((path, fd))
+        died_at = os.fstat(fd).st_mtime
+        begins: dict[str, dict[str, Any]] = {}
+        ended: dict[str, dict[str, Any]] = {}
+        with open(fd, "rb", closefd=False) as lines:
+            for line in lines:
+                try:
+                    entry = orjson.loads(line[1:])
+                except orjson.JSONDecodeError:
+                    continue  # a line cut by the kill
+                if line[:1] == _BEGIN:
+                    begins[entry["event_id"]] = entry
+                elif line[:1] == _END:
+                    ended[entry["event_id"]] = entry
+        lost = [_interrupted_event(b, died_at) for i, b in begins.items() if i not in ended]
+        recovered.events += [*ended.values(), *lost]
+        recovered.interrupted += len(lost)
+        if lost:
+            logger.warning("usage: a gateway process died with %d requests in flight (%s); "
+                           "they are recorded as gateway_interrupted, tokens unknown",
+                           len(lost), path.name)
+    return recovered

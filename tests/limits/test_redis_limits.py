@@ -1,0 +1,195 @@
+"""Limits shared through a real Redis server: across gateway instances, exact under
+concurrency, leases of a dead gateway expiring, and both failure modes when Redis is down."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from tests.conftest import GatewayFactory
+from tests.support.redis_server import RedisServer
+from tram.errors import InsufficientQuota, LimitsUnavailable, RateLimited
+from tram.limits.base import KeyLimits
+from tram.limits.redis import RedisLimiter
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+def _key(url: str, auth: dict, **fields: object) -> dict[str, str]:
+    made = httpx.post(url + "/admin/keys", headers=auth, json={"name": "shared", **fields})
+    assert made.status_code == 201, made.text
+    return {"Authorization": f"Bearer {made.json()['key']}"}
+
+
+def _chat(url: str, headers: dict, model: str = "qwen-text") -> httpx.Response:
+    return httpx.post(url + "/v1/chat/completions", headers=headers, timeout=30,
+                      json={"model": model, "messages": USER})
+
+
+def test_rpm_is_shared_by_two_gateway_instances(gateway: GatewayFactory, auth: dict,
+                                                redis_server: RedisServer) -> None:
+    limits = {"redis_url": redis_server.url}
+    with gateway(limits=limits) as one, gateway(limits=limits) as two:
+        headers = _key(one, auth, rpm=4)
+        statuses = [_chat(url, headers).status_code for url in (one, two, one, two)]
+        refused = [_chat(url, headers) for url in (one, two)]
+    assert statuses == [200, 200, 200, 200]
+    # Each instance alone saw only two requests: only shared counters refuse these.
+    assert [r.status_code for r in refused] == [429, 429]
+    assert refused[1].json()["error"]["code"] == "rate_limit_exceeded"
+    assert 1 <= int(refused[1].headers["retry-after"]) <= 60
+
+
+def test_budget_is_exact_under_concurrent_requests_on_two_instances(
+        gateway: GatewayFactory, auth: dict, redis_server: RedisServer) -> None:
+    limits = {"redis_url": redis_server.url}
+    with gateway(limits=limits) as one, gateway(limits=limits) as two:
+        made = httpx.post(one + "/admin/keys", headers=auth,
+                          json={"name": "budget", "max_total_tokens": 1_000_000}).json()
+        headers = {"Authorization": f"Bearer {made['key']}"}
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda i: _chat((one, two)[i % 2], headers), range(60)))
+        assert all(a.status_code == 200 for a in answers)
+
+        async def counter() -> int:
+            client = Redis.from_url(redis_server.url)
+            try:
+                value = await client.hget(f"tram:{{{made['id']}}}:budget", "total")
+                return int(value or 0)
+            finally:
+                await client.aclose()
+
+        # 60 answers of 9 tokens each, counted from both instances with no lost update.
+        assert asyncio.run(counter()) == 60 * 9
+
+
+def test_concurrency_is_shared_and_a_dead_gateways_leases_expire(
+        redis_server: RedisServer) -> None:
+    async def scenario() -> None:
+        async def recorded(key_id: str, since: dt.datetime | None) -> int:
+            return 0
+
+        limits = KeyLimits(max_concurrency=2)
+        crashed = RedisLimiter(Redis.from_url(redis_server.url), recorded, lease_ttl=0.6)
+        alive = RedisLimiter(Redis.from_url(redis_server.url), recorded, lease_ttl=0.6)
+        renewing = asyncio.create_task(alive.run())
+        try:
+            held = await alive.admit("k", limits, 0)
+            await crashed.admit("k", limits, 0)  # then "killed": never released nor renewed
+            with pytest.raises(RateLimited) as limited:
+                await alive.admit("k", limits, 0)
+            assert "2 requests in flight" in limited.value.message
+            await asyncio.sleep(1.0)
+            # The dead one's lease expired; the live one's was renewed and still counts.
+            second = await alive.admit("k", limits, 0)
+            with pytest.raises(RateLimited):
+                await alive.admit("k", limits, 0)
+            await alive.release(held, 0)
+            await alive.release(second, 0)
+            await alive.release(await alive.admit("k", limits, 0), 0)
+        finally:
+            renewing.cancel()
+            await crashed.aclose()
+            await alive.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_period_budget_loaded_once_from_the_store_then_counted_in_redis(
+        redis_server: RedisServer) -> None:
+    asked: list[dt.datetime | None] = []
+
+    async def recorded(key_id: str, since: dt.datetime | None) -> int:
+        asked.append(since)
+        await asyncio.sleep(0.05)  # concurrent admissions race to load it: one value wins
+        return 90
+
+    async def scenario() -> None:
+        limiters = [RedisLimiter(Redis.from_url(redis_server.url), recorded) for _ in range(2)]
+        limits = KeyLimits(budget_tokens=100, budget_period="day")
+        try:
+            tickets = await asyncio.gather(*(lim.admit("k", limits, 1) for lim in limiters))
+            for limiter, ticket in zip(limiters, tickets, strict=True):
+                await limiter.release(ticket, 6)
+            with pytest.raises(InsufficientQuota) as spent:
+                await limiters[0].admit("k", limits, 1)  # 90 + 12 >= 100
+            assert "daily budget of 100 tokens" in spent.value.message
+        finally:
+            for limiter in limiters:
+                await limiter.aclose()
+
+    asyncio.run(scenario())
+    today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert set(asked) == {today}
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+def test_redis_down_fails_open_or_closed_as_configured(
+        gateway: GatewayFactory, auth: dict, redis_server: RedisServer, mode: str) -> None:
+    limits = {"redis_url": redis_server.url, "on_redis_error": mode, "redis_timeout": 0.2}
+    with gateway(limits=limits) as url:
+        headers = _key(url, auth, rpm=2)
+        unlimited = _key(url, auth)
+        assert _chat(url, headers).status_code == 200
+        redis_server.stop()
+        started = time.perf_counter()
+        during = [_chat(url, headers) for _ in range(3)]
+        elapsed = time.perf_counter() - started
+        master, plain = _chat(url, auth), _chat(url, unlimited)
+        redis_server.start()  # back, empty: counting starts again in Redis
+        time.sleep(2.2)  # Redis is retried after 2 s, not on every request
+        after = [_chat(url, headers).status_code for _ in range(3)]
+    assert master.status_code == 200 and plain.status_code == 200  # never refused
+    assert elapsed < 3  # an outage costs at most the client timeout, once per retry period
+    if mode == "open":
+        # Served, and still limited, by this process's own counters (rpm 2, counted afresh).
+        assert [r.status_code for r in during] == [200, 200, 429]
+    else:
+        assert {r.status_code for r in during} == {503}
+        assert during[0].json()["error"]["code"] == "limits_unavailable"
+        assert during[0].headers["retry-after"] == "2"
+    assert after == [200, 200, 429]
+
+
+def test_unreachable_redis_closed_mode_unit(redis_server: RedisServer) -> None:
+    async def scenario() -> None:
+        async def recorded(key_id: str, since: dt.datetime | None) -> int:
+            return 0
+
+        redis_server.stop()
+        limiter = RedisLimiter(Redis.from_url(redis_server.url, socket_connect_timeout=0.2),
+                               recorded, on_error="closed")
+        try:
+            with pytest.raises(LimitsUnavailable):
+                await limiter.admit("k", KeyLimits(rpm=1), 0)
+        finally:
+            await limiter.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_gateways_share_nothing_without_redis(gateway: GatewayFactory, auth: dict) -> None:
+    """The control for the first test: without Redis, each instance counts on its own."""
+    with ExitStack() as stack:
+        one, two = (stack.enter_context(gateway()) for _ in range(2))
+        headers = _key(one, auth, rpm=2)
+        statuses = [_chat(url, headers).status_code for url in (one, two, one, two)]
+    assert statuses == [200, 200, 200, 200]
