@@ -135,7 +135,7 @@ def create_app(settings: Settings, config: TramConfig, *,
         try:
             await state.database.migrate()
             async with anyio.create_task_group() as background:
-                background.start_soon(probe_forever, state.registry)
+                background.start_soon(probe_forever, state.registry, state.upstream)
                 background.start_soon(state.usage.run)
                 background.start_soon(state.limiter.run)
                 if config.usage.retention_days is not None:

@@ -46,11 +46,12 @@ def load_for_serve(config_path: Path | None) -> tuple[Settings, TramConfig]:
 
 async def _migrate(settings: Settings, config: TramConfig) -> None:
     from tram.store.db import Database, database_url
+    from tram.store.migrate import migrate_out_of_process
 
     database = Database(database_url(settings.database_url or config.database.url,
                                      settings.data_dir))
     try:
-        await database.migrate()
+        await migrate_out_of_process(database)
     finally:
         await database.aclose()
 

@@ -36,16 +36,25 @@ def test_one_row_per_request_with_engine_counts(gateway: GatewayFactory, auth: d
         by_model = {r["model"]: r for r in
                     httpx.get(url + "/admin/usage?by=model", headers=auth).json()["data"]}
         by_day = httpx.get(url + "/admin/usage?by=day&days=1", headers=auth).json()["data"]
+        httpx.post(url + "/v1/chat/completions", headers=auth,  # the master key's request
+                   json={"model": "qwen-text", "messages": USER})
+        key_by_day = httpx.get(url + f"/admin/usage?by=day&key={key['id']}",
+                               headers=auth).json()["data"]
+        stream_only = httpx.get(url + "/admin/usage?by=key&model=m-stream",
+                                headers=auth).json()["data"]
     # The client did not ask for usage: the engine's usage chunk was kept from it...
     events = [line[6:] for line in streamed.text.splitlines() if line.startswith("data: ")]
     assert all(orjson.loads(e)["choices"] for e in events[:-1]) and events[-1] == "[DONE]"
     # ...but counted.
     assert by_key == [{"key": key["id"], "requests": 5, "prompt_tokens": 3 * 7 + 7,
                        "completion_tokens": 3 * 2 + 4, "total_tokens": 38, "errors": 1,
-                           "error_rate": 0.2}]
+                       "error_rate": 0.2}]
     assert by_model["m-stream"]["completion_tokens"] == 4
     assert by_model["qwen-text"]["requests"] == 4
     assert by_day[0]["requests"] == 5
+    assert [r["requests"] for r in key_by_day] == [5]  # the master key's sixth is not the key's
+    assert [(r["key"], r["requests"], r["total_tokens"]) for r in stream_only] == [
+        (key["id"], 1, 11)]
 
 
 async def _count(database: Database) -> int:
@@ -162,4 +171,20 @@ async def test_retention_prunes_old_rows_in_batches(tmp_path: Path) -> None:
     assert deleted == 23
     assert await _count(database) == 5
     assert await writer.prune(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), batch=10) == 0
+    await database.aclose()
+
+
+async def test_head_revision_constant_is_alembics_head(tmp_path: Path) -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from tram.store.db import HEAD_REVISION, MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+    database = Database(database_url(None, tmp_path))
+    assert await database.schema_revision() is None
+    await database.migrate()
+    assert await database.schema_revision() == HEAD_REVISION
     await database.aclose()

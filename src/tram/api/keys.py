@@ -124,8 +124,8 @@ async def revoke_key(request: Request) -> Response:
 
 
 async def usage_view(request: Request) -> Response:
-    """GET /admin/usage?by=key|model|day&days=N: requests, tokens, errors and error rate per
-    group, busiest first (by=key: the top keys)."""
+    """GET /admin/usage?by=key|model|day&days=N[&key=ID][&model=NAME]: requests, tokens,
+    errors and error rate per group, busiest first (by=key: the top keys)."""
     require_admin(request)
     by = request.query_params.get("by", "key")
     if by not in ("key", "model", "day"):
@@ -139,5 +139,6 @@ async def usage_view(request: Request) -> Response:
             raise InvalidRequest("'days' must be a number.", param="days") from None
     state = state_of(request)
     await state.usage.flush()  # what was just served is in the view
-    rows = await usage_summary(state.database, by, since)
+    rows = await usage_summary(state.database, by, since, request.query_params.get("key"),
+                               request.query_params.get("model"))
     return _json({"object": "list", "by": by, "data": rows})

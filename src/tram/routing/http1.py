@@ -1,5 +1,6 @@
 """A small HTTP/1.1 client for the gateway's one hot call: POST JSON to an engine, read the
-answer (whole or as it streams), keep the connection alive for the next request.
+answer (whole or as it streams), keep the connection alive for the next request. The health
+probes (GET /models) use it too.
 
 Why not a general client: on this path aiohttp spent ~35% of the gateway's CPU per request
 (bench/RESULTS.md) on features an engine call does not use (cookies, redirects, proxies,
@@ -221,8 +222,8 @@ class ConnectionPool:
             raise ConnectTimeout(f"no connection within {connect_timeout:g}s") from None
         return protocol
 
-    async def post(self, host: str, port: int, tls: ssl.SSLContext | None, head: bytes,
-                   body: bytes, connect_timeout: float) -> PooledResponse:
+    async def request(self, host: str, port: int, tls: ssl.SSLContext | None, head: bytes,
+                      body: bytes, connect_timeout: float) -> PooledResponse:
         """Send; return once the response headers arrived. Raises OSError subclasses."""
         connection = await self._connect(host, port, tls, connect_timeout)
         for attempt in (1, 2):

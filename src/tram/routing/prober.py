@@ -6,26 +6,16 @@ import logging
 import time
 
 import anyio
-import httpx
 
 from tram.routing.registry import Registry, Replica
+from tram.routing.upstream import UpstreamClient
 
-__all__ = ["probe_forever", "probe_once", "probe_replica"]
+__all__ = ["probe_forever", "probe_once"]
 
 logger = logging.getLogger("tram.health")
 
 
-async def probe_replica(client: httpx.AsyncClient, replica: Replica, limit_s: float) -> bool:
-    """Whether the replica answers GET <url>/models with 200 within `limit_s`."""
-    headers = {"authorization": f"Bearer {replica.api_key}"} if replica.api_key else {}
-    try:
-        response = await client.get(replica.url + "/models", headers=headers, timeout=limit_s)
-    except httpx.HTTPError:
-        return False
-    return response.status_code == 200
-
-
-async def probe_once(registry: Registry, client: httpx.AsyncClient,
+async def probe_once(registry: Registry, client: UpstreamClient,
                      due: dict[str, float]) -> None:
     """Probe the replicas of every model whose interval has come (`due`: model → next time)."""
     now = time.monotonic()
@@ -39,7 +29,7 @@ async def probe_once(registry: Registry, client: httpx.AsyncClient,
 
                     async def run(r: Replica = replica, limit_s: float =
                                   pool.config.health.probe_timeout, name: str = pool.name) -> None:
-                        ok = await probe_replica(client, r, limit_s)
+                        ok = await client.probe(r, limit_s)
                         before = r.health.state if r.health else None
                         if r.health is not None:
                             r.health.record_probe(ok)
@@ -50,9 +40,8 @@ async def probe_once(registry: Registry, client: httpx.AsyncClient,
                     group.start_soon(run)
 
 
-async def probe_forever(registry: Registry) -> None:
+async def probe_forever(registry: Registry, client: UpstreamClient) -> None:
     due: dict[str, float] = {}
-    async with httpx.AsyncClient(trust_env=False) as client:
-        while True:
-            await probe_once(registry, client, due)
-            await anyio.sleep(0.25)
+    while True:
+        await probe_once(registry, client, due)
+        await anyio.sleep(0.25)

@@ -81,7 +81,7 @@ class UpstreamClient:
             head += f"authorization: Bearer {replica.api_key}\r\n"
         try:
             async with asyncio.timeout(first_byte):
-                return await self._pool.post(target.host, target.port, target.tls,
+                return await self._pool.request(target.host, target.port, target.tls,
                                              (head + "\r\n").encode("latin-1"), body,
                                              timeouts.connect)
         except ConnectTimeout:
@@ -94,6 +94,25 @@ class UpstreamClient:
         except OSError as exc:
             raise EngineUnreachable(
                 f"The engine for this model is unreachable ({type(exc).__name__}).") from None
+
+    async def probe(self, replica: Replica, limit_s: float) -> bool:
+        """Whether the replica answers GET <url>/models with 200 within `limit_s`."""
+        target = _target(replica.url, replica.ca_file)
+        head = f"GET {target.base_path}/models HTTP/1.1\r\nhost: {target.host_header}\r\n"
+        if replica.api_key:
+            head += f"authorization: Bearer {replica.api_key}\r\n"
+        try:
+            async with asyncio.timeout(limit_s):
+                response = await self._pool.request(target.host, target.port, target.tls,
+                                                    (head + "\r\n").encode("latin-1"), b"",
+                                                    limit_s)
+                try:
+                    await response.aread()
+                finally:
+                    response.close()
+        except (OSError, TimeoutError):
+            return False
+        return response.status_code == 200
 
     async def read_body(self, response: UpstreamResponse, limit: float) -> bytes:
         try:

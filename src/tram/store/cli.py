@@ -110,7 +110,7 @@ def _usage(args: argparse.Namespace) -> int:
 
     async def show(store: KeyStore) -> int:
         since = _expiry(-args.days) if args.days is not None else None
-        rows = await usage_summary(store.database, args.by, since)
+        rows = await usage_summary(store.database, args.by, since, args.key, args.model)
         print(f"{args.by:<24} {'requests':>9} {'prompt':>10} {'completion':>11} {'errors':>7} "
               f"{'error %':>7}")
         for row in rows:
@@ -131,6 +131,8 @@ def add_usage_parser(verbs: Any) -> None:
                              description="Usage recorded in the store, one row per request.")
     usage.add_argument("--by", choices=["key", "model", "day"], default="key")
     usage.add_argument("--days", type=float, help="only the last N days")
+    usage.add_argument("--key", help="only this key id (e.g. --by day --key key_…)")
+    usage.add_argument("--model", help="only this model alias")
     usage.add_argument("--config", type=_path, help="tram.yaml (for database.url)")
     usage.set_defaults(run=_usage)
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-__all__ = ["Database", "database_url"]
+__all__ = ["HEAD_REVISION", "Database", "database_url"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# The newest migration; a test checks it against Alembic's own view of the scripts.
+HEAD_REVISION = "0004"
 
 
 def database_url(configured: str | None, data_dir: Path) -> str:
@@ -41,8 +44,22 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
+    async def schema_revision(self) -> str | None:
+        try:
+            async with self.engine.connect() as connection:
+                found = await connection.scalar(text("SELECT version_num FROM alembic_version"))
+                return str(found) if found is not None else None
+        except DBAPIError:
+            return None  # a new database: no table yet
+
     async def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision (idempotent)."""
+        """Bring the schema to the newest Alembic revision (idempotent).
+
+        When it is there already (`tram serve` migrates once before its workers start), Alembic
+        is not even imported: it would add ~9 MB to every worker's memory for nothing.
+        """
+        if await self.schema_revision() == HEAD_REVISION:
+            return
         from alembic import command
         from alembic.config import Config
 

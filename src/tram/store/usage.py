@@ -26,8 +26,8 @@ from typing import Any
 import orjson
 from sqlalchemy import Integer as Integer_
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.expression import Executable
 
 from tram.config import UsageConfig
 from tram.requestlog import RequestRecord
@@ -57,9 +57,16 @@ class UsageWriter:
         self._wake = asyncio.Event()
         self._journal_dir = journal_dir or spill_path.parent / "journal"
         self._journal: Journal | None = None  # opened lazily: only gateways write usage
-        self._insert = (postgresql.insert if database.url.startswith("postgresql")
-                        else sqlite.insert)(UsageEvent).on_conflict_do_nothing(
-                            index_elements=["event_id"])
+        self._insert: Executable
+        # Only the dialect in use is imported (each is megabytes of memory).
+        if database.url.startswith("postgresql"):
+            from sqlalchemy.dialects import postgresql
+            self._insert = postgresql.insert(UsageEvent).on_conflict_do_nothing(
+                index_elements=["event_id"])
+        else:
+            from sqlalchemy.dialects import sqlite
+            self._insert = sqlite.insert(UsageEvent).on_conflict_do_nothing(
+                index_elements=["event_id"])
         self.written = 0
         self.spilled = 0
         self.recovered = 0
@@ -231,9 +238,11 @@ class UsageWriter:
             await asyncio.sleep(config.prune_interval)
 
 
-async def usage_summary(database: Database, group_by: str,
-                        since: dt.datetime | None = None) -> list[dict[str, Any]]:
-    """Requests, tokens and errors grouped by key, model or day."""
+async def usage_summary(database: Database, group_by: str, since: dt.datetime | None = None,
+                        key_id: str | None = None,
+                        model: str | None = None) -> list[dict[str, Any]]:
+    """Requests, tokens and errors grouped by key, model or day (busiest first), optionally
+    for one key or one model (e.g. one key's tokens by day)."""
     column = {"key": UsageEvent.key_id, "model": UsageEvent.model,
               "day": func.date(UsageEvent.ts)}[group_by]
     query: Any = select(
@@ -245,6 +254,10 @@ async def usage_summary(database: Database, group_by: str,
     ).group_by(column).order_by(func.count().desc())
     if since is not None:
         query = query.where(UsageEvent.ts >= since)
+    if key_id is not None:
+        query = query.where(UsageEvent.key_id == key_id)
+    if model is not None:
+        query = query.where(UsageEvent.model == model)
     async with database.sessions() as session:
         rows = (await session.execute(query)).all()
     return [{group_by: str(r.group) if r.group is not None else None, "requests": r.requests,

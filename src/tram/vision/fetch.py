@@ -13,14 +13,17 @@ from __future__ import annotations
 import base64
 import ipaddress
 import socket
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 import anyio
-import httpx
 
 from tram.config import VisionConfig
 from tram.errors import InvalidRequest
 from tram.vision.parts import sniff_type
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["ImageFetcher"]
 
@@ -28,22 +31,38 @@ _MAX_REDIRECTS = 3
 
 
 class ImageFetcher:
-    def __init__(self, config: VisionConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    """httpx (redirect handling, TLS, streaming with a cap) is loaded on the first image URL
+    the gateway fetches: most deployments never do, and it is ~6 MB per process."""
+
+    def __init__(self, config: VisionConfig,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._config = config
-        self._client = httpx.AsyncClient(
-            transport=transport, follow_redirects=False, trust_env=False,
-            timeout=httpx.Timeout(config.fetch_timeout),
-            headers={"user-agent": "tram-image-fetch/1"},
-        )
+        self._transport = transport
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.AsyncClient(
+                transport=self._transport, follow_redirects=False, trust_env=False,
+                timeout=httpx.Timeout(self._config.fetch_timeout),
+                headers={"user-agent": "tram-image-fetch/1"},
+            )
+        return self._http
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
     async def fetch_as_data_url(self, url: str, param: str) -> str:
         data, mime = await self.fetch(url, param)
         return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
     async def fetch(self, url: str, param: str) -> tuple[bytes, str]:
+        import httpx
+
         try:
             with anyio.fail_after(self._config.fetch_timeout):
                 for _ in range(_MAX_REDIRECTS + 1):
