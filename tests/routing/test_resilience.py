@@ -188,6 +188,7 @@ def test_max_in_flight_refuses_with_429_instead_of_queueing(
         assert refused.headers["retry-after"] == "1"
         assert refused.json()["error"]["code"] == "model_overloaded"
         assert metric(url, "tram_rejected_total", reason="max_in_flight") == 1
+        assert metric(url, "tram_replica_in_flight", replica=slow) == 1  # the slow one
 
 
 def test_reload_switches_new_requests_and_keeps_streams_in_flight(

@@ -46,7 +46,9 @@ async def reload(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     require_admin(request)
     state = state_of(request)
+    # Gauges are read from the registry when scraped, not kept up to date on every request.
     for pool in state.registry:
         for replica in pool.replicas:
             state.metrics.healthy.labels(pool.name, replica.url).set(1 if replica.is_healthy() else 0)
+            state.metrics.in_flight.labels(pool.name, replica.url).set(replica.outstanding)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
-import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
 
@@ -50,7 +50,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = Headers(scope=scope).get("x-request-id")
-        request_id = incoming if incoming and _VALID_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if incoming and _VALID_ID.match(incoming) else os.urandom(16).hex()
         record = RequestRecord(request_id, scope["method"], scope["path"])
         scope.setdefault("state", {})["tram.record"] = record
 

@@ -173,7 +173,7 @@ class ChatService:
             if request.stream:
                 on_failure = health.record_failure if health is not None else _nothing
                 frames = relay_stream(response, pool.name, timeouts, deadline, record, on_failure,
-                                      strip_usage)
+                                      self._upstream.deadlines, strip_usage)
                 return StreamResult(frames, resources)
             raw = await self._upstream.read_body(response, max(deadline - time.monotonic(), 0.001))
         except BaseException:

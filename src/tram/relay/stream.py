@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import orjson
 
 from tram.config import Timeouts
+from tram.deadlines import Ticker
 from tram.errors import EngineBadResponse, EngineTimeout, TramError
 from tram.relay.sse import DONE, SSEDecoder, data_frame, done_frame, error_frame
 from tram.requestlog import RequestRecord
@@ -76,7 +76,7 @@ def _rewrite_chunk(payload: bytes, alias: str, record: RequestRecord,
 
 async def relay_stream(response: UpstreamResponse, alias: str, timeouts: Timeouts,
                        deadline: float, record: RequestRecord,
-                       on_engine_failure: Callable[[], None],
+                       on_engine_failure: Callable[[], None], deadlines: Ticker,
                        strip_usage: bool = False) -> AsyncGenerator[bytes, None]:
     """Relay SSE events as they arrive, model name rewritten; always end with [DONE].
 
@@ -91,7 +91,7 @@ async def relay_stream(response: UpstreamResponse, alias: str, timeouts: Timeout
             remaining = deadline - time.monotonic()
             wait = min(timeouts.idle, remaining)
             try:
-                async with asyncio.timeout(max(wait, 0.001)):
+                async with deadlines.timeout(max(wait, 0.001)):
                     chunk = await anext(chunks)
             except StopAsyncIteration:
                 break

@@ -107,16 +107,11 @@ class ModelPool:
 
     @contextmanager
     def lease(self, replica: Replica) -> Iterator[Replica]:
-        replica.outstanding += 1
-        gauge = self.metrics.in_flight.labels(self.name, replica.url) if self.metrics else None
-        if gauge is not None:
-            gauge.inc()
+        replica.outstanding += 1  # also the in-flight gauge, read when /metrics is scraped
         try:
             yield replica
         finally:
             replica.outstanding -= 1
-            if gauge is not None:
-                gauge.dec()
 
 
 class Registry:

@@ -3,9 +3,9 @@
 Pooled keep-alive HTTP/1.1 connections (`http1`), one pool per app. httpx was the first
 choice: the benchmark showed its pool checking every pooled connection (a syscall each) on every
 request; aiohttp, the second, spent a third of the gateway's CPU per request on features this
-call never uses (bench/RESULTS.md). Deadlines are asyncio timeouts around the awaits, so each
-timeout (connect, first byte, idle, total) has its own message. The rest of the gateway sees
-only `UpstreamResponse`.
+call never uses (bench/RESULTS.md). Deadlines are timeouts around the awaits (a shared ticker,
+see `deadlines`), so each timeout (connect, first byte, idle, total) has its own message. The
+rest of the gateway sees only `UpstreamResponse`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from tram.config import Timeouts
+from tram.deadlines import Ticker
 from tram.errors import (
     EngineBadResponse,
     EngineConnectTimeout,
@@ -61,6 +62,8 @@ class UpstreamClient:
 
     def __init__(self) -> None:
         self._pool = ConnectionPool()
+        # The hot path's timeouts (first byte, whole body, each streamed chunk): see deadlines.
+        self.deadlines = Ticker()
 
     async def aclose(self) -> None:
         self._pool.close()
@@ -80,7 +83,7 @@ class UpstreamClient:
         if replica.api_key:
             head += f"authorization: Bearer {replica.api_key}\r\n"
         try:
-            async with asyncio.timeout(first_byte):
+            async with self.deadlines.timeout(first_byte):
                 return await self._pool.request(target.host, target.port, target.tls,
                                              (head + "\r\n").encode("latin-1"), body,
                                              timeouts.connect)
@@ -116,7 +119,7 @@ class UpstreamClient:
 
     async def read_body(self, response: UpstreamResponse, limit: float) -> bytes:
         try:
-            async with asyncio.timeout(limit):
+            async with self.deadlines.timeout(limit):
                 return await response.aread()
         except TimeoutError:
             raise EngineTimeout(f"The engine did not finish its answer within {limit:g}s.") from None
