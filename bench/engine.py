@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 
 from bench.loadgen import free_port
+from tram.engines.up import embedded_profile
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 KEY = "sk-bench-" + "x" * 16
@@ -50,7 +51,11 @@ async def _one(client: httpx.AsyncClient, url: str, model: str, max_tokens: int)
 async def _tokens_per_second(url: str, model: str, streams: int, max_tokens: int,
                              rounds: int) -> float:
     headers = {"Authorization": f"Bearer {KEY}"}
-    async with httpx.AsyncClient(headers=headers, timeout=600) as client:
+    # A fresh connection per request: llama-server closes a keep-alive connection after a few
+    # requests, and a request sent on it at that moment fails ("Server disconnected"). Trạm's
+    # own engine client retries exactly that case; this load generator need not.
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(headers=headers, timeout=600, limits=fresh) as client:
         await _one(client, url, model, 8)  # warm-up
         best = 0.0
         for _ in range(rounds):
@@ -120,11 +125,12 @@ def main(argv: list[str]) -> int:
             process.send_signal(signal.SIGTERM)
             process.wait(30)
     single_gateway = rows[0][2]
+    served = Path(embedded_profile()["models"][0]["engine"]["model"]).name  # the file tram up ran
     lines = [
         f"### Embedded engine — {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"Command: `python -m bench engine{' --quick' if args.quick else ''}` · "
-        f"{os.cpu_count()} cores · {platform.python_version()} · SmolLM2-135M-Instruct Q4_1 "
+        f"{os.cpu_count()} cores · {platform.python_version()} · {served} "
         f"on llama-server · {max_tokens} tokens per request, best of {rounds}",
         "",
         f"- `tram up` to first answered request (warm): **{startup:.1f} s**",
