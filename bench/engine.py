@@ -67,11 +67,12 @@ async def _tokens_per_second(url: str, model: str, streams: int, max_tokens: int
         return best
 
 
-def _start(folder: Path, port: int) -> tuple[subprocess.Popen[str], float]:
+def _start(folder: Path, port: int, gguf: Path | None) -> tuple[subprocess.Popen[str], float]:
     env = {**os.environ, "TRAM_MASTER_KEY": KEY, "TRAM_DATA_DIR": str(folder / "data")}
+    model = ["--model", f"qwen-text={gguf.resolve()}"] if gguf is not None else []
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "tram", "up", "--host", "127.0.0.1",
-                                "--port", str(port)], cwd=folder, env=env, text=True,
+                                "--port", str(port), *model], cwd=folder, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     return process, started
 
@@ -105,12 +106,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("what", choices=["engine"])
     parser.add_argument("--quick", action="store_true", help="fewer tokens and rounds")
     parser.add_argument("--no-record", action="store_true", help="print only")
+    parser.add_argument("--gguf", type=Path,
+                        help="serve this GGUF instead of the embedded default (for comparisons)")
     args = parser.parse_args(argv)
     max_tokens, rounds = (64, 1) if args.quick else (128, 3)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as folder:
-        process, started = _start(Path(folder), port)
+        process, started = _start(Path(folder), port, args.gguf)
         try:
             startup = _first_answer(url, started, process)
             engine = _engine_url(process)
@@ -125,11 +128,12 @@ def main(argv: list[str]) -> int:
             process.send_signal(signal.SIGTERM)
             process.wait(30)
     single_gateway = rows[0][2]
-    served = Path(embedded_profile()["models"][0]["engine"]["model"]).name  # the file tram up ran
+    served = (args.gguf or Path(embedded_profile()["models"][0]["engine"]["model"])).name
     lines = [
         f"### Embedded engine — {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"Command: `python -m bench engine{' --quick' if args.quick else ''}` · "
+        f"Command: `python -m bench engine{' --quick' if args.quick else ''}"
+        f"{f' --gguf {args.gguf}' if args.gguf else ''}` · "
         f"{os.cpu_count()} cores · {platform.python_version()} · {served} "
         f"on llama-server · {max_tokens} tokens per request, best of {rounds}",
         "",
