@@ -223,12 +223,12 @@ def _report(quick: bool, seconds: float, concurrencies: list[int],
         f"stream client on core 0, proxy alone on core 1, one worker · {seconds:g} s per rate "
         "run · `tram`: master key; `tram+keys`: a virtual key with limits, usage written",
         "",
-        "| target | c | req/s | p50 ms | p90 ms | p99 ms | errors |",
+        "| target | c | req/s | p50 ms | p90 ms | p99 ms | errors (of which > 2 s) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for (name, c), r in rates.items():
         lines.append(f"| {name} | {c} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | "
-                     f"{r.p99_ms:.2f} | {r.errors} |")
+                     f"{r.p99_ms:.2f} | {r.errors} ({r.timeouts}) |")
     top = max(concurrencies)
     c64 = 64 if 64 in concurrencies else top
     lines += [

@@ -36,6 +36,7 @@ class RateResult:
     p99_ms: float
     requests: int
     errors: int
+    timeouts: int = 0  # of the errors: answers slower than wrk's 2 s timeout
 
 
 def free_port() -> int:
@@ -65,6 +66,7 @@ def wrk(url: str, connections: int, seconds: float, cpu: str, key: str = KEY) ->
         p50_ms=_ms(latency["50"]), p90_ms=_ms(latency["90"]), p99_ms=_ms(latency["99"]),
         requests=int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
         errors=errors + (int(non_2xx.group(1)) if non_2xx else 0),
+        timeouts=sum(int(n) for n in re.findall(r"timeout (\d+)", out)),
     )
 
 

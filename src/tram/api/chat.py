@@ -96,7 +96,9 @@ class ChatEndpoint:
         if isinstance(result, StreamResult):
             await SSEResponse(result, record)(scope, receive, send)
             return
-        await send({"type": "http.response.start", "status": result.status, "headers": _JSON})
+        # With its length given, the answer goes out as one plain body, not chunked.
+        headers = [*_JSON, (b"content-length", b"%d" % len(result.body))]
+        await send({"type": "http.response.start", "status": result.status, "headers": headers})
         await send({"type": "http.response.body", "body": result.body})
 
 
