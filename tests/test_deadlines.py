@@ -47,9 +47,8 @@ async def test_nested_deadlines_many_tasks() -> None:
 
     async def one(expire: bool) -> str:
         try:
-            async with ticker.timeout(5):
-                async with ticker.timeout(0.03 if expire else 5):
-                    await asyncio.sleep(0.1)
+            async with ticker.timeout(5), ticker.timeout(0.03 if expire else 5):
+                await asyncio.sleep(0.1)
         except TimeoutError:
             return "timeout"
         return "done"
