@@ -140,6 +140,9 @@ def run(quick: bool) -> str:
                                    "max_concurrency": 10**6}).json()["key"]
         targets.append(Target("tram+keys", targets[2].url, processes[2].pid, virtual))
         tram_pid = processes[2].pid
+        redis_target = _redis_target(workdir, engine, env, processes)
+        if redis_target is not None:
+            targets.append(redis_target)
         # the real proxy process is taskset's child (taskset execs, so the pid is the same)
         idle_rss = _rss_mb(tram_pid)
 
@@ -174,6 +177,35 @@ def run(quick: bool) -> str:
         shutil.rmtree(workdir, ignore_errors=True)
     return _report(quick, seconds, concurrencies, rates, cpu_ms, streamed, paced, many,
                    idle_rss, after_rss) + "".join(line + "\n" for line in extra)
+
+
+def _redis_target(workdir: Path, engine: str, env: dict[str, str],
+                  processes: list[subprocess.Popen[bytes]]) -> Target | None:
+    """A second Trạm whose limits are counted in Redis (the multi-instance setting), the same
+    virtual key and limits; Redis runs on core 0 with the load generators (its CPU is not
+    counted as the gateway's)."""
+    redis = shutil.which("redis-server")
+    if redis is None:
+        return None
+    redis_port, port = free_port(), free_port()
+    processes.append(_start([redis, "--port", str(redis_port), "--bind", "127.0.0.1", "--save",
+                             "", "--appendonly", "no"], "0"))
+    folder = workdir / "redis-tram"
+    folder.mkdir()
+    (folder / "tram.yaml").write_text(
+        f"limits: {{redis_url: 'redis://127.0.0.1:{redis_port}/0'}}\n"
+        "models:\n  - name: bench\n    upstreams: [{url: '" + engine + "/v1', "
+        "served_name: bench}]\n    health: {probe_interval: 3600}\n")
+    processes.append(_start([sys.executable, "-m", "tram", "serve", "--config", "tram.yaml",
+                             "--host", "127.0.0.1", "--port", str(port), "--log-level",
+                             "warning"], "1", env={**env, "TRAM_DATA_DIR": str(folder / "data")},
+                            cwd=folder))
+    url = f"http://127.0.0.1:{port}"
+    _wait(url)
+    key = httpx.post(url + "/admin/keys", headers={"Authorization": f"Bearer {KEY}"},
+                     json={"name": "bench", "rpm": 10**9, "tpm": 10**9,
+                           "max_concurrency": 10**6}).json()["key"]
+    return Target("tram+keys+redis", url, processes[-1].pid, key)
 
 
 def _leak_and_workers(tram_url: str, tram_pid: int, rate: float, engine: str, workdir: Path,
@@ -262,6 +294,15 @@ def _report(quick: bool, seconds: float, concurrencies: list[int],
         f"(cost ×{cpu_ms.get('tram+keys', 0) / max(cpu_ms.get('tram', 1e-9), 1e-9):.2f}; "
         "target ≤ ×1.3).",
     ]
+    if ("tram+keys+redis", c64) in rates:
+        lines += [
+            "",
+            f"Same full path with the limits counted in Redis (a second Trạm, `limits.redis_url`; "
+            f"two Lua calls per request), c={c64}: {rates[('tram+keys+redis', c64)].rps:,.0f} "
+            f"req/s; CPU per request {cpu_ms.get('tram+keys+redis', 0):.3f} ms (×"
+            f"{cpu_ms.get('tram+keys+redis', 0) / max(cpu_ms.get('tram', 1e-9), 1e-9):.2f} the "
+            "master-key path; Redis's own CPU not included).",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -12,13 +12,13 @@ from contextlib import ExitStack
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from tests.conftest import GatewayFactory
 from tests.support.redis_server import RedisServer
 from tram.errors import InsufficientQuota, LimitsUnavailable, RateLimited
 from tram.limits.base import KeyLimits
 from tram.limits.redis import RedisLimiter
+from tram.limits.resp import RedisUnavailable, ReplyError, RespClient
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -70,9 +70,9 @@ def test_budget_is_exact_under_concurrent_requests_on_two_instances(
         assert all(a.status_code == 200 for a in answers)
 
         async def counter() -> int:
-            client = Redis.from_url(redis_server.url)
+            client = RespClient(redis_server.url)
             try:
-                value = await client.hget(f"tram:{{{made['id']}}}:budget", "total")
+                value = await client.call("HGET", f"tram:{{{made['id']}}}:budget", "total")
                 return int(value or 0)
             finally:
                 await client.aclose()
@@ -88,8 +88,8 @@ def test_concurrency_is_shared_and_a_dead_gateways_leases_expire(
             return 0
 
         limits = KeyLimits(max_concurrency=2)
-        crashed = RedisLimiter(Redis.from_url(redis_server.url), recorded, lease_ttl=0.6)
-        alive = RedisLimiter(Redis.from_url(redis_server.url), recorded, lease_ttl=0.6)
+        crashed = RedisLimiter(RespClient(redis_server.url), recorded, lease_ttl=0.6)
+        alive = RedisLimiter(RespClient(redis_server.url), recorded, lease_ttl=0.6)
         renewing = asyncio.create_task(alive.run())
         try:
             held = await alive.admit("k", limits, 0)
@@ -123,7 +123,7 @@ def test_period_budget_loaded_once_from_the_store_then_counted_in_redis(
         return 90
 
     async def scenario() -> None:
-        limiters = [RedisLimiter(Redis.from_url(redis_server.url), recorded) for _ in range(2)]
+        limiters = [RedisLimiter(RespClient(redis_server.url), recorded) for _ in range(2)]
         limits = KeyLimits(budget_tokens=100, budget_period="day")
         try:
             tickets = await asyncio.gather(*(lim.admit("k", limits, 1) for lim in limiters))
@@ -175,8 +175,8 @@ def test_unreachable_redis_closed_mode_unit(redis_server: RedisServer) -> None:
             return 0
 
         redis_server.stop()
-        limiter = RedisLimiter(Redis.from_url(redis_server.url, socket_connect_timeout=0.2),
-                               recorded, on_error="closed")
+        limiter = RedisLimiter(RespClient(redis_server.url, timeout=0.2), recorded,
+                               on_error="closed")
         try:
             with pytest.raises(LimitsUnavailable):
                 await limiter.admit("k", KeyLimits(rpm=1), 0)
@@ -193,3 +193,27 @@ def test_gateways_share_nothing_without_redis(gateway: GatewayFactory, auth: dic
         headers = _key(one, auth, rpm=2)
         statuses = [_chat(url, headers).status_code for url in (one, two, one, two)]
     assert statuses == [200, 200, 200, 200]
+
+
+def test_resp_client_pipelines_reconnects_and_bounds_each_call(
+        redis_server: RedisServer) -> None:
+    async def scenario() -> None:
+        client = RespClient(redis_server.url.replace("/0", "/3"), timeout=0.3)
+        try:
+            # Many commands in flight on one connection: each gets its own reply, in order.
+            replies = await asyncio.gather(*(client.call("INCR", "n") for _ in range(200)))
+            assert sorted(replies) == list(range(1, 201))
+            assert await client.call("GET", "n") == b"200"
+            with pytest.raises(ReplyError):
+                await client.call("INCR", "n", "too-many-args")
+            redis_server.stop()
+            with pytest.raises(RedisUnavailable):
+                await client.call("GET", "n")
+            redis_server.start()  # empty again: a new connection, database 3 selected again
+            assert await client.call("SET", "n", 5) == b"OK"
+            assert await client.call("GET", "n") == b"5"
+            assert await client.call("DBSIZE") == 1
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())

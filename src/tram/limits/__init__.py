@@ -17,11 +17,8 @@ def build_limiter(config: LimitsConfig, redis_url: str | None,
     if not url:
         return MemoryLimiter(recorded)
     # Imported only when configured: the Redis client is not needed (nor loaded) otherwise.
-    from redis.asyncio import Redis
-
     from tram.limits.redis import RedisLimiter
+    from tram.limits.resp import RespClient
 
-    client = Redis.from_url(url, socket_timeout=config.redis_timeout,
-                            socket_connect_timeout=config.redis_timeout)
-    return RedisLimiter(client, recorded, prefix=config.redis_prefix,
-                        on_error=config.on_redis_error)
+    return RedisLimiter(RespClient(url, timeout=config.redis_timeout), recorded,
+                        prefix=config.redis_prefix, on_error=config.on_redis_error)

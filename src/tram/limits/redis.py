@@ -19,15 +19,11 @@ in-process limiter, so each process enforces the limits on its own share of the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import secrets
 import time
 from typing import Any, Literal
-
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from tram.errors import LimitsUnavailable, StoreUnavailable
 from tram.limits.base import (
@@ -40,12 +36,13 @@ from tram.limits.base import (
     rate_limit_error,
 )
 from tram.limits.memory import MemoryLimiter
+from tram.limits.resp import RedisUnavailable, ReplyError, RespClient, Script
 
 __all__ = ["RedisLimiter"]
 
 logger = logging.getLogger("tram.limits")
 
-_ADMIT = """
+_ADMIT = Script("""
 local req, tok, lease, budget = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -99,9 +96,9 @@ if conc > 0 or nbudgets > 0 then
   redis.call('PEXPIRE', lease, ttl + 1000)
 end
 return {0}
-"""
+""")
 
-_RELEASE = """
+_RELEASE = Script("""
 local lease, tok, budget = KEYS[1], KEYS[2], KEYS[3]
 redis.call('ZREM', lease, ARGV[1])
 local tokens = tonumber(ARGV[2])
@@ -118,14 +115,18 @@ if tokens > 0 then
   end
 end
 return 0
-"""
+""")
 
-_RENEW = """
+_RENEW = Script("""
 local t = redis.call('TIME')
 local expiry = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
 for i = 2, #ARGV do redis.call('ZADD', KEYS[i - 1], 'XX', expiry, ARGV[i]) end
 return 0
-"""
+""")
+
+# What a Redis failure looks like to the limiter: unreachable/slow, or an error reply (e.g. a
+# read-only replica after a failover).
+RedisError = (RedisUnavailable, ReplyError)
 
 # Budget counters are reloaded from the store after a week without use, which also corrects
 # the (small) drift of events that were not yet in the store when a counter was loaded.
@@ -133,7 +134,7 @@ _BUDGET_TTL = 7 * 24 * 3600
 
 
 class RedisLimiter:
-    def __init__(self, client: Redis, recorded: RecordedTokens, *, prefix: str = "tram:",
+    def __init__(self, client: RespClient, recorded: RecordedTokens, *, prefix: str = "tram:",
                  on_error: Literal["open", "closed"] = "open", lease_ttl: float = 30.0,
                  retry_after: float = 2.0, local: MemoryLimiter | None = None) -> None:
         self._redis = client
@@ -143,9 +144,6 @@ class RedisLimiter:
         self._lease_ttl_ms = int(lease_ttl * 1000)
         self._retry_after = retry_after
         self._local = local if local is not None else MemoryLimiter(recorded)
-        self._admit = client.register_script(_ADMIT)
-        self._release = client.register_script(_RELEASE)
-        self._renew = client.register_script(_RENEW)
         self._down_until = 0.0
         self._logged_at = -math.inf
         self._active: dict[str, Ticket] = {}  # lease -> ticket, renewed while in flight
@@ -183,7 +181,7 @@ class RedisLimiter:
         keys = self._keys(key_id)
         try:
             for _ in range(3):
-                outcome = await self._admit(keys=keys, args=args)
+                outcome = await _ADMIT(self._redis, keys, args)
                 if outcome[0] != 3:
                     break
                 await self._load_budget(key_id, keys[3], budgets[int(outcome[1])])
@@ -207,10 +205,8 @@ class RedisLimiter:
         except Exception as exc:  # the store's own errors: SQLAlchemyError, OSError
             raise StoreUnavailable("The usage store is unavailable, so this key's budget "
                                    "cannot be checked; try again shortly.") from exc
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(budget_key, budget.field, used)
-            pipe.expire(budget_key, _BUDGET_TTL)
-            await pipe.execute()
+        await self._redis.call("HSETNX", budget_key, budget.field, used)
+        await self._redis.call("EXPIRE", budget_key, _BUDGET_TTL)
 
     async def release(self, ticket: Ticket, tokens: int) -> None:
         if ticket.local:
@@ -219,7 +215,7 @@ class RedisLimiter:
         self._active.pop(ticket.lease, None)
         _, tok, lease, budget = self._keys(ticket.key_id)
         try:
-            await self._release(keys=[lease, tok, budget], args=[
+            await _RELEASE(self._redis, [lease, tok, budget], [
                 ticket.lease, max(tokens, 0) if ticket.counts_tokens else 0,
                 1 if ticket.counts_tokens else 0, *ticket.budgets])
         except RedisError as exc:
@@ -237,12 +233,10 @@ class RedisLimiter:
             tickets = list(self._active.values())
             keys = [self._keys(t.key_id)[2] for t in tickets]
             try:
-                await self._renew(keys=keys, args=[self._lease_ttl_ms,
-                                                   *(t.lease for t in tickets)])
+                await _RENEW(self._redis, keys, [self._lease_ttl_ms, *(t.lease for t in tickets)])
             except RedisError as exc:
                 self._failed(exc)
 
     async def aclose(self) -> None:
-        with contextlib.suppress(RedisError):
-            await self._redis.aclose()
+        await self._redis.aclose()
 
