@@ -174,7 +174,10 @@ class LimitsConfig(_Strict):
 
     redis_url: str | None = None
     on_redis_error: Literal["open", "closed"] = "open"
-    redis_timeout: float = Field(0.25, gt=0)  # seconds; bounds what an outage adds to a request
+    # Seconds; bounds what a hung Redis adds to a request (a refused connection fails at once).
+    # Not much lower: a busy gateway's own event loop can delay a reply by a few hundred ms, and
+    # a spurious timeout switches that process to local counting for 2 s.
+    redis_timeout: float = Field(1.0, gt=0)
     redis_prefix: str = "tram:"
 
 

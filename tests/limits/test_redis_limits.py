@@ -60,7 +60,9 @@ def test_rpm_is_shared_by_two_gateway_instances(gateway: GatewayFactory, auth: d
 
 def test_budget_is_exact_under_concurrent_requests_on_two_instances(
         gateway: GatewayFactory, auth: dict, redis_server: RedisServer) -> None:
-    limits = {"redis_url": redis_server.url}
+    # A generous timeout: both gateways share this test process's GIL with 16 client threads,
+    # and a reply late enough to fail open would be counted locally instead.
+    limits = {"redis_url": redis_server.url, "redis_timeout": 10}
     with gateway(limits=limits) as one, gateway(limits=limits) as two:
         made = httpx.post(one + "/admin/keys", headers=auth,
                           json={"name": "budget", "max_total_tokens": 1_000_000}).json()

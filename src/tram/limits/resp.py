@@ -81,7 +81,7 @@ class _Connection(asyncio.Protocol):
 class RespClient:
     """`redis://[:password@]host[:port][/db]`; every call bounded by `timeout` seconds."""
 
-    def __init__(self, url: str, timeout: float = 0.25) -> None:
+    def __init__(self, url: str, timeout: float = 1.0) -> None:
         parts = urlsplit(url)
         if parts.scheme != "redis":
             raise ValueError(f"only redis:// URLs are supported, got {parts.scheme}://")
