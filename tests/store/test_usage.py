@@ -170,6 +170,9 @@ async def test_retention_prunes_old_rows_in_batches(tmp_path: Path) -> None:
     deleted = await writer.prune(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), batch=10, pause=0)
     assert deleted == 23
     assert await _count(database) == 5
+    async with database.sessions() as session:  # stored as SQLAlchemy reads it back
+        stamps = {r.ts for r in await session.scalars(select(UsageEvent))}
+    assert stamps == {dt.datetime(2026, 11, 1)}  # UTC (SQLite keeps no zone)
     assert await writer.prune(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), batch=10) == 0
     await database.aclose()
 
