@@ -6,7 +6,7 @@ import logging
 import os
 import re
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 
 from tram.auth.keys import Authenticator, bearer_token
 from tram.errors import InternalError, TramError, error_response
@@ -54,10 +54,13 @@ class RequestIdMiddleware:
         record = RequestRecord(request_id, scope["method"], scope["path"])
         scope.setdefault("state", {})["tram.record"] = record
 
+        id_header = (b"x-request-id", request_id.encode("latin-1"))
+
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 record.status = message["status"]
-                MutableHeaders(scope=message).append("x-request-id", request_id)
+                # A new list: handlers may pass shared constant header lists.
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         try:
