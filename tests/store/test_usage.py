@@ -191,3 +191,22 @@ async def test_head_revision_constant_is_alembics_head(tmp_path: Path) -> None:
     await database.migrate()
     assert await database.schema_revision() == HEAD_REVISION
     await database.aclose()
+
+
+async def test_no_journal_possible_still_records_usage(tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    from tram.requestlog import RequestRecord
+
+    database = Database(database_url(None, tmp_path))
+    await database.migrate()
+    (tmp_path / "not-a-folder").write_text("")
+    writer = UsageWriter(database, tmp_path / "spill.jsonl",
+                         journal_dir=tmp_path / "not-a-folder")
+    record = RequestRecord("r1", "POST", "/v1/chat/completions")
+    writer.begin(record, {"model": "qwen-text"})  # the request path must not fail
+    record.status = 200
+    writer.record(record.as_usage())
+    await writer.flush()
+    assert await _count(database) == 1
+    assert "running without one" in caplog.text
+    await database.aclose()

@@ -44,9 +44,14 @@ class Journal:
         self.size = 0
 
     def _open(self) -> tuple[Path, int]:
-        path = self._directory / f"usage-{os.getpid()}-{secrets.token_hex(4)}.journal"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        name = f"usage-{os.getpid()}-{secrets.token_hex(4)}.journal"
+        # Locked under a name recovery does not look at, then renamed (the lock stays with the
+        # file): another process's recovery can never take a live journal for a dead one's.
+        hidden = self._directory / f".{name}.new"
+        fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path = self._directory / name
+        os.rename(hidden, path)
         return path, fd
 
     def begin(self, event_id: str, entry: dict[str, Any]) -> None:
@@ -126,9 +131,11 @@ def recover(directory: Path, own: Path | None) -> Recovered:
             continue  # another process recovered it meanwhile
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                raise FileNotFoundError  # recovered and removed meanwhile by another process
+        except (BlockingIOError, FileNotFoundError):
             os.close(fd)
-            continue  # its process is alive
+            continue  # its process is alive, or another one recovered it first
         recovered.files.append((path, fd))
         died_at = os.fstat(fd).st_mtime
         begins: dict[str, dict[str, Any]] = {}

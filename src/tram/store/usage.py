@@ -72,6 +72,7 @@ class UsageWriter:
         self._wake = asyncio.Event()
         self._journal_dir = journal_dir or spill_path.parent / "journal"
         self._journal: Journal | None = None  # opened lazily: only gateways write usage
+        self._journal_failed = False
         self._insert: Executable | None = None
         if database.url.startswith("postgresql"):
             # Only the dialect in use is imported (each is megabytes of memory).
@@ -83,16 +84,26 @@ class UsageWriter:
         self.recovered = 0
         self.interrupted = 0
 
-    def _journal_open(self) -> Journal:
-        if self._journal is None:
-            self._journal = Journal(self._journal_dir)
+    def _journal_open(self) -> Journal | None:
+        if self._journal is None and not self._journal_failed:
+            try:
+                self._journal = Journal(self._journal_dir)
+            except OSError as exc:
+                # Usage is still recorded (buffer, database, spill); only a kill -9 would now
+                # lose the events in memory. Requests must not fail for it.
+                self._journal_failed = True
+                logger.error("usage: cannot open a journal in %s (%s); running without one",
+                             self._journal_dir, exc.strerror)
         return self._journal
 
     def begin(self, record: RequestRecord, payload: object) -> None:
         """A chat request starts: journal it, so a killed gateway still leaves its trace."""
         model = payload.get("model") if isinstance(payload, dict) else None
         stream = payload.get("stream") if isinstance(payload, dict) else None
-        self._journal_open().begin(record.event_id, {
+        journal = self._journal_open()
+        if journal is None:
+            return
+        journal.begin(record.event_id, {
             "event_id": record.event_id,
             "ts": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
             "request_id": record.request_id, "key_id": record.key_id,
@@ -101,7 +112,9 @@ class UsageWriter:
 
     def record(self, event: dict[str, Any]) -> None:
         """Never blocks, never fails the request."""
-        self._journal_open().end(event)
+        journal = self._journal_open()
+        if journal is not None:
+            journal.end(event)
         self._buffer.append(event)
         if len(self._buffer) > self._max_buffer:
             self._spill([self._buffer.popleft() for _ in range(len(self._buffer) // 2)])
