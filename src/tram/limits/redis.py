@@ -128,9 +128,10 @@ return 0
 # read-only replica after a failover).
 RedisError = (RedisUnavailable, ReplyError)
 
-# Budget counters are reloaded from the store after a week without use, which also corrects
-# the (small) drift of events that were not yet in the store when a counter was loaded.
-_BUDGET_TTL = 7 * 24 * 3600
+# Budget counters are reloaded from the store (the truth) every hour: that corrects what they
+# missed, e.g. the tokens of requests released while Redis was unreachable, or events not yet
+# in the store when a counter was loaded. One small indexed query per key per hour.
+_BUDGET_TTL = 3600
 
 
 class RedisLimiter:
