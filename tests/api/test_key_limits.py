@@ -77,10 +77,11 @@ def test_concurrency_limit(gateway: GatewayFactory, auth: dict) -> None:
 async def test_limiter_windows_slide_and_the_budget_starts_from_recorded_usage() -> None:
     now = [1000.0]
     asked: list[tuple[str, dt.datetime | None]] = []
+    stored = [95]  # what the usage store holds for the key
 
     async def recorded(key_id: str, since: dt.datetime | None) -> int:
         asked.append((key_id, since))
-        return 95
+        return stored[0]
 
     limiter = MemoryLimiter(recorded, clock=lambda: now[0])
     limits = KeyLimits(rpm=2, max_total_tokens=100)
@@ -89,13 +90,18 @@ async def test_limiter_windows_slide_and_the_budget_starts_from_recorded_usage()
     with pytest.raises(RateLimited) as limited:
         await limiter.admit("k", limits, 0)
     assert limited.value.retry_after == 60
-    now[0] += 60.5
+    now[0] += 25
+    assert asked == [("k", None)]  # read once, then counted in memory
+    now[0] += 35.5
     ticket = await limiter.admit("k", limits, 0)  # the window slid
-    await limiter.release(ticket, 5)
+    await limiter.release(ticket, 5)  # counted at once...
+    with pytest.raises(InsufficientQuota):
+        await limiter.admit("k", limits, 0)
+    stored[0] += 5  # ...and by then in the store, which later reads agree with
     now[0] += 61
     with pytest.raises(InsufficientQuota):
         await limiter.admit("k", limits, 0)
-    assert asked == [("k", None)]  # the store is read once, then counted in memory
+    assert len(asked) == 3
 
 
 async def test_in_flight_requests_hold_their_ceiling_against_the_budget() -> None:
@@ -183,3 +189,21 @@ def test_admin_keys_manage_keys_but_only_the_master_grants_admin(
         assert refused.status_code == 403, refused.text
         assert refused.json()["error"]["type"] == "permission_error"
     assert chat_as_admin.status_code == 200
+
+
+async def test_budget_counters_are_read_again_from_the_store() -> None:
+    """Other workers' usage reaches this one's budget through the store, within RELOAD."""
+    now = [0.0]
+    store = [0]
+
+    async def recorded(key_id: str, since: dt.datetime | None) -> int:
+        return store[0]
+
+    limiter = MemoryLimiter(recorded, clock=lambda: now[0])
+    limits = KeyLimits(max_total_tokens=100)
+    await limiter.release(await limiter.admit("k", limits, 0), 10)
+    store[0] = 150  # another worker spent the rest meanwhile
+    await limiter.release(await limiter.admit("k", limits, 0), 0)  # not re-read yet
+    now[0] += 31
+    with pytest.raises(InsufficientQuota):
+        await limiter.admit("k", limits, 0)

@@ -1,7 +1,8 @@
 """In-process limits (one gateway process): sliding one-minute windows, a concurrency counter,
 and token budgets whose starting point is the usage already recorded in the store.
 
-Admission happens before the engine is called; tokens are counted when the engine has reported
+Admission happens before the engine is called (a budget's counter is re-read from the store
+every `RELOAD` seconds); tokens are counted when the engine has reported
 them (the request's usage), so tpm and budgets follow real usage, not estimates. Everything
 after the (rare) store read is synchronous, so admission is atomic on the event loop.
 """
@@ -31,6 +32,10 @@ from tram.limits.base import (
 __all__ = ["MemoryLimiter"]
 
 WINDOW = 60.0
+# Budget counters are read again from the store this often (seconds). The store holds every
+# process's usage, so several workers without Redis still converge on one budget (each one
+# overshoots by at most what the others spent in this interval).
+RELOAD = 30.0
 
 
 @dataclass
@@ -41,6 +46,7 @@ class _KeyState:
     in_flight: int = 0
     reserved: int = 0
     used: dict[str, int] = field(default_factory=dict)  # budget field -> tokens used
+    loaded: dict[str, float] = field(default_factory=dict)  # budget field -> when read
 
 
 class MemoryLimiter:
@@ -69,17 +75,22 @@ class MemoryLimiter:
         state = self._state(key_id)
         budgets = budgets_of(limits, self._wall_clock())
         for budget in budgets:
-            if budget.field not in state.used:
+            loaded = state.loaded.get(budget.field)
+            if loaded is None or self._clock() - loaded > RELOAD:
                 try:
                     recorded = await self._recorded(key_id, budget.since)
                 except (SQLAlchemyError, OSError):
+                    if budget.field in state.used:
+                        continue  # keep counting on the last value while the store is down
                     raise StoreUnavailable("The usage store is unavailable, so this key's "
                                            "budget cannot be checked; try again shortly.") from None
-                # Another request may have loaded it meanwhile; the first load wins.
-                state.used.setdefault(budget.field, recorded)
+                if state.loaded.get(budget.field) == loaded:  # not reloaded meanwhile
+                    state.used[budget.field] = recorded
+                    state.loaded[budget.field] = self._clock()
                 # Counters of past periods are no longer needed.
                 for stale in [f for f in state.used if f not in {b.field for b in budgets}]:
                     del state.used[stale]
+                    state.loaded.pop(stale, None)
         for budget in budgets:
             if state.used[budget.field] + state.reserved >= budget.limit:
                 raise quota_error(budget)
