@@ -11,22 +11,10 @@ import pytest
 
 from tests.conftest import GatewayFactory
 from tests.support.fault_engine import EngineLog
+from tests.support.keys import chat, key_with
 from tram.errors import InsufficientQuota, RateLimited
 from tram.limits.base import KeyLimits, period_start
 from tram.limits.memory import MemoryLimiter
-
-USER = [{"role": "user", "content": "hi"}]
-
-
-def key_with(url: str, auth: dict, **limits: int) -> dict[str, str]:
-    made = httpx.post(url + "/admin/keys", headers=auth, json={"name": "limited", **limits})
-    assert made.status_code == 201, made.text
-    return {"Authorization": f"Bearer {made.json()['key']}"}
-
-
-def chat(url: str, headers: dict, model: str = "qwen-text") -> httpx.Response:
-    return httpx.post(url + "/v1/chat/completions", headers=headers, timeout=30,
-                      json={"model": model, "messages": USER})
 
 
 def test_rpm_gives_429_with_retry_after_before_the_engine(gateway: GatewayFactory, auth: dict,

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import MASTER_KEY, GatewayFactory
 from tests.support.fault_engine import EngineLog
-from tests.support.servers import free_port
+from tests.support.servers import free_port, wait_healthy
 from tram.config import Settings
 
 USER = [{"role": "user", "content": "hi"}]
@@ -128,15 +128,7 @@ def test_revocation_is_immediate_across_workers_and_the_cli(
     headers = {"Authorization": f"Bearer {key}"}
     body = {"model": "qwen-text", "messages": USER}
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_healthy(url, server)
         # new connections each time: spread over both workers
         assert {httpx.post(url + "/v1/chat/completions", headers=headers, json=body).status_code
                 for _ in range(8)} == {200}

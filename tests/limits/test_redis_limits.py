@@ -14,13 +14,12 @@ import httpx
 import pytest
 
 from tests.conftest import GatewayFactory
+from tests.support.keys import chat, key_with
 from tests.support.redis_server import RedisServer
 from tram.errors import InsufficientQuota, LimitsUnavailable, RateLimited
 from tram.limits.base import KeyLimits
 from tram.limits.redis import RedisLimiter
 from tram.limits.resp import RedisUnavailable, ReplyError, RespClient
-
-USER = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
@@ -33,24 +32,13 @@ def redis_server() -> Iterator[RedisServer]:
         server.destroy()
 
 
-def _key(url: str, auth: dict, **fields: object) -> dict[str, str]:
-    made = httpx.post(url + "/admin/keys", headers=auth, json={"name": "shared", **fields})
-    assert made.status_code == 201, made.text
-    return {"Authorization": f"Bearer {made.json()['key']}"}
-
-
-def _chat(url: str, headers: dict, model: str = "qwen-text") -> httpx.Response:
-    return httpx.post(url + "/v1/chat/completions", headers=headers, timeout=30,
-                      json={"model": model, "messages": USER})
-
-
 def test_rpm_is_shared_by_two_gateway_instances(gateway: GatewayFactory, auth: dict,
                                                 redis_server: RedisServer) -> None:
     limits = {"redis_url": redis_server.url}
     with gateway(limits=limits) as one, gateway(limits=limits) as two:
-        headers = _key(one, auth, rpm=4)
-        statuses = [_chat(url, headers).status_code for url in (one, two, one, two)]
-        refused = [_chat(url, headers) for url in (one, two)]
+        headers = key_with(one, auth, rpm=4)
+        statuses = [chat(url, headers).status_code for url in (one, two, one, two)]
+        refused = [chat(url, headers) for url in (one, two)]
     assert statuses == [200, 200, 200, 200]
     # Each instance alone saw only two requests: only shared counters refuse these.
     assert [r.status_code for r in refused] == [429, 429]
@@ -68,7 +56,7 @@ def test_budget_is_exact_under_concurrent_requests_on_two_instances(
                           json={"name": "budget", "max_total_tokens": 1_000_000}).json()
         headers = {"Authorization": f"Bearer {made['key']}"}
         with ThreadPoolExecutor(16) as pool:
-            answers = list(pool.map(lambda i: _chat((one, two)[i % 2], headers), range(60)))
+            answers = list(pool.map(lambda i: chat((one, two)[i % 2], headers), range(60)))
         assert all(a.status_code == 200 for a in answers)
 
         async def counter() -> int:
@@ -148,17 +136,17 @@ def test_redis_down_fails_open_or_closed_as_configured(
         gateway: GatewayFactory, auth: dict, redis_server: RedisServer, mode: str) -> None:
     limits = {"redis_url": redis_server.url, "on_redis_error": mode, "redis_timeout": 0.2}
     with gateway(limits=limits) as url:
-        headers = _key(url, auth, rpm=2)
-        unlimited = _key(url, auth)
-        assert _chat(url, headers).status_code == 200
+        headers = key_with(url, auth, rpm=2)
+        unlimited = key_with(url, auth)
+        assert chat(url, headers).status_code == 200
         redis_server.stop()
         started = time.perf_counter()
-        during = [_chat(url, headers) for _ in range(3)]
+        during = [chat(url, headers) for _ in range(3)]
         elapsed = time.perf_counter() - started
-        master, plain = _chat(url, auth), _chat(url, unlimited)
+        master, plain = chat(url, auth), chat(url, unlimited)
         redis_server.start()  # back, empty: counting starts again in Redis
         time.sleep(2.2)  # Redis is retried after 2 s, not on every request
-        after = [_chat(url, headers).status_code for _ in range(3)]
+        after = [chat(url, headers).status_code for _ in range(3)]
     assert master.status_code == 200 and plain.status_code == 200  # never refused
     assert elapsed < 3  # an outage costs at most the client timeout, once per retry period
     if mode == "open":
@@ -192,8 +180,8 @@ def test_gateways_share_nothing_without_redis(gateway: GatewayFactory, auth: dic
     """The control for the first test: without Redis, each instance counts on its own."""
     with ExitStack() as stack:
         one, two = (stack.enter_context(gateway()) for _ in range(2))
-        headers = _key(one, auth, rpm=2)
-        statuses = [_chat(url, headers).status_code for url in (one, two, one, two)]
+        headers = key_with(one, auth, rpm=2)
+        statuses = [chat(url, headers).status_code for url in (one, two, one, two)]
     assert statuses == [200, 200, 200, 200]
 
 

@@ -19,7 +19,7 @@ import httpx
 
 from tests.conftest import MASTER_KEY
 from tests.support.fault_engine import EngineLog
-from tests.support.servers import free_port
+from tests.support.servers import free_port, wait_healthy
 
 CONCURRENCY = 12
 
@@ -34,15 +34,7 @@ def _tram_serve(folder: Path, env: dict[str, str],
              "127.0.0.1", "--port", str(port)], cwd=folder, env=env, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, log.read_text()
-            time.sleep(0.05)
+        wait_healthy(url, server, log=log)
         yield url, server
     finally:
         if server.poll() is None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 
 
@@ -38,3 +41,18 @@ def serve_app(app: Any, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def wait_healthy(url: str, process: subprocess.Popen[Any] | None = None, timeout: float = 30,
+                 log: Path | None = None) -> None:
+    """Until `url`/health answers 200; fails early if `process` exits (showing `log`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        alive = process is None or process.poll() is None
+        assert time.monotonic() < deadline and alive, log.read_text() if log else "not healthy"
+        time.sleep(0.05)
