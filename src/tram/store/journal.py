@@ -15,6 +15,7 @@ that starts with the `B` lines of the requests still in flight, so it stays smal
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import logging
 import os
@@ -107,8 +108,6 @@ class Recovered:
 
 
 def _interrupted_event(begin: dict[str, Any], died_at: float) -> dict[str, Any]:
-    import datetime as dt
-
     started = dt.datetime.fromisoformat(begin["ts"])
     return {
         **begin, "served_model": None, "prompt_tokens": None, "completion_tokens": None,
