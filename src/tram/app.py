@@ -64,7 +64,7 @@ def build_state(settings: Settings, config: TramConfig,
         metrics=metrics,
         database=database,
         keys=keys,
-        usage=UsageWriter(database, settings.data_dir / "usage-spill.jsonl"),
+        usage=UsageWriter(database, settings.data_dir / "journal"),
         limiter=build_limiter(config.limits, settings.redis_url, keys.tokens_used),
     )
 
@@ -134,9 +134,11 @@ def create_app(settings: Settings, config: TramConfig, *,
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
             await state.database.migrate()
+            # The usage writer is not in the task group: cancelling it halfway through a write
+            # could leave its transaction open; `state.aclose` stops it between writes.
+            state.usage.start()
             async with anyio.create_task_group() as background:
                 background.start_soon(probe_forever, state.registry, state.upstream)
-                background.start_soon(state.usage.run)
                 background.start_soon(state.limiter.run)
                 if config.usage.retention_days is not None:
                     background.start_soon(state.usage.prune_forever, config.usage)

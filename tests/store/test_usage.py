@@ -3,6 +3,7 @@ and nothing lost when the database is down or the buffer overflows."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -70,51 +71,164 @@ def _event(i: int) -> dict:
             "error_code": None, "client_disconnected": False}
 
 
-async def test_database_outage_buffers_spills_and_then_writes_everything(
+def _down(*_: object) -> None:
+    raise OperationalError("INSERT", {}, Exception("database is down (injected)"))
+
+
+async def test_database_outage_keeps_memory_bounded_and_then_writes_everything(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     database = Database(database_url(None, tmp_path))
     await database.migrate()
-    writer = UsageWriter(database, tmp_path / "spill.jsonl", batch_size=50, max_buffer=200)
+    writer = UsageWriter(database, tmp_path / "journal", batch_size=50, max_buffer=200)
     real_write = writer._write
-
-    async def down(events: list) -> None:
-        raise OperationalError("INSERT", {}, Exception("database is down (injected)"))
-
-    monkeypatch.setattr(writer, "_write", down)
+    monkeypatch.setattr(writer, "_write", _down)
     started = time.perf_counter()
     for i in range(1000):
         writer.record(_event(i))  # the request path: never blocks, never fails
     assert time.perf_counter() - started < 0.5
     with pytest.raises(OperationalError):
         await writer.flush()
-    assert writer.spilled > 0 and list(tmp_path.glob("spill.*"))
-    assert writer.pending() + writer.spilled == 1000
+    # Memory is bounded; what left it waits in the journal, not lost.
+    assert writer.pending() <= 200 and writer.shed > 0 and writer.lost == 0
+    assert writer.pending() + writer.shed == 1000
     monkeypatch.setattr(writer, "_write", real_write)
-    await writer.flush()  # the database is back: spill replayed, buffer written
+    await writer.flush()  # the database is back: the retired journal is read back
     assert await _count(database) == 1000
-    assert not list(tmp_path.glob("spill.*"))
+    assert len(list((tmp_path / "journal").glob("usage-*.journal"))) == 1  # only the live one
     await database.aclose()
 
 
-async def test_shutdown_with_the_database_down_spills_and_the_next_start_replays(
+async def test_shutdown_with_the_database_down_leaves_the_journal_for_the_next_start(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     database = Database(database_url(None, tmp_path))
     await database.migrate()
-    writer = UsageWriter(database, tmp_path / "spill.jsonl")
-
-    async def down(events: list) -> None:
-        raise OperationalError("INSERT", {}, Exception("injected"))
-
-    monkeypatch.setattr(writer, "_write", down)
+    writer = UsageWriter(database, tmp_path / "journal", batch_size=50, max_buffer=20)
+    monkeypatch.setattr(writer, "_write", _down)
     for i in range(30):
-        writer.record(_event(i))
+        writer.record(_event(i))  # past max_buffer: some are in the journal only
     await writer.close(deadline=1)
-    assert writer.pending() == 0 and writer.spilled == 30
-    restarted = UsageWriter(database, tmp_path / "spill.jsonl")
-    await restarted.flush()
+    assert writer.pending() == 0 and writer.lost == 0 and writer.shed > 0
+    restarted = UsageWriter(database, tmp_path / "journal")
+    assert await restarted.recover() == 30
     assert await _count(database) == 30
+    assert not list((tmp_path / "journal").glob("usage-*"))
     rows = (tmp_path / "tram.db").read_bytes()
     assert b"a prompt that must never be stored" not in rows
+    await database.aclose()
+
+
+class _GatedWrites:
+    """Writes that wait until the test opens the gate (a slow database)."""
+
+    def __init__(self, writer: UsageWriter) -> None:
+        self.gate = asyncio.Event()
+        self.started = asyncio.Event()
+        self.calls = 0
+        self._real = writer._write
+
+    async def __call__(self, events: list) -> None:
+        self.calls += 1
+        self.started.set()
+        await self.gate.wait()
+        await self._real(events)
+
+
+async def test_a_flush_waits_for_the_batch_the_writer_is_writing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What /admin/usage relies on: after its flush, every answered request is stored, even
+    the ones the background writer had taken but not yet committed."""
+    database = Database(database_url(None, tmp_path))
+    await database.migrate()
+    writer = UsageWriter(database, tmp_path / "journal", batch_size=500)
+    gated = _GatedWrites(writer)
+    monkeypatch.setattr(writer, "_write", gated)
+    writer.start()
+    for i in range(600):
+        writer.record(_event(i))  # a full batch wakes the writer
+    await asyncio.wait_for(gated.started.wait(), 5)
+    view = asyncio.create_task(writer.flush())
+    await asyncio.sleep(0.2)
+    assert not view.done()  # waits for the writer's batch instead of racing it
+    gated.gate.set()
+    await asyncio.wait_for(view, 5)
+    assert await _count(database) == 600
+    await writer.close()
+    await database.aclose()
+
+
+async def test_shutdown_lets_the_write_in_progress_finish(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    database = Database(database_url(None, tmp_path))
+    await database.migrate()
+    writer = UsageWriter(database, tmp_path / "journal", batch_size=10)
+    gated = _GatedWrites(writer)
+    monkeypatch.setattr(writer, "_write", gated)
+    writer.start()
+    for i in range(25):
+        writer.record(_event(i))
+    await asyncio.wait_for(gated.started.wait(), 5)
+    closing = asyncio.create_task(writer.close(deadline=5))
+    await asyncio.sleep(0.2)
+    gated.gate.set()
+    await closing
+    assert await _count(database) == 25
+    assert not list((tmp_path / "journal").glob("usage-*"))  # all stored: journal removed
+    await database.aclose()
+
+
+async def test_a_write_that_hangs_at_shutdown_leaves_its_events_in_the_journal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    database = Database(database_url(None, tmp_path))
+    await database.migrate()
+    writer = UsageWriter(database, tmp_path / "journal", batch_size=10)
+    gated = _GatedWrites(writer)  # never opened: the database does not answer
+    monkeypatch.setattr(writer, "_write", gated)
+    writer.start()
+    for i in range(25):
+        writer.record(_event(i))
+    await asyncio.wait_for(gated.started.wait(), 5)
+    started = time.monotonic()
+    await writer.close(deadline=0.5)
+    assert time.monotonic() - started < 3
+    assert await UsageWriter(database, tmp_path / "journal").recover() == 25
+    assert await _count(database) == 25
+    await database.aclose()
+
+
+async def test_a_down_database_is_retried_with_backoff_not_once_per_request(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    database = Database(database_url(None, tmp_path))
+    await database.migrate()
+    writer = UsageWriter(database, tmp_path / "journal", batch_size=10, flush_interval=0.05)
+    attempts = 0
+
+    async def down(events: list) -> None:
+        nonlocal attempts
+        attempts += 1
+        _down()
+
+    monkeypatch.setattr(writer, "_write", down)
+    writer.start()
+    for i in range(400):  # full batches keep arriving while the database is down
+        writer.record(_event(i))
+        await asyncio.sleep(0.001)
+    # Backoff from 0.05 s doubling: a handful of attempts in ~0.5 s, not one per event.
+    assert 1 <= attempts <= 8
+    monkeypatch.setattr(writer, "_write", writer._write_sqlite)
+    await writer.close(deadline=5)
+    assert await _count(database) == 400
+    await database.aclose()
+
+
+async def test_a_spill_file_from_an_older_version_is_stored_once(tmp_path: Path) -> None:
+    database = Database(database_url(None, tmp_path))
+    await database.migrate()
+    (tmp_path / "usage-spill.jsonl").write_bytes(
+        b"".join(orjson.dumps(_event(i)) + b"\n" for i in range(3)))
+    writer = UsageWriter(database, tmp_path / "journal")
+    assert await writer.recover() == 3
+    assert await writer.recover() == 0
+    assert await _count(database) == 3 and not (tmp_path / "usage-spill.jsonl").exists()
     await database.aclose()
 
 
@@ -127,7 +241,7 @@ async def test_journal_rotation_keeps_in_flight_requests_and_replays_are_idempot
 
     database = Database(database_url(None, tmp_path))
     await database.migrate()
-    dead = UsageWriter(database, tmp_path / "spill.jsonl")
+    dead = UsageWriter(database, tmp_path / "journal")
     records = [RequestRecord(f"r{i}", "POST", "/v1/chat/completions") for i in range(4)]
     for record in records:
         dead.begin(record, {"model": "qwen-text", "stream": False})
@@ -143,7 +257,7 @@ async def test_journal_rotation_keeps_in_flight_requests_and_replays_are_idempot
     dead._journal._write(b"E{\"event_id\": \"cut")  # type: ignore[union-attr]  # a cut line
     dead._journal.close(remove=False)  # type: ignore[union-attr]  # the kernel drops the lock
 
-    survivor = UsageWriter(database, tmp_path / "spill.jsonl")
+    survivor = UsageWriter(database, tmp_path / "journal")
     assert await survivor.recover() == 2  # r2's event and r3 (in flight: interrupted)
     assert survivor.interrupted == 1
     assert await survivor.recover() == 0  # the journal is gone once stored
@@ -161,7 +275,7 @@ async def test_journal_rotation_keeps_in_flight_requests_and_replays_are_idempot
 async def test_retention_prunes_old_rows_in_batches(tmp_path: Path) -> None:
     database = Database(database_url(None, tmp_path))
     await database.migrate()
-    writer = UsageWriter(database, tmp_path / "spill.jsonl")
+    writer = UsageWriter(database, tmp_path / "journal")
     old = [_event(i) | {"ts": "2025-01-01T00:00:00+00:00"} for i in range(23)]
     recent = [_event(100 + i) | {"ts": "2026-11-01T00:00:00+00:00"} for i in range(5)]
     await writer._write(old + recent)
@@ -200,8 +314,7 @@ async def test_no_journal_possible_still_records_usage(tmp_path: Path,
     database = Database(database_url(None, tmp_path))
     await database.migrate()
     (tmp_path / "not-a-folder").write_text("")
-    writer = UsageWriter(database, tmp_path / "spill.jsonl",
-                         journal_dir=tmp_path / "not-a-folder")
+    writer = UsageWriter(database, tmp_path / "not-a-folder")
     record = RequestRecord("r1", "POST", "/v1/chat/completions")
     writer.begin(record, {"model": "qwen-text"})  # the request path must not fail
     record.status = 200
@@ -210,3 +323,24 @@ async def test_no_journal_possible_still_records_usage(tmp_path: Path,
     assert await _count(database) == 1
     assert "running without one" in caplog.text
     await database.aclose()
+
+
+async def test_tram_usage_counts_what_a_dead_gateway_left_in_its_journal(tmp_path: Path) -> None:
+    """`tram usage` run after a gateway was killed (or stopped with the database down)
+    reports the requests it answered without waiting for the next gateway to start."""
+    import os
+    import subprocess
+    import sys
+
+    database = Database(database_url(None, tmp_path))
+    await database.migrate()
+    dead = UsageWriter(database, tmp_path / "journal")
+    for i in range(4):
+        dead.record(_event(i) | {"key_id": "key_dead"})
+    dead._journal.close(remove=False)  # type: ignore[union-attr]  # killed: nothing flushed
+    await database.aclose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAM_", "LITELLM_"))}
+    shown = subprocess.run([sys.executable, "-m", "tram", "usage", "--by", "key"],
+                           env=env | {"TRAM_DATA_DIR": str(tmp_path)}, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60, check=True).stdout
+    assert any(line.split()[:2] == ["key_dead", "4"] for line in shown.splitlines()), shown

@@ -106,9 +106,13 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _usage(args: argparse.Namespace) -> int:
-    from tram.store.usage import usage_summary
+    from tram.store.usage import UsageWriter, usage_summary
 
     async def show(store: KeyStore) -> int:
+        # Journals of gateways that are gone (killed, or stopped while the database was down)
+        # are stored first, so the numbers include every request they answered.
+        data_dir = load_settings(config_path=args.config).data_dir
+        await UsageWriter(store.database, data_dir / "journal").recover()
         since = _expiry(-args.days) if args.days is not None else None
         rows = await usage_summary(store.database, args.by, since, args.key, args.model)
         print(f"{args.by:<24} {'requests':>9} {'prompt':>10} {'completion':>11} {'errors':>7} "

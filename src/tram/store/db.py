@@ -39,7 +39,10 @@ class Database:
         if url.startswith("sqlite"):
             path = url.split(":///", 1)[1]
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: AsyncEngine = create_async_engine(url)
+        # A PostgreSQL restart leaves dead connections in the pool; a ping at checkout (once
+        # per batch or key lookup, not per request) finds them before a write fails on one.
+        self.engine: AsyncEngine = create_async_engine(
+            url, pool_pre_ping=url.startswith("postgresql"))
         if url.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)

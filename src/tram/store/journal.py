@@ -10,23 +10,30 @@ events are written to the store, and every `B` without an `E` (a request in flig
 process died) is counted, logged and recorded as `gateway_interrupted`.
 
 Once every event of the current file is in the database, the file is replaced by a fresh one
-that starts with the `B` lines of the requests still in flight, so it stays small.
+that starts with the `B` lines of the requests still in flight, so it stays small. The journal is
+also where events wait when the database is down for long: past its memory bound the writer lets
+the oldest events go from memory and later reads them back from a retired journal file (see
+`usage.py`), so one file format and one recovery path cover a crash, an outage and a shutdown
+with the database down.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import logging
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-__all__ = ["JOURNAL_GLOB", "Journal", "Recovered", "recover"]
+__all__ = ["JOURNAL_GLOB", "Journal", "Recovered", "ended_events", "recover",
+           "store_legacy_spill"]
 
 logger = logging.getLogger("tram.usage")
 
@@ -43,6 +50,7 @@ class Journal:
         self._in_flight: dict[str, bytes] = {}  # event id -> its B line
         self.path, self._fd = self._open()
         self.size = 0
+        self.intact = True  # False once a write failed: the file no longer holds every event
 
     def _open(self) -> tuple[Path, int]:
         name = f"usage-{os.getpid()}-{secrets.token_hex(4)}.journal"
@@ -69,18 +77,25 @@ class Journal:
             os.write(self._fd, line)
             self.size += len(line)
         except OSError as exc:  # a full disk must not fail requests; the buffer still has it
+            self.intact = False
             logger.error("usage: journal write failed (%s)", exc.strerror)
 
     def in_flight(self) -> int:
         return len(self._in_flight)
 
-    def rotate(self) -> None:
-        """Call only when every E line written so far is in the database: the new file gets
-        the B lines of what is still in flight, then the old one goes."""
-        old_path, old_fd = self.path, self._fd
+    def retire(self) -> tuple[Path, int]:
+        """Continue in a fresh file that starts with the B lines of what is in flight; the old
+        file and its still-locked descriptor are returned (read it with `ended_events`)."""
+        old = self.path, self._fd
         self.path, self._fd = self._open()
         self.size = 0
+        self.intact = True
         self._write(b"".join(self._in_flight.values()))
+        return old
+
+    def rotate(self) -> None:
+        """Call only when every E line written so far is in the database."""
+        old_path, old_fd = self.retire()
         os.close(old_fd)
         old_path.unlink(missing_ok=True)
 
@@ -118,9 +133,36 @@ def _interrupted_event(begin: dict[str, Any], died_at: float) -> dict[str, Any]:
     }
 
 
+def ended_events(path: Path) -> Iterator[dict[str, Any]]:
+    """The events (E lines) of a journal file; a line cut by a kill is skipped."""
+    with path.open("rb") as lines:
+        for line in lines:
+            if line[:1] == _END:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    yield orjson.loads(line[1:])
+
+
+def store_legacy_spill(spill: Path, directory: Path) -> None:
+    """Turn a spill file left by an older version (JSON lines, one event each) into a dead
+    journal, which `recover` then stores like any other."""
+    claimed = directory / f".legacy-{os.getpid()}-{secrets.token_hex(4)}"
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(spill, claimed)  # atomic: one process claims it
+    except FileNotFoundError:
+        return
+    target = directory / f"usage-legacy-{secrets.token_hex(4)}.journal"
+    target.write_bytes(b"".join(_END + line + b"\n"
+                                for line in claimed.read_bytes().splitlines() if line))
+    claimed.unlink()
+
+
 def recover(directory: Path, own: Path | None) -> Recovered:
     """Read every journal whose owner is gone (its lock is free), keeping them locked."""
     recovered = Recovered()
+    begins: dict[str, tuple[dict[str, Any], Path]] = {}
+    ended: dict[str, dict[str, Any]] = {}
+    died_at: dict[Path, float] = {}
     for path in sorted(directory.glob(JOURNAL_GLOB)):
         if path == own:
             continue
@@ -136,9 +178,7 @@ def recover(directory: Path, own: Path | None) -> Recovered:
             os.close(fd)
             continue  # its process is alive, or another one recovered it first
         recovered.files.append((path, fd))
-        died_at = os.fstat(fd).st_mtime
-        begins: dict[str, dict[str, Any]] = {}
-        ended: dict[str, dict[str, Any]] = {}
+        died_at[path] = os.fstat(fd).st_mtime
         with open(fd, "rb", closefd=False) as lines:
             for line in lines:
                 try:
@@ -146,14 +186,17 @@ def recover(directory: Path, own: Path | None) -> Recovered:
                 except orjson.JSONDecodeError:
                     continue  # a line cut by the kill
                 if line[:1] == _BEGIN:
-                    begins[entry["event_id"]] = entry
+                    begins[entry["event_id"]] = (entry, path)
                 elif line[:1] == _END:
-                    ended[entry["event_id"]] = entry
-        lost = [_interrupted_event(b, died_at) for i, b in begins.items() if i not in ended]
-        recovered.events += [*ended.values(), *lost]
-        recovered.interrupted += len(lost)
-        if lost:
-            logger.warning("usage: a gateway process died with %d requests in flight (%s); "
-                           "they are recorded as gateway_interrupted, tokens unknown",
-                           len(lost), path.name)
+                    # Events from before ids (0004, legacy spill files) are kept apart.
+                    ended[entry.get("event_id") or f"no-id-{len(ended)}"] = entry
+    # Across all files: a request that began in a retired file may have ended in the next one.
+    lost = {i: (b, path) for i, (b, path) in begins.items() if i not in ended}
+    recovered.events += [*ended.values(),
+                         *(_interrupted_event(b, died_at[path]) for b, path in lost.values())]
+    recovered.interrupted += len(lost)
+    if lost:
+        logger.warning("usage: gateway processes died with %d requests in flight (%s); they "
+                       "are recorded as gateway_interrupted, tokens unknown", len(lost),
+                       ", ".join(sorted({path.name for _, path in lost.values()})))
     return recovered

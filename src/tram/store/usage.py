@@ -2,13 +2,16 @@
 
 `begin()` and `record()` append a line to this process's journal (see `journal.py`: it survives
 `kill -9`) and `record()` adds the event to an in-memory buffer. A background task writes
-batches; if the database is down or slow, events stay buffered and are retried with backoff;
-past `max_buffer`, the oldest go to a spill file (JSON lines) that is replayed into the
-database once it answers again. A clean shutdown writes what it can and spills the rest. Every
-event carries an id and is inserted with ON CONFLICT DO NOTHING, so replaying a journal or a
-spill file twice never counts a request twice: every request ends up as exactly one row, and a
-killed gateway loses only the token counts of the requests it had in flight (which are
-recorded, counted and logged as `gateway_interrupted` by the next gateway to start).
+batches, one flush at a time (a view that flushes waits for the writer's batch in progress, so
+it sees every request answered before it). If the database is down or slow, events stay
+buffered and are retried with backoff; past `max_buffer`, the oldest half leave memory but not
+the journal: it is retired and read back once the database answers. A clean shutdown lets the
+write in progress finish (it is never cancelled halfway), writes what it can, and leaves what
+the database would not take in the journal, which the next start (or `tram usage`) stores.
+Every event carries an id and is inserted with ON CONFLICT DO NOTHING, so replaying a journal
+twice never counts a request twice: every request ends up as exactly one row, and a killed
+gateway loses only the token counts of the requests it had in flight (which are recorded,
+counted and logged as `gateway_interrupted` by the next gateway to start).
 
 Retention: `prune_forever` deletes rows older than the configured days in small batches.
 """
@@ -20,10 +23,11 @@ import collections
 import contextlib
 import datetime as dt
 import logging
+import os
+import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 from sqlalchemy import Integer as Integer_
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -32,7 +36,7 @@ from sqlalchemy.sql.expression import Executable
 from tram.config import UsageConfig
 from tram.requestlog import RequestRecord
 from tram.store.db import Database
-from tram.store.journal import Journal, recover
+from tram.store.journal import Journal, ended_events, recover, store_legacy_spill
 from tram.store.models import UsageEvent
 
 __all__ = ["UsageWriter", "usage_summary"]
@@ -43,6 +47,8 @@ logger = logging.getLogger("tram.usage")
 _COLUMNS = tuple(c.name for c in UsageEvent.__table__.columns if c.name != "id")
 _SQLITE_INSERT = (f"INSERT INTO usage_events ({', '.join(_COLUMNS)}) "
                   f"VALUES ({', '.join('?' for _ in _COLUMNS)}) ON CONFLICT (event_id) DO NOTHING")
+# Spill files of versions before the journal held them; stored once, at the next start.
+_LEGACY_SPILLS = ("usage-spill.jsonl", "usage-spill.replaying")
 
 
 def _sqlite_stamp(ts: str | dt.datetime) -> str:
@@ -60,19 +66,24 @@ _JOURNAL_ROTATE = 1 << 20
 
 
 class UsageWriter:
-    def __init__(self, database: Database, spill_path: Path, batch_size: int = 500,
-                 flush_interval: float = 0.5, max_buffer: int = 50_000,
-                 journal_dir: Path | None = None) -> None:
+    def __init__(self, database: Database, journal_dir: Path, batch_size: int = 500,
+                 flush_interval: float = 0.5, max_buffer: int = 50_000) -> None:
         self._db = database
-        self._spill_path = spill_path
+        self._journal_dir = journal_dir
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._max_buffer = max_buffer
         self._buffer: collections.deque[dict[str, Any]] = collections.deque()
         self._wake = asyncio.Event()
-        self._journal_dir = journal_dir or spill_path.parent / "journal"
+        self._lock = asyncio.Lock()  # one flush at a time
         self._journal: Journal | None = None  # opened lazily: only gateways write usage
         self._journal_failed = False
+        # Journal files whose events (some no longer in memory) are not all stored yet.
+        self._retired: list[tuple[Path, int]] = []
+        self._shed_pending = 0  # events only in the current journal file
+        self._failing = False  # the last flush failed: wait out the backoff, no early wake
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
         self._insert: Executable | None = None
         if database.url.startswith("postgresql"):
             # Only the dialect in use is imported (each is megabytes of memory).
@@ -80,7 +91,8 @@ class UsageWriter:
             self._insert = postgresql.insert(UsageEvent).on_conflict_do_nothing(
                 index_elements=["event_id"])
         self.written = 0
-        self.spilled = 0
+        self.shed = 0  # left memory, kept in the journal
+        self.lost = 0  # left memory with no journal to hold them (logged as errors)
         self.recovered = 0
         self.interrupted = 0
 
@@ -89,8 +101,8 @@ class UsageWriter:
             try:
                 self._journal = Journal(self._journal_dir)
             except OSError as exc:
-                # Usage is still recorded (buffer, database, spill); only a kill -9 would now
-                # lose the events in memory. Requests must not fail for it.
+                # Usage is still recorded (buffer, database); a kill -9, or a long outage
+                # followed by a shutdown, would now lose events. Requests must not fail for it.
                 self._journal_failed = True
                 logger.error("usage: cannot open a journal in %s (%s); running without one",
                              self._journal_dir, exc.strerror)
@@ -117,21 +129,26 @@ class UsageWriter:
             journal.end(event)
         self._buffer.append(event)
         if len(self._buffer) > self._max_buffer:
-            self._spill([self._buffer.popleft() for _ in range(len(self._buffer) // 2)])
-        if len(self._buffer) >= self._batch_size:
+            self._shed(len(self._buffer) // 2)
+        if len(self._buffer) >= self._batch_size and not self._failing:
             self._wake.set()
 
     def pending(self) -> int:
         return len(self._buffer)
 
-    def _spill(self, events: list[dict[str, Any]]) -> None:
-        self._spill_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._spill_path.open("ab") as spill:
-            for event in events:
-                spill.write(orjson.dumps(event, default=str) + b"\n")
-        self.spilled += len(events)
-        logger.warning("usage: database behind, %d events spilled to %s", len(events),
-                       self._spill_path)
+    def _shed(self, count: int) -> None:
+        """The database is behind: memory stays bounded by letting the oldest events go."""
+        for _ in range(count):
+            self._buffer.popleft()
+        if self._journal is not None and self._journal.intact:
+            self._shed_pending += count
+            self.shed += count
+            logger.warning("usage: database behind; %d events wait in the journal %s",
+                           count, self._journal.path.name)
+        else:
+            self.lost += count
+            logger.error("usage: database behind and no journal to hold them: %d usage events "
+                         "lost", count)
 
     async def _write(self, events: list[dict[str, Any]]) -> None:
         if self._insert is None:  # SQLite
@@ -153,47 +170,55 @@ class UsageWriter:
             await connection.exec_driver_sql(_SQLITE_INSERT, rows)
         self.written += len(rows)
 
-    async def _replay_spill(self) -> None:
-        """Write spilled events; on failure, the ones not yet written stay on disk."""
-        replaying = self._spill_path.with_suffix(".replaying")
-        if self._spill_path.exists():
-            with replaying.open("ab") as pending:
-                pending.write(self._spill_path.read_bytes())
-            self._spill_path.unlink()
-        if not replaying.exists():
-            return
-        events = [orjson.loads(line) for line in replaying.read_bytes().splitlines() if line]
-        done = 0
-        try:
-            for start in range(0, len(events), self._batch_size):
-                await self._write(events[start:start + self._batch_size])
-                done = min(start + self._batch_size, len(events))
-        except BaseException:
-            replaying.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events[done:]))
-            raise
-        replaying.unlink()
+    async def _write_file(self, path: Path) -> None:
+        """Every event of a journal file, in batches (stored ones again: harmless)."""
+        batch: list[dict[str, Any]] = []
+        for event in ended_events(path):
+            batch.append(event)
+            if len(batch) == self._batch_size:
+                await self._write(batch)
+                batch = []
+        if batch:
+            await self._write(batch)
+
+    async def _store_retired(self) -> None:
+        if self._shed_pending and self._journal is not None:
+            # What left memory is in the current file: retire it and read it back.
+            self._retired.append(self._journal.retire())
+            self._shed_pending = 0
+        while self._retired:
+            path, fd = self._retired[0]
+            await self._write_file(path)
+            self._retired.pop(0)
+            path.unlink(missing_ok=True)
+            os.close(fd)
 
     async def flush(self) -> None:
-        """Write everything buffered now; raises if the database refuses (events are kept)."""
-        await self._replay_spill()
-        while self._buffer:
-            batch = [self._buffer.popleft()
-                     for _ in range(min(self._batch_size, len(self._buffer)))]
-            try:
-                await self._write(batch)
-            except BaseException:
-                self._buffer.extendleft(reversed(batch))
-                raise
-        # No await since the buffer emptied: every event journaled so far is stored.
-        if self._journal is not None and self._journal.size > _JOURNAL_ROTATE:
-            self._journal.rotate()
+        """Write everything buffered now, after any batch already being written; raises if
+        the database refuses (events are kept)."""
+        async with self._lock:
+            await self._store_retired()
+            while self._buffer:
+                batch = [self._buffer.popleft()
+                         for _ in range(min(self._batch_size, len(self._buffer)))]
+                try:
+                    await self._write(batch)
+                except BaseException:
+                    self._buffer.extendleft(reversed(batch))
+                    raise
+            # No await since the buffer emptied: every event journaled so far is stored.
+            if self._journal is not None and self._journal.size > _JOURNAL_ROTATE:
+                self._journal.rotate()
 
     async def recover(self) -> int:
         """Store what dead gateway processes left in their journals; the number of events."""
+        for name in _LEGACY_SPILLS:
+            if (self._journal_dir.parent / name).exists():
+                store_legacy_spill(self._journal_dir.parent / name, self._journal_dir)
         if not self._journal_dir.is_dir():
             return 0
-        own = self._journal.path if self._journal is not None else None
-        found = recover(self._journal_dir, own)
+        # Retired files are skipped too: this process still holds their locks.
+        found = recover(self._journal_dir, self._journal.path if self._journal else None)
         try:
             for start in range(0, len(found.events), self._batch_size):
                 await self._write(found.events[start:start + self._batch_size])
@@ -205,9 +230,18 @@ class UsageWriter:
         self.interrupted += found.interrupted
         return len(found.events)
 
+    def start(self) -> None:
+        """Run the writer in the background until `close`."""
+        self._task = asyncio.get_running_loop().create_task(self.run(), name="usage-writer")
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
     async def run(self) -> None:
         backoff = self._flush_interval
-        while True:
+        while not self._closing:
             try:
                 await self.recover()
                 break
@@ -215,35 +249,67 @@ class UsageWriter:
                 backoff = min(backoff * 2, 30.0)
                 logger.warning("usage: cannot store recovered journals yet (%s); retry in "
                                "%.1fs", type(exc).__name__, backoff)
-                await asyncio.sleep(backoff)
+                await self._pause(backoff)
         backoff = self._flush_interval
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), backoff)
-            self._wake.clear()
+        while not self._closing:
+            await self._pause(backoff)
             try:
                 await self.flush()
+                self._failing = False
                 backoff = self._flush_interval
             except (SQLAlchemyError, OSError) as exc:
+                self._failing = True
                 backoff = min(backoff * 2, 30.0)
                 logger.warning("usage: database unavailable (%s); %d events buffered, retry in "
                                "%.1fs", type(exc).__name__, len(self._buffer), backoff)
 
     async def close(self, deadline: float = 10.0) -> None:
-        """Flush on shutdown; whatever cannot be written in time is spilled, not dropped."""
+        """Stop the writer after the write in progress, store what the database takes within
+        `deadline`, and leave the rest in the journal for the next start."""
+        ends = time.monotonic() + deadline
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            done, _ = await asyncio.wait({self._task}, timeout=deadline)
+            if not done:  # a write hangs (a database that does not answer): give up on it
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
         try:
-            await asyncio.wait_for(self.flush(), deadline)
+            await asyncio.wait_for(self.flush(), max(ends - time.monotonic(), 0.1))
         except (TimeoutError, SQLAlchemyError, OSError) as exc:
-            logger.warning("usage: flush at shutdown failed (%s); spilling %d events",
-                           type(exc).__name__, len(self._buffer))
-        if self._buffer:
-            self._spill(list(self._buffer))
+            logger.warning("usage: flush at shutdown failed (%s)", type(exc).__name__)
+        self._keep_unstored()
+
+    def _keep_unstored(self) -> None:
+        journal, self._journal = self._journal, None
+        if journal is None or not journal.intact:
+            if self._buffer:
+                self.lost += len(self._buffer)
+                logger.error("usage: %d usage events lost at shutdown: the database did not "
+                             "take them and no journal holds them", len(self._buffer))
             self._buffer.clear()
-        if self._journal is not None:
-            # Everything is stored or spilled; a request still in flight keeps the journal,
-            # so the next start counts it.
-            self._journal.close(remove=self._journal.in_flight() == 0)
-            self._journal = None
+            for _, fd in self._retired:  # left for the next start to recover
+                os.close(fd)
+            self._retired.clear()
+            if journal is not None:
+                journal.close(remove=False)  # what it does hold, the next start stores
+            return
+        unstored = len(self._buffer) + self._shed_pending
+        for path, fd in self._retired:  # one file for the next start to recover
+            for event in ended_events(path):
+                journal.end(event)
+                unstored += 1
+            path.unlink(missing_ok=True)
+            os.close(fd)
+        self._retired.clear()
+        if unstored:
+            logger.warning("usage: up to %d events the database did not take at shutdown wait "
+                           "in %s; the next start stores them", unstored, journal.path)
+        self._buffer.clear()
+        # Everything is stored or in the journal; a request still in flight keeps the journal
+        # too, so the next start counts it.
+        journal.close(remove=not unstored and journal.in_flight() == 0)
 
     async def prune(self, older_than: dt.datetime, batch: int, pause: float = 0.05) -> int:
         """Delete rows older than a time, `batch` rows per short transaction; the number."""
