@@ -325,20 +325,23 @@ async def test_no_journal_possible_still_records_usage(tmp_path: Path,
     await database.aclose()
 
 
-async def test_tram_usage_counts_what_a_dead_gateway_left_in_its_journal(tmp_path: Path) -> None:
+def test_tram_usage_counts_what_a_dead_gateway_left_in_its_journal(tmp_path: Path) -> None:
     """`tram usage` run after a gateway was killed (or stopped with the database down)
     reports the requests it answered without waiting for the next gateway to start."""
     import os
     import subprocess
     import sys
 
-    database = Database(database_url(None, tmp_path))
-    await database.migrate()
-    dead = UsageWriter(database, tmp_path / "journal")
-    for i in range(4):
-        dead.record(_event(i) | {"key_id": "key_dead"})
-    dead._journal.close(remove=False)  # type: ignore[union-attr]  # killed: nothing flushed
-    await database.aclose()
+    async def die_with_events_unstored() -> None:
+        database = Database(database_url(None, tmp_path))
+        await database.migrate()
+        dead = UsageWriter(database, tmp_path / "journal")
+        for i in range(4):
+            dead.record(_event(i) | {"key_id": "key_dead"})
+        dead._journal.close(remove=False)  # type: ignore[union-attr]  # killed: no flush
+        await database.aclose()
+
+    asyncio.run(die_with_events_unstored())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAM_", "LITELLM_"))}
     shown = subprocess.run([sys.executable, "-m", "tram", "usage", "--by", "key"],
                            env=env | {"TRAM_DATA_DIR": str(tmp_path)}, cwd=tmp_path,
