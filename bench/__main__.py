@@ -1,4 +1,4 @@
-"""`python -m bench engine|gateway [--quick] [--no-record]`."""
+"""`python -m bench engine|gateway [--quick] [--no-record]`, `python -m bench inprocess`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,15 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("engine", "gateway"):
-        print("usage: python -m bench engine|gateway [--quick] [--no-record]", file=sys.stderr)
+    if not argv or argv[0] not in ("engine", "gateway", "inprocess"):
+        print("usage: python -m bench engine|gateway [--quick] [--no-record]\n"
+              "       python -m bench inprocess [--requests N] [--concurrency C]",
+              file=sys.stderr)
         return 2
+    if argv[0] == "inprocess":
+        from bench.inprocess import main as inprocess_main
+
+        return inprocess_main(argv[1:])
     if argv[0] == "engine":
         from bench.engine import main as engine_main
 

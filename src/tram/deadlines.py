@@ -12,8 +12,17 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
+from typing import Protocol
 
-__all__ = ["Deadline", "Ticker"]
+__all__ = ["Deadline", "Expiring", "Ticker"]
+
+
+class Expiring(Protocol):
+    """What the ticker watches: a time, and what to do once it has passed."""
+
+    when: float
+
+    def expire(self) -> None: ...
 
 
 class Deadline:
@@ -53,7 +62,7 @@ class Ticker:
 
     def __init__(self, resolution: float = 0.05) -> None:
         self._resolution = resolution
-        self._waiting: set[Deadline] = set()
+        self._waiting: set[Expiring] = set()
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -61,14 +70,17 @@ class Ticker:
         """`async with ticker.timeout(seconds):` like `asyncio.timeout(seconds)`."""
         return Deadline(self, asyncio.get_running_loop().time() + delay)
 
-    def add(self, deadline: Deadline) -> None:
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def add(self, deadline: Expiring) -> None:
         self._waiting.add(deadline)
         loop = asyncio.get_running_loop()
         if self._handle is None or self._loop is not loop:  # (a new loop: a test's next app run)
             self._loop = loop
             self._handle = loop.call_later(self._resolution, self._tick)
 
-    def discard(self, deadline: Deadline) -> None:
+    def discard(self, deadline: Expiring) -> None:
         self._waiting.discard(deadline)
 
     def _tick(self) -> None:

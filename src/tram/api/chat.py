@@ -89,12 +89,13 @@ class ChatEndpoint:
 
         # A non-streaming answer can take minutes; if the client leaves meanwhile, the engine
         # request is cancelled instead of finishing for nobody.
+        ticker = state.upstream.deadlines
         result = await cancel_on_disconnect(
-            receive, state.chat.create(principal, payload, record), record)
+            receive, state.chat.create(principal, payload, record), record, ticker)
         if result is None:
             return
         if isinstance(result, StreamResult):
-            await SSEResponse(result, record)(scope, receive, send)
+            await SSEResponse(result, record, ticker)(scope, receive, send)
             return
         # With its length given, the answer goes out as one plain body, not chunked.
         headers = [*_JSON, (b"content-length", b"%d" % len(result.body))]

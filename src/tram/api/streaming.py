@@ -15,6 +15,7 @@ from typing import TypeVar
 import anyio
 from starlette.types import Receive, Scope, Send
 
+from tram.deadlines import Ticker
 from tram.relay.chat import StreamResult
 from tram.requestlog import RequestRecord
 
@@ -36,22 +37,47 @@ async def _wait_for_disconnect(receive: Receive) -> None:
             return
 
 
-async def cancel_on_disconnect(receive: Receive, work: Awaitable[T],
-                               record: RequestRecord) -> T | None:
+# Most answers are done before this (seconds); only then does a request get a watcher task.
+WATCH_AFTER = 0.05
+
+
+class _Watch:
+    """Watches for the client's disconnect, but only from `when` on (via the shared ticker):
+    a watcher task made and cancelled on every request cost ~a quarter of the gateway's CPU
+    per short request (`python -m bench inprocess --ablate`), and a client that leaves sooner
+    is still noticed, at most a tick later."""
+
+    __slots__ = ("_receive", "_record", "_work", "task", "when")
+
+    def __init__(self, when: float, receive: Receive, record: RequestRecord,
+                 work: asyncio.Task[object]) -> None:
+        self.when = when
+        self._receive = receive
+        self._record = record
+        self._work = work
+        self.task: asyncio.Future[None] | None = None
+
+    def expire(self) -> None:
+        self.task = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        await _wait_for_disconnect(self._receive)
+        self._record.client_disconnected = True
+        self._work.cancel()
+
+
+async def cancel_on_disconnect(receive: Receive, work: Awaitable[T], record: RequestRecord,
+                               ticker: Ticker) -> T | None:
     """Await `work` in this task; if the client disconnects first, cancel it and return None.
 
-    Plain asyncio (one watcher task, cancelling this one) rather than an anyio task group: this
-    runs on every request, and a task group costs several times more (bench/RESULTS.md).
+    Plain asyncio (one watcher task, cancelling this one, started only once the request has
+    lasted WATCH_AFTER) rather than an anyio task group: this runs on every request, and a
+    task group costs several times more (bench/RESULTS.md).
     """
     this = asyncio.current_task()
     assert this is not None
-
-    async def watch() -> None:
-        await _wait_for_disconnect(receive)
-        record.client_disconnected = True
-        this.cancel()
-
-    watcher = asyncio.ensure_future(watch())
+    watch = _Watch(ticker.now() + WATCH_AFTER, receive, record, this)
+    ticker.add(watch)
     try:
         return await work
     except asyncio.CancelledError:
@@ -60,13 +86,16 @@ async def cancel_on_disconnect(receive: Receive, work: Awaitable[T],
         this.uncancel()
         return None
     finally:
-        watcher.cancel()
+        ticker.discard(watch)
+        if watch.task is not None:
+            watch.task.cancel()
 
 
 class SSEResponse:
-    def __init__(self, result: StreamResult, record: RequestRecord) -> None:
+    def __init__(self, result: StreamResult, record: RequestRecord, ticker: Ticker) -> None:
         self._result = result
         self._record = record
+        self._ticker = ticker
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def stream() -> None:
@@ -76,7 +105,7 @@ class SSEResponse:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         try:
-            await cancel_on_disconnect(receive, stream(), self._record)
+            await cancel_on_disconnect(receive, stream(), self._record, self._ticker)
         except OSError:
             self._record.client_disconnected = True  # a send failed: the client is gone
         finally:
