@@ -5,7 +5,9 @@
 Everything on loopback. The benchmark fake engine and the load generators run on core 0, the
 proxy under test (Trạm, or nginx as the reference) alone on core 1, one worker each. Trạm runs
 its real path: master-key auth, validation, alias rewriting, routing, relaying, access log and
-metrics. Appends a dated section to bench/RESULTS.md with the command, versions and ratios.
+metrics. A "python floor" row (`bench/floor_server.py`: uvicorn and a forward-only ASGI app)
+shows what the server stack costs before any gateway work. Appends a dated section to
+bench/RESULTS.md with the command, versions and ratios.
 """
 
 from __future__ import annotations
@@ -140,9 +142,9 @@ def run(quick: bool) -> str:
                                    "max_concurrency": 10**6}).json()["key"]
         targets.append(Target("tram+keys", targets[2].url, processes[2].pid, virtual))
         tram_pid = processes[2].pid
-        redis_target = _redis_target(workdir, engine, env, processes)
-        if redis_target is not None:
-            targets.append(redis_target)
+        # After the others, so the stream runs (targets[:3]) stay direct, nginx and Trạm.
+        targets += [_floor_target(engine, processes),
+                    *_redis_target(workdir, engine, env, processes)]
         # the real proxy process is taskset's child (taskset execs, so the pid is the same)
         idle_rss = _rss_mb(tram_pid)
 
@@ -179,14 +181,24 @@ def run(quick: bool) -> str:
                    idle_rss, after_rss) + "".join(line + "\n" for line in extra)
 
 
+def _floor_target(engine: str, processes: list[subprocess.Popen[bytes]]) -> Target:
+    """uvicorn + a forward-only ASGI app on the proxy's core: the Python server stack's floor."""
+    port = free_port()
+    processes.append(_start([sys.executable, "-m", "bench.floor_server", engine, str(port)],
+                            "1", cwd=ROOT))
+    url = f"http://127.0.0.1:{port}"
+    _wait(url)
+    return Target("python floor", url, processes[-1].pid)
+
+
 def _redis_target(workdir: Path, engine: str, env: dict[str, str],
-                  processes: list[subprocess.Popen[bytes]]) -> Target | None:
+                  processes: list[subprocess.Popen[bytes]]) -> list[Target]:
     """A second Trạm whose limits are counted in Redis (the multi-instance setting), the same
     virtual key and limits; Redis runs on core 0 with the load generators (its CPU is not
     counted as the gateway's)."""
     redis = shutil.which("redis-server")
     if redis is None:
-        return None
+        return []
     redis_port, port = free_port(), free_port()
     processes.append(_start([redis, "--port", str(redis_port), "--bind", "127.0.0.1", "--save",
                              "", "--appendonly", "no"], "0"))
@@ -205,7 +217,7 @@ def _redis_target(workdir: Path, engine: str, env: dict[str, str],
     key = httpx.post(url + "/admin/keys", headers={"Authorization": f"Bearer {KEY}"},
                      json={"name": "bench", "rpm": 10**9, "tpm": 10**9,
                            "max_concurrency": 10**6}).json()["key"]
-    return Target("tram+keys+redis", url, processes[-1].pid, key)
+    return [Target("tram+keys+redis", url, processes[-1].pid, key)]
 
 
 def _leak_and_workers(tram_url: str, tram_pid: int, rate: float, engine: str, workdir: Path,
@@ -294,6 +306,15 @@ def _report(quick: bool, seconds: float, concurrencies: list[int],
         f"(cost ×{cpu_ms.get('tram+keys', 0) / max(cpu_ms.get('tram', 1e-9), 1e-9):.2f}; "
         "target ≤ ×1.3).",
     ]
+    if ("python floor", c64) in rates:
+        lines += [
+            "",
+            f"Python floor (`bench/floor_server.py`: uvicorn + an ASGI app that only forwards "
+            f"the body with Trạm's engine client; no gateway), c={c64}: "
+            f"{rates[('python floor', c64)].rps:,.0f} req/s, CPU per request "
+            f"{cpu_ms.get('python floor', 0):.3f} ms: what this server stack costs before any "
+            "gateway work.",
+        ]
     if ("tram+keys+redis", c64) in rates:
         lines += [
             "",

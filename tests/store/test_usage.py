@@ -347,3 +347,29 @@ def test_tram_usage_counts_what_a_dead_gateway_left_in_its_journal(tmp_path: Pat
                            env=env | {"TRAM_DATA_DIR": str(tmp_path)}, cwd=tmp_path,
                            capture_output=True, text=True, timeout=60, check=True).stdout
     assert any(line.split()[:2] == ["key_dead", "4"] for line in shown.splitlines()), shown
+
+
+async def test_a_writer_that_fails_on_a_bug_says_so_and_starts_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    database = Database(database_url(None, tmp_path))
+    await database.migrate()
+    writer = UsageWriter(database, tmp_path / "journal", flush_interval=0.05)
+    real_write = writer._write
+
+    async def buggy(events: list) -> None:
+        raise ValueError("a bug (injected)")
+
+    monkeypatch.setattr(writer, "_write", buggy)
+    writer.start()
+    writer.record(_event(1))
+    deadline = time.monotonic() + 5
+    while "writer stopped on an unexpected error" not in caplog.text:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    monkeypatch.setattr(writer, "_write", real_write)  # fixed: the restarted writer stores it
+    deadline = time.monotonic() + 5
+    while await _count(database) < 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    await writer.close()
+    await database.aclose()

@@ -233,6 +233,21 @@ class UsageWriter:
     def start(self) -> None:
         """Run the writer in the background until `close`."""
         self._task = asyncio.get_running_loop().create_task(self.run(), name="usage-writer")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._closing:
+            return
+        # A bug, not the database (that is retried inside): say so loudly and start again;
+        # the events stay buffered and journaled meanwhile.
+        error = task.exception()
+        logger.error("usage: the writer stopped on an unexpected error (%r); restarting it in "
+                     "1 s", error, exc_info=error)
+        asyncio.get_running_loop().call_later(1.0, self._restart)
+
+    def _restart(self) -> None:
+        if not self._closing:
+            self.start()
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
