@@ -73,8 +73,9 @@ async def _one(app: App, token: str, body: bytes) -> int:
     return status
 
 
-async def _drive(app: App, token: str, body: bytes, requests: int, concurrency: int) -> float:
-    """CPU µs per request over `requests` requests, `concurrency` at a time."""
+async def _drive(app: App, token: str, body: bytes, requests: int,
+                 concurrency: int) -> tuple[float, float]:
+    """CPU µs per request and mean latency µs, `requests` requests `concurrency` at a time."""
     for _ in range(50):  # warm-up: connections, caches
         assert await _one(app, token, body) == 200
     remaining = requests
@@ -86,9 +87,11 @@ async def _drive(app: App, token: str, body: bytes, requests: int, concurrency: 
             status = await _one(app, token, body)
             assert status == 200, status
 
-    started = time.process_time()
+    started, wall = time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return (time.process_time() - started) * 1e6 / requests
+    # Mean latency by Little's law: `concurrency` requests were always in flight.
+    latency = (time.perf_counter() - wall) * 1e6 * concurrency / requests
+    return (time.process_time() - started) * 1e6 / requests, latency
 
 
 def _floor_app(engine: str) -> App:
@@ -155,7 +158,7 @@ async def _measure(engine: str, workdir: Path, requests: int, concurrency: int,
             ("tram, virtual key + limits", app, virtual, BODY, requests),
             ("tram, master key, stream of 20", app, KEY, STREAM_BODY, requests // 4)]
         # Interleaved rounds, so that the machine's load drifts over all paths alike.
-        samples: dict[str, list[float]] = {name: [] for name, *_ in paths}
+        samples: dict[str, list[tuple[float, float]]] = {name: [] for name, *_ in paths}
         ablations = _ablations(app) if ablate else {}
         samples |= {f"tram, master key, without {name}": [] for name in ablations}
         for _ in range(rounds):
@@ -170,10 +173,15 @@ async def _measure(engine: str, workdir: Path, requests: int, concurrency: int,
                     on()
     finally:
         await shutdown()
-    floor_us = statistics.median(samples[paths[0][0]])
-    return ["| path | CPU µs per request, median (min) | × floor |", "| --- | --- | --- |",
-            *(f"| {name} | {statistics.median(us):.0f} ({min(us):.0f}) | "
-              f"{statistics.median(us) / floor_us:.2f} |" for name, us in samples.items())]
+    floor_us = statistics.median(cpu for cpu, _ in samples[paths[0][0]])
+    lines = ["| path | CPU µs per request, median (min) | × floor | mean latency µs, median |",
+             "| --- | --- | --- | --- |"]
+    for name, measured in samples.items():
+        cpu = [c for c, _ in measured]
+        latency = statistics.median(w for _, w in measured)
+        lines.append(f"| {name} | {statistics.median(cpu):.0f} ({min(cpu):.0f}) | "
+                     f"{statistics.median(cpu) / floor_us:.2f} | {latency:.0f} |")
+    return lines
 
 
 def _ablations(app: Any) -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:

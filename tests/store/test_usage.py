@@ -373,3 +373,29 @@ async def test_a_writer_that_fails_on_a_bug_says_so_and_starts_again(
         await asyncio.sleep(0.1)
     await writer.close()
     await database.aclose()
+
+
+async def test_steady_traffic_is_written_in_full_batches_not_chased_row_by_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events keep arriving while a batch is written: the writer must not chase them with
+    batches of a few rows (each one a transaction), nor lose any."""
+    database = Database(database_url(None, tmp_path))
+    await database.migrate()
+    writer = UsageWriter(database, tmp_path / "journal", batch_size=100, flush_interval=0.2)
+    real_write = writer._write
+    sizes: list[int] = []
+
+    async def slow_write(events: list) -> None:
+        sizes.append(len(events))
+        await asyncio.sleep(0.005)  # a write takes a while; traffic goes on meanwhile
+        await real_write(events)
+
+    monkeypatch.setattr(writer, "_write", slow_write)
+    writer.start()
+    for i in range(600):  # ~1,000 requests/s for 0.6 s
+        writer.record(_event(i))
+        await asyncio.sleep(0.001)
+    await writer.close()
+    assert await _count(database) == 600
+    assert len(sizes) <= 20, sizes  # chasing the buffer made one write per couple of events
+    await database.aclose()

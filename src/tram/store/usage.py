@@ -198,16 +198,23 @@ class UsageWriter:
         the database refuses (events are kept)."""
         async with self._lock:
             await self._store_retired()
-            while self._buffer:
+            # Only what is buffered now: under steady traffic the buffer never empties, and
+            # chasing it wrote batches of a few rows back to back, each paying a transaction
+            # (~1.2 ms of CPU): ~190 µs per request at one request at a time. Later events
+            # wait for the next flush.
+            remaining = len(self._buffer)
+            while remaining > 0:
                 batch = [self._buffer.popleft()
-                         for _ in range(min(self._batch_size, len(self._buffer)))]
+                         for _ in range(min(self._batch_size, remaining, len(self._buffer)))]
                 try:
                     await self._write(batch)
                 except BaseException:
                     self._buffer.extendleft(reversed(batch))
                     raise
-            # No await since the buffer emptied: every event journaled so far is stored.
-            if self._journal is not None and self._journal.size > _JOURNAL_ROTATE:
+                remaining -= len(batch)
+            # Every event journaled so far is stored only if nothing arrived meanwhile.
+            if not self._buffer and not self._shed_pending and not self._retired \
+                    and self._journal is not None and self._journal.size > _JOURNAL_ROTATE:
                 self._journal.rotate()
 
     async def recover(self) -> int:
