@@ -151,9 +151,11 @@ def store_legacy_spill(spill: Path, directory: Path) -> None:
         os.rename(spill, claimed)  # atomic: one process claims it
     except FileNotFoundError:
         return
-    target = directory / f"usage-legacy-{secrets.token_hex(4)}.journal"
-    target.write_bytes(b"".join(_END + line + b"\n"
+    name = f"usage-legacy-{secrets.token_hex(4)}.journal"
+    hidden = directory / f".{name}.new"  # whole before recovery can see it
+    hidden.write_bytes(b"".join(_END + line + b"\n"
                                 for line in claimed.read_bytes().splitlines() if line))
+    os.rename(hidden, directory / name)
     claimed.unlink()
 
 

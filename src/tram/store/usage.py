@@ -203,7 +203,7 @@ class UsageWriter:
             # (~1.2 ms of CPU): ~190 µs per request at one request at a time. Later events
             # wait for the next flush.
             remaining = len(self._buffer)
-            while remaining > 0:
+            while remaining > 0 and self._buffer:  # (shedding may have taken some meanwhile)
                 batch = [self._buffer.popleft()
                          for _ in range(min(self._batch_size, remaining, len(self._buffer)))]
                 try:
