@@ -11,12 +11,12 @@ import sys
 
 import uvicorn
 
-from bench.inprocess import _floor_app
+from bench.inprocess import floor_app
 
 
 def main() -> None:
     engine, port = sys.argv[1], int(sys.argv[2])
-    uvicorn.run(_floor_app(engine), host="127.0.0.1", port=port, loop="uvloop",  # type: ignore[arg-type]
+    uvicorn.run(floor_app(engine), host="127.0.0.1", port=port, loop="uvloop",
                 http="httptools", access_log=False, log_level="warning", lifespan="off")
 
 

@@ -94,7 +94,7 @@ async def _drive(app: App, token: str, body: bytes, requests: int,
     return (time.process_time() - started) * 1e6 / requests, latency
 
 
-def _floor_app(engine: str) -> App:
+def floor_app(engine: str) -> App:
     """Forward the body to the engine with Trạm's own engine client; nothing else."""
     from tram.config import Timeouts
     from tram.routing.registry import Replica
@@ -151,7 +151,7 @@ async def _measure(engine: str, workdir: Path, requests: int, concurrency: int,
     shutdown = await _lifespan(app)
     try:
         virtual = await _create_key(app)
-        floor = _floor_app(engine)
+        floor = floor_app(engine)
         paths: list[tuple[str, App, str, bytes, int]] = [
             ("floor: forward only", floor, KEY, BODY, requests),
             ("tram, master key", app, KEY, BODY, requests),
