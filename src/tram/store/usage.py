@@ -25,6 +25,7 @@ import datetime as dt
 import logging
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -170,10 +171,10 @@ class UsageWriter:
             await connection.exec_driver_sql(_SQLITE_INSERT, rows)
         self.written += len(rows)
 
-    async def _write_file(self, path: Path) -> None:
-        """Every event of a journal file, in batches (stored ones again: harmless)."""
+    async def _write_all(self, events: Iterable[dict[str, Any]]) -> None:
+        """Every event, in batches (already stored ones again: harmless)."""
         batch: list[dict[str, Any]] = []
-        for event in ended_events(path):
+        for event in events:
             batch.append(event)
             if len(batch) == self._batch_size:
                 await self._write(batch)
@@ -188,7 +189,7 @@ class UsageWriter:
             self._shed_pending = 0
         while self._retired:
             path, fd = self._retired[0]
-            await self._write_file(path)
+            await self._write_all(ended_events(path))
             self._retired.pop(0)
             path.unlink(missing_ok=True)
             os.close(fd)
@@ -227,8 +228,7 @@ class UsageWriter:
         # Retired files are skipped too: this process still holds their locks.
         found = recover(self._journal_dir, self._journal.path if self._journal else None)
         try:
-            for start in range(0, len(found.events), self._batch_size):
-                await self._write(found.events[start:start + self._batch_size])
+            await self._write_all(found.events)
         except BaseException:
             found.release(stored=False)
             raise
