@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import httpx
 
 from tests.conftest import MASTER_KEY
 from tests.support.fault_engine import EngineLog
-from tests.support.servers import free_port
+from tests.support.servers import clean_env, free_port
 
 
 def test_serve_with_two_workers_answers_and_stops_on_sigterm(
@@ -23,7 +22,7 @@ def test_serve_with_two_workers_answers_and_stops_on_sigterm(
         "served_name: echo}]\n")
     (tmp_path / ".env").write_text(f"LITELLM_MASTER_KEY={MASTER_KEY}\n")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAM_", "LITELLM_"))}
+    env = clean_env()
     process = subprocess.Popen(
         [sys.executable, "-m", "tram", "serve", "--config", "tram.yaml", "--host", "127.0.0.1",
          "--port", str(port), "--workers", "2"],
@@ -55,8 +54,7 @@ def test_serve_with_two_workers_answers_and_stops_on_sigterm(
 def _start_serve(tmp_path: Path, config: str) -> tuple[subprocess.Popen[str], str]:
     (tmp_path / "tram.yaml").write_text(config)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAM_", "LITELLM_"))}
-    env["TRAM_MASTER_KEY"] = MASTER_KEY
+    env = clean_env(TRAM_MASTER_KEY=MASTER_KEY)
     process = subprocess.Popen(
         [sys.executable, "-m", "tram", "serve", "--config", "tram.yaml", "--host", "127.0.0.1",
          "--port", str(port)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,

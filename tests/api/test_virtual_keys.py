@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 
 from tests.conftest import MASTER_KEY, GatewayFactory
 from tests.support.fault_engine import EngineLog
-from tests.support.servers import free_port, wait_healthy
+from tests.support.servers import clean_env, free_port, wait_healthy
 from tram.config import Settings
 
 USER = [{"role": "user", "content": "hi"}]
@@ -106,8 +105,7 @@ def test_revocation_is_immediate_across_workers_and_the_cli(
     (tmp_path / "tram.yaml").write_text(
         f"models:\n  - name: qwen-text\n    upstreams: [{{url: '{fault_engine_server[0]}', "
         "served_name: echo}]\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAM_", "LITELLM_"))}
-    env.update(TRAM_MASTER_KEY=MASTER_KEY, TRAM_DATA_DIR=str(tmp_path / "data"))
+    env = clean_env(TRAM_MASTER_KEY=MASTER_KEY, TRAM_DATA_DIR=str(tmp_path / "data"))
 
     def tram(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "tram", *args], cwd=tmp_path, env=env,

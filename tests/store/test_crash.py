@@ -4,7 +4,6 @@ that were in flight are counted, logged and recorded as `gateway_interrupted`, n
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 import sqlite3
 import subprocess
@@ -19,7 +18,7 @@ import httpx
 
 from tests.conftest import MASTER_KEY
 from tests.support.fault_engine import EngineLog
-from tests.support.servers import free_port, wait_healthy
+from tests.support.servers import clean_env, free_port, wait_healthy
 
 CONCURRENCY = 12
 
@@ -47,8 +46,7 @@ def test_kill_9_under_load_loses_only_the_in_flight_requests_and_says_how_many(
     (tmp_path / "tram.yaml").write_text(
         f"models:\n  - name: qwen-text\n    upstreams: [{{url: '{fault_engine_server[0]}', "
         "served_name: delay-json}]\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAM_", "LITELLM_"))}
-    env.update(TRAM_MASTER_KEY=MASTER_KEY, TRAM_DATA_DIR=str(tmp_path / "data"))
+    env = clean_env(TRAM_MASTER_KEY=MASTER_KEY, TRAM_DATA_DIR=str(tmp_path / "data"))
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
     answered: list[str] = []
     failed: list[str] = []

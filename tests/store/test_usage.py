@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -14,11 +15,21 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from tests.conftest import GatewayFactory
+from tests.support.servers import clean_env
 from tram.store.db import Database, database_url
 from tram.store.models import UsageEvent
 from tram.store.usage import UsageWriter
 
 USER = [{"role": "user", "content": "a prompt that must never be stored"}]
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated SQLite store in the test's folder."""
+    store = Database(database_url(None, tmp_path))
+    await store.migrate()
+    yield store
+    await store.aclose()
 
 
 def test_one_row_per_request_with_engine_counts(gateway: GatewayFactory, auth: dict) -> None:
@@ -76,9 +87,7 @@ def _down(*_: object) -> None:
 
 
 async def test_database_outage_keeps_memory_bounded_and_then_writes_everything(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    database = Database(database_url(None, tmp_path))
-    await database.migrate()
+        tmp_path: Path, database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     writer = UsageWriter(database, tmp_path / "journal", batch_size=50, max_buffer=200)
     real_write = writer._write
     monkeypatch.setattr(writer, "_write", _down)
@@ -95,13 +104,10 @@ async def test_database_outage_keeps_memory_bounded_and_then_writes_everything(
     await writer.flush()  # the database is back: the retired journal is read back
     assert await _count(database) == 1000
     assert len(list((tmp_path / "journal").glob("usage-*.journal"))) == 1  # only the live one
-    await database.aclose()
 
 
 async def test_shutdown_with_the_database_down_leaves_the_journal_for_the_next_start(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    database = Database(database_url(None, tmp_path))
-    await database.migrate()
+        tmp_path: Path, database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     writer = UsageWriter(database, tmp_path / "journal", batch_size=50, max_buffer=20)
     monkeypatch.setattr(writer, "_write", _down)
     for i in range(30):
@@ -114,91 +120,70 @@ async def test_shutdown_with_the_database_down_leaves_the_journal_for_the_next_s
     assert not list((tmp_path / "journal").glob("usage-*"))
     rows = (tmp_path / "tram.db").read_bytes()
     assert b"a prompt that must never be stored" not in rows
-    await database.aclose()
 
 
-class _GatedWrites:
-    """Writes that wait until the test opens the gate (a slow database)."""
+async def _writer_in_a_write(database: Database, journal: Path, monkeypatch: pytest.MonkeyPatch,
+                            batch_size: int, events: int) -> tuple[UsageWriter, asyncio.Event]:
+    """A running writer, given `events`, that has begun writing a batch and waits there (a
+    slow database) until the returned gate is opened; left shut, the database never answers."""
+    writer = UsageWriter(database, journal, batch_size=batch_size)
+    gate, started = asyncio.Event(), asyncio.Event()
+    real_write = writer._write
 
-    def __init__(self, writer: UsageWriter) -> None:
-        self.gate = asyncio.Event()
-        self.started = asyncio.Event()
-        self.calls = 0
-        self._real = writer._write
+    async def gated(batch: list) -> None:
+        started.set()
+        await gate.wait()
+        await real_write(batch)
 
-    async def __call__(self, events: list) -> None:
-        self.calls += 1
-        self.started.set()
-        await self.gate.wait()
-        await self._real(events)
+    monkeypatch.setattr(writer, "_write", gated)
+    writer.start()
+    for i in range(events):
+        writer.record(_event(i))  # a full batch wakes the writer
+    await asyncio.wait_for(started.wait(), 5)
+    return writer, gate
 
 
 async def test_a_flush_waits_for_the_batch_the_writer_is_writing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     """What /admin/usage relies on: after its flush, every answered request is stored, even
     the ones the background writer had taken but not yet committed."""
-    database = Database(database_url(None, tmp_path))
-    await database.migrate()
-    writer = UsageWriter(database, tmp_path / "journal", batch_size=500)
-    gated = _GatedWrites(writer)
-    monkeypatch.setattr(writer, "_write", gated)
-    writer.start()
-    for i in range(600):
-        writer.record(_event(i))  # a full batch wakes the writer
-    await asyncio.wait_for(gated.started.wait(), 5)
+    writer, gate = await _writer_in_a_write(database, tmp_path / "journal", monkeypatch,
+                                            batch_size=500, events=600)
     view = asyncio.create_task(writer.flush())
     await asyncio.sleep(0.2)
     assert not view.done()  # waits for the writer's batch instead of racing it
-    gated.gate.set()
+    gate.set()
     await asyncio.wait_for(view, 5)
     assert await _count(database) == 600
     await writer.close()
-    await database.aclose()
 
 
 async def test_shutdown_lets_the_write_in_progress_finish(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    database = Database(database_url(None, tmp_path))
-    await database.migrate()
-    writer = UsageWriter(database, tmp_path / "journal", batch_size=10)
-    gated = _GatedWrites(writer)
-    monkeypatch.setattr(writer, "_write", gated)
-    writer.start()
-    for i in range(25):
-        writer.record(_event(i))
-    await asyncio.wait_for(gated.started.wait(), 5)
+        tmp_path: Path, database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    writer, gate = await _writer_in_a_write(database, tmp_path / "journal", monkeypatch,
+                                            batch_size=10, events=25)
     closing = asyncio.create_task(writer.close(deadline=5))
     await asyncio.sleep(0.2)
-    gated.gate.set()
+    gate.set()
     await closing
     assert await _count(database) == 25
     assert not list((tmp_path / "journal").glob("usage-*"))  # all stored: journal removed
-    await database.aclose()
 
 
 async def test_a_write_that_hangs_at_shutdown_leaves_its_events_in_the_journal(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    database = Database(database_url(None, tmp_path))
-    await database.migrate()
-    writer = UsageWriter(database, tmp_path / "journal", batch_size=10)
-    gated = _GatedWrites(writer)  # never opened: the database does not answer
-    monkeypatch.setattr(writer, "_write", gated)
-    writer.start()
-    for i in range(25):
-        writer.record(_event(i))
-    await asyncio.wait_for(gated.started.wait(), 5)
+        tmp_path: Path, database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The gate stays shut: the database does not answer.
+    writer, _ = await _writer_in_a_write(database, tmp_path / "journal", monkeypatch,
+                                         batch_size=10, events=25)
     started = time.monotonic()
     await writer.close(deadline=0.5)
     assert time.monotonic() - started < 3
     assert await UsageWriter(database, tmp_path / "journal").recover() == 25
     assert await _count(database) == 25
-    await database.aclose()
 
 
 async def test_a_down_database_is_retried_with_backoff_not_once_per_request(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    database = Database(database_url(None, tmp_path))
-    await database.migrate()
+        tmp_path: Path, database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     writer = UsageWriter(database, tmp_path / "journal", batch_size=10, flush_interval=0.05)
     attempts = 0
 
@@ -217,30 +202,25 @@ async def test_a_down_database_is_retried_with_backoff_not_once_per_request(
     monkeypatch.setattr(writer, "_write", writer._write_sqlite)
     await writer.close(deadline=5)
     assert await _count(database) == 400
-    await database.aclose()
 
 
-async def test_a_spill_file_from_an_older_version_is_stored_once(tmp_path: Path) -> None:
-    database = Database(database_url(None, tmp_path))
-    await database.migrate()
+async def test_a_spill_file_from_an_older_version_is_stored_once(tmp_path: Path,
+                                                              database: Database) -> None:
     (tmp_path / "usage-spill.jsonl").write_bytes(
         b"".join(orjson.dumps(_event(i)) + b"\n" for i in range(3)))
     writer = UsageWriter(database, tmp_path / "journal")
     assert await writer.recover() == 3
     assert await writer.recover() == 0
     assert await _count(database) == 3 and not (tmp_path / "usage-spill.jsonl").exists()
-    await database.aclose()
 
 
 async def test_journal_rotation_keeps_in_flight_requests_and_replays_are_idempotent(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     """A journal is replaced once its events are stored, carrying the requests still in
     flight; recovering a journal whose events are already stored adds nothing twice."""
     from tram.requestlog import RequestRecord
     from tram.store import usage as usage_module
 
-    database = Database(database_url(None, tmp_path))
-    await database.migrate()
     dead = UsageWriter(database, tmp_path / "journal")
     records = [RequestRecord(f"r{i}", "POST", "/v1/chat/completions") for i in range(4)]
     for record in records:
@@ -269,12 +249,9 @@ async def test_journal_rotation_keeps_in_flight_requests_and_replays_are_idempot
     # Replaying events that are already stored (a crash after the commit) adds no row.
     await survivor._write([records[0].as_usage() | {"event_id": records[0].event_id}])
     assert await _count(database) == 4
-    await database.aclose()
 
 
-async def test_retention_prunes_old_rows_in_batches(tmp_path: Path) -> None:
-    database = Database(database_url(None, tmp_path))
-    await database.migrate()
+async def test_retention_prunes_old_rows_in_batches(tmp_path: Path, database: Database) -> None:
     writer = UsageWriter(database, tmp_path / "journal")
     old = [_event(i) | {"ts": "2025-01-01T00:00:00+00:00"} for i in range(23)]
     recent = [_event(100 + i) | {"ts": "2026-11-01T00:00:00+00:00"} for i in range(5)]
@@ -288,7 +265,6 @@ async def test_retention_prunes_old_rows_in_batches(tmp_path: Path) -> None:
         stamps = {r.ts for r in await session.scalars(select(UsageEvent))}
     assert stamps == {dt.datetime(2026, 11, 1)}  # UTC (SQLite keeps no zone)
     assert await writer.prune(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), batch=10) == 0
-    await database.aclose()
 
 
 async def test_head_revision_constant_is_alembics_head(tmp_path: Path) -> None:
@@ -307,12 +283,10 @@ async def test_head_revision_constant_is_alembics_head(tmp_path: Path) -> None:
     await database.aclose()
 
 
-async def test_no_journal_possible_still_records_usage(tmp_path: Path,
+async def test_no_journal_possible_still_records_usage(tmp_path: Path, database: Database,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     from tram.requestlog import RequestRecord
 
-    database = Database(database_url(None, tmp_path))
-    await database.migrate()
     (tmp_path / "not-a-folder").write_text("")
     writer = UsageWriter(database, tmp_path / "not-a-folder")
     record = RequestRecord("r1", "POST", "/v1/chat/completions")
@@ -322,13 +296,11 @@ async def test_no_journal_possible_still_records_usage(tmp_path: Path,
     await writer.flush()
     assert await _count(database) == 1
     assert "running without one" in caplog.text
-    await database.aclose()
 
 
 def test_tram_usage_counts_what_a_dead_gateway_left_in_its_journal(tmp_path: Path) -> None:
     """`tram usage` run after a gateway was killed (or stopped with the database down)
     reports the requests it answered without waiting for the next gateway to start."""
-    import os
     import subprocess
     import sys
 
@@ -342,17 +314,15 @@ def test_tram_usage_counts_what_a_dead_gateway_left_in_its_journal(tmp_path: Pat
         await database.aclose()
 
     asyncio.run(die_with_events_unstored())
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAM_", "LITELLM_"))}
     shown = subprocess.run([sys.executable, "-m", "tram", "usage", "--by", "key"],
-                           env=env | {"TRAM_DATA_DIR": str(tmp_path)}, cwd=tmp_path,
+                           env=clean_env(TRAM_DATA_DIR=str(tmp_path)), cwd=tmp_path,
                            capture_output=True, text=True, timeout=60, check=True).stdout
     assert any(line.split()[:2] == ["key_dead", "4"] for line in shown.splitlines()), shown
 
 
 async def test_a_writer_that_fails_on_a_bug_says_so_and_starts_again(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    database = Database(database_url(None, tmp_path))
-    await database.migrate()
+        tmp_path: Path, database: Database, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     writer = UsageWriter(database, tmp_path / "journal", flush_interval=0.05)
     real_write = writer._write
 
@@ -372,15 +342,12 @@ async def test_a_writer_that_fails_on_a_bug_says_so_and_starts_again(
         assert time.monotonic() < deadline
         await asyncio.sleep(0.1)
     await writer.close()
-    await database.aclose()
 
 
 async def test_steady_traffic_is_written_in_full_batches_not_chased_row_by_row(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     """Events keep arriving while a batch is written: the writer must not chase them with
     batches of a few rows (each one a transaction), nor lose any."""
-    database = Database(database_url(None, tmp_path))
-    await database.migrate()
     writer = UsageWriter(database, tmp_path / "journal", batch_size=100, flush_interval=0.2)
     real_write = writer._write
     sizes: list[int] = []
@@ -398,4 +365,3 @@ async def test_steady_traffic_is_written_in_full_batches_not_chased_row_by_row(
     await writer.close()
     assert await _count(database) == 600
     assert len(sizes) <= 20, sizes  # chasing the buffer made one write per couple of events
-    await database.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import threading
@@ -56,3 +57,10 @@ def wait_healthy(url: str, process: subprocess.Popen[Any] | None = None, timeout
         alive = process is None or process.poll() is None
         assert time.monotonic() < deadline and alive, log.read_text() if log else "not healthy"
         time.sleep(0.05)
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """This process's environment without any TRAM_/LITELLM_ setting, plus `settings`: a
+    `tram` command started by a test sees only what the test gives it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAM_", "LITELLM_"))}
+    return env | settings
