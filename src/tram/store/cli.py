@@ -38,7 +38,8 @@ def _print_found(record: KeyRecord | None, key_id: str) -> int:
     return 0
 
 
-async def _run(args: argparse.Namespace, work: Callable[[KeyStore], Awaitable[int]]) -> int:
+async def _run(args: argparse.Namespace, work: Callable[[KeyStore], Awaitable[int]],
+               store_dead_journals: bool = False) -> int:
     settings = load_settings(config_path=args.config)
     configured = settings.database_url
     if configured is None and settings.config_path is not None:
@@ -46,6 +47,12 @@ async def _run(args: argparse.Namespace, work: Callable[[KeyStore], Awaitable[in
     database = Database(database_url(configured, settings.data_dir))
     try:
         await database.migrate()
+        if store_dead_journals:
+            # What gateways that are gone (killed, or stopped while the database was down)
+            # left in their journals is stored first, so usage counts every request answered.
+            from tram.store.usage import UsageWriter
+
+            await UsageWriter(database, settings.data_dir / "journal").recover()
         return await work(KeyStore(database, revision_file_of(database)))
     finally:
         await database.aclose()
@@ -106,13 +113,9 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _usage(args: argparse.Namespace) -> int:
-    from tram.store.usage import UsageWriter, usage_summary
+    from tram.store.usage import usage_summary
 
     async def show(store: KeyStore) -> int:
-        # Journals of gateways that are gone (killed, or stopped while the database was down)
-        # are stored first, so the numbers include every request they answered.
-        data_dir = load_settings(config_path=args.config).data_dir
-        await UsageWriter(store.database, data_dir / "journal").recover()
         since = _expiry(-args.days) if args.days is not None else None
         rows = await usage_summary(store.database, args.by, since, args.key, args.model)
         print(f"{args.by:<24} {'requests':>9} {'prompt':>10} {'completion':>11} {'errors':>7} "
@@ -124,7 +127,7 @@ def _usage(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        return asyncio.run(_run(args, show))
+        return asyncio.run(_run(args, show, store_dead_journals=True))
     except ConfigError as exc:
         print(f"tram: {exc}", file=sys.stderr)
         return 2
