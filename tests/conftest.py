@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.support.fault_engine import EngineLog, fault_engine
+from tests.support.redis_server import RedisServer
 from tests.support.servers import serve_app
 from tests.support.tram_up import TramUp
 from tram.app import create_app
@@ -84,3 +85,14 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TramUp]:
         yield up
     finally:
         up.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real Redis server of the test's own, on a free loopback port."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()

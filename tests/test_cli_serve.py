@@ -12,7 +12,7 @@ import httpx
 
 from tests.conftest import MASTER_KEY
 from tests.support.fault_engine import EngineLog
-from tests.support.servers import clean_env, free_port
+from tests.support.servers import clean_env, free_port, start_tram_serve
 
 
 def test_serve_with_two_workers_answers_and_stops_on_sigterm(
@@ -51,30 +51,10 @@ def test_serve_with_two_workers_answers_and_stops_on_sigterm(
     assert output.count('"path":"/v1/chat/completions"') == 6  # each worker logs its requests
 
 
-def _start_serve(tmp_path: Path, config: str) -> tuple[subprocess.Popen[str], str]:
-    (tmp_path / "tram.yaml").write_text(config)
-    port = free_port()
-    env = clean_env(TRAM_MASTER_KEY=MASTER_KEY)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tram", "serve", "--config", "tram.yaml", "--host", "127.0.0.1",
-         "--port", str(port)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "tram serve did not start"
-        time.sleep(0.1)
-
-
 def test_sigterm_lets_a_stream_in_flight_finish(
         tmp_path: Path, fault_engine_server: tuple[str, EngineLog]) -> None:
     engine = fault_engine_server[0]
-    process, url = _start_serve(tmp_path, f"models: [{{name: m, upstreams: [{{url: '{engine}', "
+    process, url = start_tram_serve(tmp_path, f"models: [{{name: m, upstreams: [{{url: '{engine}', "
                                           "served_name: slow-stream}]}]\n")
     events: list[str] = []
     try:
@@ -103,7 +83,7 @@ def test_sigterm_lets_a_stream_in_flight_finish(
 def test_sighup_reloads_the_config(tmp_path: Path,
                                    fault_engine_server: tuple[str, EngineLog]) -> None:
     engine = fault_engine_server[0]
-    process, url = _start_serve(tmp_path, f"models: [{{name: m, upstreams: [{{url: '{engine}', "
+    process, url = start_tram_serve(tmp_path, f"models: [{{name: m, upstreams: [{{url: '{engine}', "
                                           "served_name: echo}]}]\n")
     headers = {"Authorization": f"Bearer {MASTER_KEY}"}
     try:

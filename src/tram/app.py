@@ -26,6 +26,8 @@ from tram.api.state import AppState
 from tram.auth.keys import Authenticator
 from tram.config import ConfigError, Settings, TramConfig
 from tram.errors import InternalError, MethodNotAllowed, NotFound, TramError, error_response
+from tram.files import private_dir
+from tram.httpserver import ConnectionGuard
 from tram.limits import build_limiter
 from tram.metrics import Metrics
 from tram.relay.chat import ChatService
@@ -45,6 +47,7 @@ logger = logging.getLogger("tram.app")
 
 def build_state(settings: Settings, config: TramConfig,
                 registry: Registry | None = None) -> AppState:
+    private_dir(settings.data_dir, tighten=True)  # the store, journals, keys: this user's only
     metrics = Metrics()
     registry = registry if registry is not None else Registry.from_models(config.models)
     registry.bind_metrics(metrics)
@@ -117,6 +120,8 @@ class TramApp:
     def __init__(self, app: ASGIApp, state: AppState) -> None:
         self._app = app
         self.state = state
+        # Found by the HTTP server's protocol (httpserver.py): its bounds and their metrics.
+        self.connection_guard = ConnectionGuard(state.config.server, state.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._app(scope, receive, send)
@@ -174,6 +179,9 @@ def create_app(settings: Settings, config: TramConfig, *,
         },
         lifespan=lifespan,
     )
+    # No `/path/` → `/path` redirect: Starlette builds its Location from the client's Host
+    # header, which lets anyone make the gateway point a browser elsewhere.
+    app.router.redirect_slashes = False
     app.state.tram = state
     chat = ChatEndpoint(state)
 
@@ -187,6 +195,6 @@ def create_app(settings: Settings, config: TramConfig, *,
             await app(scope, receive, send)
 
     authenticated = AuthMiddleware(dispatch, state.authenticator,
-                                   prefixes=("/v1", "/admin", "/metrics"))
+                                   prefixes=("/v1", "/admin", "/metrics"), metrics=state.metrics)
     return TramApp(RequestIdMiddleware(authenticated, metrics=state.metrics, usage=state.usage),
                    state)

@@ -79,10 +79,9 @@ def _serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     # Migrate once here, before any worker starts (workers would race on a fresh database).
     asyncio.run(_migrate(settings, config))
-    common: dict[str, object] = {
-        "host": host, "port": port, "log_config": None, "access_log": False,
-        "timeout_graceful_shutdown": config.server.shutdown_grace, "server_header": False,
-    }
+    from tram.httpserver import uvicorn_options
+
+    common: dict[str, object] = {"host": host, "port": port, **uvicorn_options(config.server)}
     if workers > 1:
         assert settings.config_path is not None
         os.environ["TRAM_CONFIG"] = str(settings.config_path.resolve())

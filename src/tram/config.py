@@ -19,6 +19,8 @@ import yaml
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from tram.files import private_dir
+
 __all__ = [
     "ConfigError",
     "EngineConfig",
@@ -139,6 +141,15 @@ class ModelConfig(_Strict):
     # Who fetches https image URLs: the engine itself (vLLM does) or the gateway (SSRF-safe,
     # then forwarded as a data URL; needed by engines that cannot fetch).
     image_fetch: Literal["engine", "gateway"] = "engine"
+    # Usage a stream asks its engine for: "final" (the last chunk; every OpenAI-compatible
+    # engine), "running" (also on every chunk: vLLM's continuous_usage_stats, so a stream the
+    # client cuts is charged the engine's own count), "auto": running for `engine.kind: vllm`.
+    stream_usage: Literal["auto", "final", "running"] = "auto"
+
+    def running_usage(self) -> bool:
+        if self.stream_usage == "auto":
+            return self.engine is not None and self.engine.kind == "vllm"
+        return self.stream_usage == "running"
 
 
 class ServerConfig(_Strict):
@@ -148,6 +159,15 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     # On SIGTERM: stop accepting, let in-flight requests and streams finish for this long.
     shutdown_grace: int = Field(30, ge=0)
+    # Bounds on every client, enforced by the HTTP server before any app code (httpserver.py):
+    # the request line + headers (bytes; larger → 431), the seconds a head may take to arrive,
+    # the seconds a body may pause between reads (→ 408, connection closed), the connections
+    # one process holds (one more → 503), and the seconds an idle keep-alive connection stays.
+    max_head_bytes: int = Field(64 * 1024, ge=4096, le=16 * 1024 * 1024)
+    head_timeout: float = Field(10.0, gt=0)
+    body_timeout: float = Field(10.0, gt=0)
+    max_connections: int = Field(4096, ge=1)
+    keep_alive_timeout: int = Field(5, ge=1)
 
 
 class VisionConfig(_Strict):
@@ -326,7 +346,7 @@ def load_settings(
         if key_file.is_file():
             key, source = key_file.read_text().strip(), str(key_file)
         elif generate_key:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(data_dir, tighten=True)
             key = "sk-tram-master-" + secrets.token_urlsafe(24)
             key_file.touch(mode=0o600)
             key_file.write_text(key + "\n")

@@ -9,10 +9,14 @@ The tree::
     ├── AuthenticationFailed          401     invalid_request_error     invalid_api_key
     │   └── MissingAPIKey             401     invalid_request_error     missing_api_key
     ├── PermissionDenied              403     permission_error          model_not_allowed
+    │   └── AdminRequired             403     permission_error          insufficient_permissions
     ├── NotFound                      404     invalid_request_error     not_found
     │   └── ModelNotFound             404     invalid_request_error     model_not_found
     ├── MethodNotAllowed              405     invalid_request_error     method_not_allowed
+    ├── RequestTimeout                408     invalid_request_error     request_timeout
     ├── RequestTooLarge               413     invalid_request_error     request_too_large
+    ├── HeadersTooLarge               431     invalid_request_error     request_headers_too_large
+    ├── MalformedHTTP                 400     invalid_request_error     invalid_http_request
     ├── ModelOverloaded               429     rate_limit_error          model_overloaded
     ├── RateLimited                   429     rate_limit_error          rate_limit_exceeded
     ├── InsufficientQuota             429     insufficient_quota        insufficient_quota
@@ -20,14 +24,17 @@ The tree::
     ├── EngineBadResponse             502     upstream_error            bad_gateway
     ├── EngineUnreachable             502     upstream_error            engine_unreachable
     ├── EngineUnavailable             503     service_unavailable_error engine_unavailable
+    ├── ServerBusy                    503     service_unavailable_error server_busy
     ├── StoreUnavailable              503     service_unavailable_error store_unavailable
     ├── LimitsUnavailable             503     service_unavailable_error limits_unavailable
     ├── EngineTimeout                 504     timeout_error             engine_timeout
     │   └── EngineConnectTimeout      504     timeout_error             engine_connect_timeout
     └── InternalError                 500     server_error              internal_error
 
-Services raise these; `error_response` (used by the app's exception handlers) and `error_body`
-(used by the SSE relay for mid-stream error events) are the only places that turn them into bytes.
+Services raise these; `error_response` (used by the app's exception handlers), `error_body`
+(used by the SSE relay for mid-stream error events) and `raw_http_response` (used by the HTTP
+server's guard for what it answers before any app runs: a head too large or too slow, a
+malformed request, a connection over the cap) are the only places that turn them into bytes.
 Anything that is not a TramError becomes an InternalError whose message never includes the
 exception text (it may carry secrets or prompt text); the traceback goes to the log instead.
 """
@@ -40,18 +47,21 @@ import orjson
 from starlette.responses import Response
 
 __all__ = [
+    "AdminRequired",
     "AuthenticationFailed",
     "EngineBadResponse",
     "EngineConnectTimeout",
     "EngineTimeout",
     "EngineUnavailable",
     "EngineUnreachable",
+    "HeadersTooLarge",
     "ImagesNotSupported",
     "InsufficientQuota",
     "InternalError",
     "InvalidJSON",
     "InvalidRequest",
     "LimitsUnavailable",
+    "MalformedHTTP",
     "MethodNotAllowed",
     "MissingAPIKey",
     "ModelNotFound",
@@ -59,12 +69,15 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "RateLimited",
+    "RequestTimeout",
     "RequestTooLarge",
+    "ServerBusy",
     "StoreUnavailable",
     "TramError",
     "UpstreamClientError",
     "error_body",
     "error_response",
+    "raw_http_response",
 ]
 
 
@@ -135,6 +148,12 @@ class PermissionDenied(TramError):
     code = "model_not_allowed"
 
 
+class AdminRequired(PermissionDenied):
+    """A key without admin rights on an admin route."""
+
+    code = "insufficient_permissions"
+
+
 class NotFound(TramError):
     status = 404
     type = "invalid_request_error"
@@ -151,10 +170,34 @@ class MethodNotAllowed(TramError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(TramError):
+    """The request's head or body stopped arriving (answered by the HTTP server's guard)."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class RequestTooLarge(TramError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class HeadersTooLarge(TramError):
+    """The request line and headers together exceed the server's head limit."""
+
+    status = 431
+    type = "invalid_request_error"
+    code = "request_headers_too_large"
+
+
+class MalformedHTTP(TramError):
+    """Bytes the HTTP parser refuses (e.g. Content-Length with Transfer-Encoding)."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_http_request"
 
 
 class ModelOverloaded(TramError):
@@ -241,6 +284,17 @@ class EngineUnavailable(TramError):
         return {"Retry-After": "1"}
 
 
+class ServerBusy(TramError):
+    """The process holds as many connections as it may; this one is refused at once."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "server_busy"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
 class StoreUnavailable(TramError):
     """The key store cannot be read and the key was not seen recently."""
 
@@ -282,6 +336,22 @@ class InternalError(TramError):
 def error_body(error: TramError) -> bytes:
     """The JSON bytes of an OpenAI-shaped error object."""
     return orjson.dumps(error.body())
+
+
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
+            503: b"Service Unavailable"}
+
+
+def raw_http_response(error: TramError) -> bytes:
+    """A whole HTTP/1.1 response that closes the connection, for the server's guard (no app
+    runs for these requests, so the usual response path is not there)."""
+    body = error_body(error)
+    status = error.status_code()
+    head = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"Error")),
+            b"content-type: application/json", b"content-length: %d" % len(body),
+            b"connection: close"]
+    head += [f"{name}: {value}".encode("latin-1") for name, value in error.headers().items()]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
 def error_response(error: TramError, headers: dict[str, str] | None = None) -> Response:

@@ -38,6 +38,14 @@ class Metrics:
                                       ["model", "replica"], registry=r)
         self.rejected = Counter("tram_rejected", "Requests refused before reaching an engine",
                                 ["model", "reason"], registry=r)
+        self.connections_closed = Counter(
+            "tram_connections_closed", "Connections the HTTP server closed on a client: "
+            "head_too_large, head_timeout, body_timeout, invalid_http, over_capacity",
+            ["reason"], registry=r)
+        self.unauthenticated = Counter(
+            "tram_unauthenticated_requests", "Requests refused for a missing or invalid key "
+            "(counted here only: they write nothing to the journal or the store)",
+            ["code"], registry=r)
 
         self._per_model: dict[str, tuple[Any, Any, Any, Any]] = {}
         self._per_status: dict[tuple[str, int], Any] = {}

@@ -43,13 +43,23 @@ class RequestRecord:
     first_byte_ms: float | None = None
     error_code: str | None = None
     client_disconnected: bool = False
+    # Accounting when the engine does not report (relay/accounting.py): the engine has the
+    # request (from the moment it is sent until it refuses it), the engine's usage covered the
+    # whole answer, content/reasoning/tool deltas relayed, and whether the figures are estimated.
+    engine_working: bool = False
+    usage_final: bool = False
+    relayed_deltas: int = 0
+    tokens_estimated: bool = False
 
     def mark_first_byte(self) -> None:
         if self.first_byte_ms is None:
             self.first_byte_ms = round((time.perf_counter() - self.started) * 1000, 2)
 
-    def take_usage(self, usage: Any) -> None:
+    def take_usage(self, usage: Any, final: bool = True) -> None:
+        """The engine's counts; `final` False for a running count (vLLM's continuous usage
+        stats on every chunk), which a later one replaces."""
         if isinstance(usage, dict):
+            self.usage_final = self.usage_final or final
             prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
             if isinstance(prompt, int):
                 self.prompt_tokens = prompt
@@ -74,13 +84,17 @@ class RequestRecord:
             "latency_ms": round(self.elapsed() * 1000, 2), "first_byte_ms": self.first_byte_ms,
             "status": self.status or 0, "error_code": self.error_code,
             "client_disconnected": self.client_disconnected,
+            "tokens_estimated": self.tokens_estimated,
         }
 
     def as_log(self) -> dict[str, Any]:
         entry = {k: v for k, v in self.__dict__.items()
-                 if v is not None and k not in ("started", "event_id")}
+                 if v is not None and k not in _NOT_LOGGED}
         entry["duration_ms"] = round(self.elapsed() * 1000, 2)
         return entry
+
+
+_NOT_LOGGED = frozenset({"started", "event_id", "engine_working", "usage_final", "relayed_deltas"})
 
 
 def log_request(record: RequestRecord) -> None:

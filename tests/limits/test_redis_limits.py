@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
@@ -20,16 +19,6 @@ from tram.errors import InsufficientQuota, LimitsUnavailable, RateLimited
 from tram.limits.base import KeyLimits
 from tram.limits.redis import RedisLimiter
 from tram.limits.resp import RedisUnavailable, ReplyError, RespClient
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.destroy()
 
 
 def test_rpm_is_shared_by_two_gateway_instances(gateway: GatewayFactory, auth: dict,

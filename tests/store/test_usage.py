@@ -60,7 +60,7 @@ def test_one_row_per_request_with_engine_counts(gateway: GatewayFactory, auth: d
     # ...but counted.
     assert by_key == [{"key": key["id"], "requests": 5, "prompt_tokens": 3 * 7 + 7,
                        "completion_tokens": 3 * 2 + 4, "total_tokens": 38, "errors": 1,
-                       "error_rate": 0.2}]
+                       "estimated_requests": 0, "error_rate": 0.2}]
     assert by_model["m-stream"]["completion_tokens"] == 4
     assert by_model["qwen-text"]["requests"] == 4
     assert by_day[0]["requests"] == 5

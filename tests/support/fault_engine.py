@@ -7,7 +7,8 @@ from the engine side whether the gateway cancelled a request. The behaviour is c
 
   echo           JSON answer; `received` holds the exact body the engine got
   stream         SSE, `chunks` chunks (default 5), then [DONE]
-  slow-stream    SSE, `chunks` chunks (default 200) 50 ms apart; records cancellation
+  slow-stream    SSE, `chunks` chunks (default 200) 50 ms apart; records cancellation; with
+                 stream_options.continuous_usage_stats, vLLM's running usage (3 tokens a chunk)
   slow-json      JSON after 10 s; records cancellation
   delay-json     JSON after `delay` seconds (default 0.2): keeps requests in flight
   error-400      OpenAI 400 error      error-404   404 (model unknown to the engine)
@@ -41,16 +42,28 @@ class EngineLog:
     finished: list[str] = field(default_factory=list)
 
 
-def _chunk(model: str, index: int, content: str | None, finish: str | None = None) -> bytes:
+def _chunk(model: str, index: int, content: str | None, finish: str | None = None,
+           running: dict[str, int] | None = None) -> bytes:
     delta: dict[str, Any] = {"content": content} if content is not None else {}
     if index == 0:
         delta["role"] = "assistant"
-    body = {
+    body: dict[str, Any] = {
         "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
         "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
+    if running is not None:
+        body["usage"] = running
     return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+def _running_usage(body: dict[str, Any], index: int) -> dict[str, int] | None:
+    """vLLM's continuous_usage_stats: usage on every chunk; here each chunk is 3 tokens, so a
+    test can tell the engine's count from the gateway's count of relayed deltas."""
+    if not (body.get("stream_options") or {}).get("continuous_usage_stats"):
+        return None
+    return {"prompt_tokens": 7, "completion_tokens": 3 * (index + 1),
+            "total_tokens": 7 + 3 * (index + 1)}
 
 
 def _answer(model: str, received: dict[str, Any]) -> dict[str, Any]:
@@ -115,7 +128,7 @@ def fault_engine(log: EngineLog) -> Starlette:
                 try:
                     count = int(body.get("chunks", 200))
                     for i in range(count):
-                        yield _chunk(mode, i, f"t{i} ")
+                        yield _chunk(mode, i, f"t{i} ", running=_running_usage(body, i))
                         await asyncio.sleep(0.05)
                     yield _chunk(mode, count, None, "stop")
                     yield b"data: [DONE]\n\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -64,3 +65,18 @@ def clean_env(**settings: str) -> dict[str, str]:
     `tram` command started by a test sees only what the test gives it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAM_", "LITELLM_"))}
     return env | settings
+
+
+def start_tram_serve(cwd: Path, config: str, master_key: str = "sk-test-master-0123456789",
+                     **env: str) -> tuple[subprocess.Popen[str], str]:
+    """`tram serve` (one worker) with `config` as its tram.yaml in `cwd`, once healthy: the
+    process (stdout and stderr piped together) and its URL. The caller stops it."""
+    (cwd / "tram.yaml").write_text(config)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tram", "serve", "--config", "tram.yaml", "--host", "127.0.0.1",
+         "--port", str(port)], cwd=cwd, env=clean_env(TRAM_MASTER_KEY=master_key, **env),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, process)
+    return process, url

@@ -9,7 +9,7 @@ from starlette.responses import Response
 from tram.api.state import AppState, state_of
 from tram.auth.keys import Principal
 from tram.config import ConfigError, load_config
-from tram.errors import InvalidRequest, PermissionDenied
+from tram.errors import AdminRequired, InvalidRequest
 
 __all__ = ["metrics", "reload", "reload_config", "require_admin"]
 
@@ -17,7 +17,7 @@ __all__ = ["metrics", "reload", "reload_config", "require_admin"]
 def require_admin(request: Request) -> Principal:
     principal: Principal = request.scope["state"]["tram.principal"]
     if not (principal.is_master or principal.is_admin):
-        raise PermissionDenied("Only the master key or an admin key may use the admin API.")
+        raise AdminRequired("Only the master key or an admin key may use the admin API.")
     return principal
 
 

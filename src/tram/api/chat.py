@@ -15,6 +15,7 @@ from tram.api.state import AppState
 from tram.api.streaming import SSEResponse, cancel_on_disconnect
 from tram.auth.keys import Principal
 from tram.errors import InternalError, TramError, error_response
+from tram.relay.accounting import settle
 from tram.relay.chat import StreamResult
 from tram.types import Receive, Scope, Send
 
@@ -57,17 +58,19 @@ class ChatEndpoint:
             return
         # From here on the request is journaled: even a killed gateway leaves a trace of it.
         state.usage.begin(record, payload)
-        if principal.limits is None:
-            await self._serve(scope, receive, send, principal, payload)
-            return
-        # Admission before any engine work: rpm, tpm, concurrency and budgets of the key.
-        ticket = await state.limiter.admit(principal.key_id, principal.limits,
-                                           self._completion_ceiling(payload))
+        ticket = None
+        if principal.limits is not None:
+            # Admission before any engine work: rpm, tpm, concurrency and budgets of the key.
+            ticket = await state.limiter.admit(principal.key_id, principal.limits,
+                                               self._completion_ceiling(payload))
         try:
             await self._serve(scope, receive, send, principal, payload)
         finally:
-            await state.limiter.release(ticket, (record.prompt_tokens or 0)
-                                        + (record.completion_tokens or 0))
+            # A cut stream or a cancelled request is charged what the engine did for it.
+            settle(record, payload)
+            if ticket is not None:
+                await state.limiter.release(ticket, (record.prompt_tokens or 0)
+                                            + (record.completion_tokens or 0))
 
     def _completion_ceiling(self, payload: object) -> int:
         """What a request may still spend, held against budgets while it runs."""

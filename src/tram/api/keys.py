@@ -14,7 +14,7 @@ from starlette.responses import Response
 from tram.api.admin import require_admin
 from tram.api.body import ClientGone, read_json
 from tram.api.state import state_of
-from tram.errors import InvalidRequest, NotFound, PermissionDenied
+from tram.errors import AdminRequired, InvalidRequest, NotFound
 from tram.limits.base import KeyLimits
 from tram.protocol.keys import KeyCreate, KeyUpdate
 from tram.relay.validation import invalid_request_from
@@ -59,7 +59,7 @@ def _found(record: KeyRecord | None, key_id: str) -> KeyRecord:
 
 def _may_grant_admin(request: Request, admin: bool | None) -> None:
     if admin is not None and not require_admin(request).is_master:
-        raise PermissionDenied("Only the master key may grant or remove admin access.",
+        raise AdminRequired("Only the master key may grant or remove admin access.",
                                param="admin")
 
 
@@ -135,8 +135,9 @@ async def usage_view(request: Request) -> Response:
     if days is not None:
         try:
             since = dt.datetime.now(dt.UTC) - dt.timedelta(days=float(days))
-        except ValueError:
-            raise InvalidRequest("'days' must be a number.", param="days") from None
+        except (ValueError, OverflowError):
+            raise InvalidRequest("'days' must be a number of days, e.g. 7 or 0.5.",
+                                 param="days") from None
     state = state_of(request)
     await state.usage.flush()  # what was just served is in the view
     rows = await usage_summary(state.database, by, since, request.query_params.get("key"),

@@ -81,8 +81,10 @@ class RequestIdMiddleware:
             log_request(record)
             if self.metrics is not None and record.model is not None:
                 observe(self.metrics, record)
-            if self.usage is not None and record.path == "/v1/chat/completions" \
-                    and record.method == "POST":
+            # Only requests with a valid key are recorded: a refused one costs no disk write
+            # (AuthMiddleware counts it in a metric), so nobody without a key grows the store.
+            if self.usage is not None and record.key_id is not None \
+                    and record.path == "/v1/chat/completions" and record.method == "POST":
                 self.usage.record(record.as_usage())
 
 
@@ -90,10 +92,12 @@ class AuthMiddleware:
     """Every route under the protected prefixes needs `Authorization: Bearer <key>`."""
 
     def __init__(self, app: ASGIApp, authenticator: Authenticator,
-                 prefixes: tuple[str, ...] = ("/v1", "/admin")) -> None:
+                 prefixes: tuple[str, ...] = ("/v1", "/admin"),
+                 metrics: Metrics | None = None) -> None:
         self.app = app
         self.authenticator = authenticator
         self.prefixes = prefixes
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefixes):
@@ -104,6 +108,8 @@ class AuthMiddleware:
             principal = await self.authenticator.authenticate(token)
         except TramError as error:
             record_of(scope).error_code = error.code
+            if self.metrics is not None:
+                self.metrics.unauthenticated.labels(error.code or "").inc()
             await error_response(error)(scope, receive, send)
             return
         scope["state"]["tram.principal"] = principal

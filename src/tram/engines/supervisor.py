@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from tram.engines.launchers import EngineCommand
+from tram.files import private_dir
 from tram.routing.registry import Replica
 
 __all__ = ["EngineStartError", "ManagedEngine", "stop_all"]
@@ -61,7 +62,7 @@ class ManagedEngine:
         return f"http://127.0.0.1:{self.port}"
 
     async def spawn(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.log_path.parent)
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
                 *self.command.argv,

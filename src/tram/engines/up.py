@@ -24,6 +24,7 @@ from tram.engines.launchers import (
 )
 from tram.engines.requant import q8_0_copy
 from tram.engines.supervisor import EngineStartError, ManagedEngine, stop_all
+from tram.httpserver import uvicorn_options
 from tram.routing.registry import Registry, Replica
 
 __all__ = [
@@ -188,9 +189,8 @@ async def _serve(settings: Settings, config: TramConfig, registry: Registry, hos
     for engine in engines:
         engine.watch()
     app = create_app(settings, config, registry=registry)
-    gateway = _Gateway(uvicorn.Config(app, host=host, port=port, log_config=None,
-                                      access_log=False, server_header=False,
-                                      timeout_graceful_shutdown=config.server.shutdown_grace))
+    gateway = _Gateway(uvicorn.Config(app, host=host, port=port,
+                                      **uvicorn_options(config.server)))
     serving = asyncio.ensure_future(gateway.serve())
     while not gateway.started and not serving.done():  # noqa: ASYNC110 - uvicorn sets a flag
         await asyncio.sleep(0.05)

@@ -9,9 +9,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    Tag,
+    model_validator,
+)
 
-__all__ = ["ChatCompletionRequest", "ChatMessage", "ContentPart", "ImagePart", "ImageURL", "StreamOptions"]
+__all__ = ["ChatCompletionRequest", "ChatMessage", "ContentPart", "ImagePart", "ImageURL",
+           "StreamOptions"]
 
 
 class _Open(BaseModel):
@@ -45,7 +57,20 @@ class OtherPart(_Open):
         return self
 
 
-ContentPart = Annotated[TextPart | ImagePart | OtherPart, Field(union_mode="left_to_right")]
+def _part_kind(value: Any) -> str:
+    """The branch a content part is checked against, chosen by its `type`, so that an error
+    names the field that is wrong (`...content[1].image_url.url`), not another branch's."""
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return {"text": "TextPart", "image_url": "ImagePart"}.get(kind, "OtherPart") \
+        if isinstance(kind, str) else "OtherPart"
+
+
+# Tags are capitalised: `relay/validation.py` leaves them out of the error's `param`.
+ContentPart = Annotated[
+    Annotated[TextPart, Tag("TextPart")] | Annotated[ImagePart, Tag("ImagePart")]
+    | Annotated[OtherPart, Tag("OtherPart")],
+    Discriminator(_part_kind),
+]
 
 
 class ChatMessage(_Open):
@@ -57,6 +82,15 @@ class StreamOptions(_Open):
     include_usage: StrictBool | None = None
 
 
+class Tool(_Open):
+    type: StrictStr
+    function: dict[StrictStr, Any] | None = None
+
+
+class ResponseFormat(_Open):
+    type: StrictStr
+
+
 class ChatCompletionRequest(_Open):
     model: StrictStr = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
@@ -65,13 +99,27 @@ class ChatCompletionRequest(_Open):
     max_tokens: StrictInt | None = Field(None, ge=1)
     max_completion_tokens: StrictInt | None = Field(None, ge=1)
     n: StrictInt | None = Field(None, ge=1, le=128)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, ge=0, le=1)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    # Numbers are numbers: "0.5" or true is a 400 invalid_type, as OpenAI answers (an int is a
+    # number too).
+    temperature: StrictFloat | None = Field(None, ge=0, le=2)
+    top_p: StrictFloat | None = Field(None, ge=0, le=1)
+    presence_penalty: StrictFloat | None = Field(None, ge=-2, le=2)
+    frequency_penalty: StrictFloat | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[StrictStr, Annotated[StrictFloat, Field(ge=-100, le=100)]] | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = Field(None, ge=0, le=20)
     seed: StrictInt | None = None
     stop: StrictStr | list[StrictStr] | None = None
     user: StrictStr | None = None
+    tools: list[Tool] | None = None
+    tool_choice: StrictStr | dict[StrictStr, Any] | None = None
+    parallel_tool_calls: StrictBool | None = None
+    response_format: ResponseFormat | None = None
+    store: StrictBool | None = None
+    metadata: dict[StrictStr, StrictStr] | None = None
+    reasoning_effort: StrictStr | None = None
+    service_tier: StrictStr | None = None
+    modalities: list[StrictStr] | None = None
 
     def image_parts(self) -> list[tuple[int, int, ImagePart]]:
         """(message index, part index, part) of every image in the conversation."""

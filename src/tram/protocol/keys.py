@@ -1,35 +1,84 @@
-"""Admin API bodies for virtual keys."""
+"""Admin API bodies for virtual keys.
+
+Types are strict (`rpm: true` or `admin: "yes"` is a 400, as OpenAI answers), every number fits
+the column that stores it (rpm, tpm and max_concurrency are 32-bit INTEGER, the budgets 64-bit
+BIGINT in PostgreSQL), text has no control characters, and an expiry must convert to UTC: a
+value the store cannot hold is a 400 naming the field, never a 500 from the database.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 
 from tram.limits.base import Period
 
 __all__ = ["KeyCreate", "KeyUpdate"]
 
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+def _no_control_characters(value: str) -> str:
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _in_utc_range(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(dt.UTC)
+        except OverflowError:
+            raise ValueError("is out of range once converted to UTC") from None
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_no_control_characters)]
+Count32 = Annotated[StrictInt, Field(ge=1, le=INT32_MAX)]
+Count64 = Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]
+Expiry = Annotated[dt.datetime, AfterValidator(_in_utc_range)]
+
 
 class KeyUpdate(BaseModel):
-    """PATCH /admin/keys/{id}: every field optional; only the fields sent change."""
+    """PATCH /admin/keys/{id}: every field optional; only the fields sent change. `null`
+    removes a limit, the model list (every model), the owner or the expiry."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, min_length=1, max_length=200)
-    owner: str | None = Field(None, max_length=200)
-    models: list[str] | None = None  # None: every model
-    expires_at: dt.datetime | None = None
-    rpm: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
-    max_concurrency: int | None = Field(None, ge=1)
-    max_total_tokens: int | None = Field(None, ge=1)
-    budget_tokens: int | None = Field(None, ge=1)  # per budget_period (default: month)
+    name: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
+    owner: Annotated[Text, Field(max_length=200)] | None = None
+    models: list[Annotated[Text, Field(min_length=1, max_length=200)]] | None = None
+    expires_at: Expiry | None = None
+    rpm: Count32 | None = None
+    tpm: Count32 | None = None
+    max_concurrency: Count32 | None = None
+    max_total_tokens: Count64 | None = None
+    budget_tokens: Count64 | None = None  # per budget_period (default: month)
     budget_period: Period | None = None
-    admin: bool | None = None  # may use the admin API (only the master key may grant it)
+    admin: StrictBool | None = None  # may use the admin API (only the master key may grant it)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_never_null(cls, value: str | None) -> str | None:
+        # Runs only when a name is sent (defaults are not validated): `"name": null` is a 400.
+        if value is None:
+            raise ValueError("cannot be null; every key has a name")
+        return value
 
 
 class KeyCreate(KeyUpdate):
     """POST /admin/keys: the same fields, with a name required (it keeps its place first)."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Annotated[Text, Field(min_length=1, max_length=200)]

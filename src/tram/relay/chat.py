@@ -32,7 +32,7 @@ from tram.errors import (
 )
 from tram.metrics import Metrics
 from tram.protocol.chat import ChatCompletionRequest
-from tram.relay.stream import relay_stream, rewrite_answer
+from tram.relay.stream import UsageAsked, relay_stream, rewrite_answer
 from tram.relay.validation import invalid_request_from
 from tram.requestlog import RequestRecord
 from tram.routing.policies import RoutingHints
@@ -101,14 +101,7 @@ class ChatService:
             payload["max_tokens"] = default_max
         hints = _hints(pool, request)
         deadline = time.monotonic() + pool.config.timeouts.total
-        # Usage is accounted from the engine's own counts: a stream asks for them even when the
-        # client did not, and the extra usage chunk is then kept from the client (whose code may
-        # read chunk.choices[0] of every chunk, as the guide's example does).
-        strip_usage = False
-        if request.stream and not (request.stream_options and request.stream_options.include_usage):
-            payload["stream_options"] = {**(payload.get("stream_options") or {}),
-                                         "include_usage": True}
-            strip_usage = True
+        asked = _ask_for_usage(pool, request, payload) if request.stream else UsageAsked()
 
         tried: list[Replica] = []
         last: _Retryable | None = None
@@ -123,7 +116,7 @@ class ChatService:
             tried.append(replica)
             try:
                 return await self._forward(pool, replica, request, payload, record, deadline,
-                                           strip_usage)
+                                           asked)
             except _Retryable as failure:
                 last = failure
                 if len(tried) > pool.config.retries:
@@ -133,7 +126,7 @@ class ChatService:
 
     async def _forward(self, pool: ModelPool, replica: Replica, request: ChatCompletionRequest,
                        payload: dict[str, Any], record: RequestRecord,
-                       deadline: float, strip_usage: bool) -> JSONResult | StreamResult:
+                       deadline: float, asked: UsageAsked) -> JSONResult | StreamResult:
         """One attempt on one replica. Raises _Retryable when another replica may serve."""
         record.served_model = replica.served_name
         record.upstream = replica.url
@@ -146,10 +139,12 @@ class ChatService:
             resources.enter_context(pool.admit())
             resources.enter_context(pool.lease(replica))
             wait, message = _first_byte_wait(bool(request.stream), timeouts, deadline)
+            record.engine_working = True  # from here, a cancelled request has cost the engine
             try:
                 response = await self._upstream.send(replica, CHAT_PATH, body,
                                                      record.request_id, timeouts, wait, message)
             except (EngineUnreachable, EngineConnectTimeout) as exc:
+                record.engine_working = False
                 if health is not None:
                     health.record_failure()
                 raise _Retryable(exc) from None
@@ -159,6 +154,7 @@ class ChatService:
                 raise
             resources.callback(response.close)
             if response.status_code >= 300:
+                record.engine_working = False  # refused: nothing generated to charge
                 error = await engine_error(response)
                 if response.status_code >= 500:
                     if health is not None:
@@ -173,7 +169,7 @@ class ChatService:
             if request.stream:
                 on_failure = health.record_failure if health is not None else _nothing
                 frames = relay_stream(response, pool.name, timeouts, deadline, record, on_failure,
-                                      self._upstream.deadlines, strip_usage)
+                                      self._upstream.deadlines, asked)
                 return StreamResult(frames, resources)
             raw = await self._upstream.read_body(response, max(deadline - time.monotonic(), 0.001))
         except BaseException:
@@ -224,6 +220,24 @@ class ChatService:
                     part.image_url.url, param_of(message_index, part_index))
                 content = payload["messages"][message_index]["content"]
                 content[part_index]["image_url"]["url"] = data_url
+
+
+def _ask_for_usage(pool: ModelPool, request: ChatCompletionRequest,
+                   payload: dict[str, Any]) -> UsageAsked:
+    """Budgets and tpm count the engine's own figures, so a stream always asks for the final
+    usage chunk, and vLLM also for a running count on every chunk (what a stream cut by the
+    client is charged). What the client did not ask for is kept from it: its code may read
+    chunk.choices[0] of every chunk, as the guide's example does."""
+    options = request.stream_options
+    asked = UsageAsked(final=bool(options and options.include_usage),
+                       running=bool((options.model_extra or {}).get("continuous_usage_stats"))
+                       if options else False)
+    wanted = {"include_usage": True}
+    if pool.config.running_usage():
+        wanted["continuous_usage_stats"] = True
+    if not asked.final or (len(wanted) > 1 and not asked.running):
+        payload["stream_options"] = {**(payload.get("stream_options") or {}), **wanted}
+    return asked
 
 
 def _first_byte_wait(stream: bool, timeouts: Timeouts, deadline: float) -> tuple[float, str]:

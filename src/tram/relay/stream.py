@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -11,11 +12,12 @@ import orjson
 from tram.config import Timeouts
 from tram.deadlines import Ticker
 from tram.errors import EngineBadResponse, EngineTimeout, TramError
+from tram.relay.accounting import CHARS_PER_TOKEN, count_deltas
 from tram.relay.sse import DONE, SSEDecoder, data_frame, done_frame, error_frame
 from tram.requestlog import RequestRecord
 from tram.routing.upstream import UpstreamResponse
 
-__all__ = ["relay_stream", "rewrite_answer"]
+__all__ = ["UsageAsked", "relay_stream", "rewrite_answer"]
 
 
 def rewrite_answer(raw: bytes, alias: str, record: RequestRecord) -> bytes:
@@ -28,7 +30,19 @@ def rewrite_answer(raw: bytes, alias: str, record: RequestRecord) -> bytes:
     if "model" in answer:
         answer["model"] = alias
     record.take_usage(answer.get("usage"))
+    if not record.usage_final:  # an engine that reports no usage: count what it answered
+        record.relayed_deltas = _answer_tokens(answer)
     return orjson.dumps(answer)
+
+
+def _answer_tokens(answer: dict[str, Any]) -> int:
+    chars = 0
+    for choice in answer.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict):
+            chars += sum(len(text) for name in ("content", "reasoning_content", "reasoning")
+                         if isinstance(text := message.get(name), str))
+    return -(-chars // CHARS_PER_TOKEN)
 
 
 class _StreamProgress:
@@ -44,8 +58,8 @@ class _StreamProgress:
         # choice has a finish_reason is complete all the same.
         return self.saw_done or (bool(self.choices) and self.choices == self.finished)
 
-    def see(self, chunk: dict[str, Any]) -> None:
-        for choice in chunk.get("choices") or ():
+    def see(self, choices: Any) -> None:
+        for choice in choices or ():
             if isinstance(choice, dict):
                 index = choice.get("index", 0)
                 self.choices.add(index)
@@ -53,8 +67,17 @@ class _StreamProgress:
                     self.finished.add(index)
 
 
+@dataclass(frozen=True)
+class UsageAsked:
+    """What usage the client itself asked for; the rest, asked by the gateway for accounting,
+    is taken out of the chunks before they are relayed."""
+
+    final: bool = True  # stream_options.include_usage: the last, usage-only chunk
+    running: bool = True  # stream_options.continuous_usage_stats: usage on every chunk
+
+
 def _rewrite_chunk(payload: bytes, alias: str, record: RequestRecord,
-                   progress: _StreamProgress, strip_usage: bool) -> bytes | None:
+                   progress: _StreamProgress, asked: UsageAsked) -> bytes | None:
     """The chunk with the alias as its model; None for a usage chunk the client did not ask for."""
     try:
         chunk = orjson.loads(payload)
@@ -63,13 +86,17 @@ def _rewrite_chunk(payload: bytes, alias: str, record: RequestRecord,
     if isinstance(chunk, dict):
         if "model" in chunk:
             chunk["model"] = alias
+        choices = chunk.get("choices")
         if chunk.get("usage"):
-            record.take_usage(chunk["usage"])
-            if strip_usage and not chunk.get("choices"):
+            record.take_usage(chunk["usage"], final=not choices)
+            if not choices and not asked.final:
                 return None
+            if choices and not asked.running:
+                del chunk["usage"]
         if "error" in chunk:
             record.error_code = "engine_stream_error"
-        progress.see(chunk)
+        progress.see(choices)
+        record.relayed_deltas += count_deltas(choices)
         return orjson.dumps(chunk)
     return payload
 
@@ -77,7 +104,7 @@ def _rewrite_chunk(payload: bytes, alias: str, record: RequestRecord,
 async def relay_stream(response: UpstreamResponse, alias: str, timeouts: Timeouts,
                        deadline: float, record: RequestRecord,
                        on_engine_failure: Callable[[], None], deadlines: Ticker,
-                       strip_usage: bool = False) -> AsyncGenerator[bytes, None]:
+                       asked: UsageAsked = UsageAsked()) -> AsyncGenerator[bytes, None]:
     """Relay SSE events as they arrive, model name rewritten; always end with [DONE].
 
     A stream the engine breaks off or lets go silent counts against the replica's health.
@@ -109,7 +136,7 @@ async def relay_stream(response: UpstreamResponse, alias: str, timeouts: Timeout
                 if payload == DONE:
                     progress.saw_done = True
                 else:
-                    rewritten = _rewrite_chunk(payload, alias, record, progress, strip_usage)
+                    rewritten = _rewrite_chunk(payload, alias, record, progress, asked)
                     if rewritten is not None:
                         frames.append(data_frame(rewritten))
             if frames:

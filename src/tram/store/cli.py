@@ -119,11 +119,14 @@ def _usage(args: argparse.Namespace) -> int:
         since = _expiry(-args.days) if args.days is not None else None
         rows = await usage_summary(store.database, args.by, since, args.key, args.model)
         print(f"{args.by:<24} {'requests':>9} {'prompt':>10} {'completion':>11} {'errors':>7} "
-              f"{'error %':>7}")
+              f"{'error %':>7} {'estimated':>9}")
         for row in rows:
             print(f"{row[args.by] or '-':<24} {row['requests']:>9} {row['prompt_tokens']:>10} "
                   f"{row['completion_tokens']:>11} {row['errors']:>7} "
-                  f"{row['error_rate'] * 100:>6.1f}%")
+                  f"{row['error_rate'] * 100:>6.1f}% {row['estimated_requests']:>9}")
+        if any(row["estimated_requests"] for row in rows):
+            print("estimated: requests whose tokens the gateway counted because the engine never "
+                  "reported them (streams cut by the client, requests cancelled mid-answer)")
         return 0
 
     try:

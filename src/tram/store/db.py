@@ -9,11 +9,13 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from tram.files import private_sqlite_file
+
 __all__ = ["HEAD_REVISION", "Database", "database_url"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The newest migration; a test checks it against Alembic's own view of the scripts.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 
 def database_url(configured: str | None, data_dir: Path) -> str:
@@ -38,7 +40,8 @@ class Database:
         self.url = url
         if url.startswith("sqlite"):
             path = url.split(":///", 1)[1]
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if path and not path.startswith(":memory:"):
+                private_sqlite_file(Path(path))
         # A PostgreSQL restart leaves dead connections in the pool; a ping at checkout (once
         # per batch or key lookup, not per request) finds them before a write fails on one.
         self.engine: AsyncEngine = create_async_engine(

@@ -32,6 +32,8 @@ from typing import Any
 
 import orjson
 
+from tram.files import private_dir
+
 __all__ = ["JOURNAL_GLOB", "Journal", "Recovered", "ended_events", "recover",
            "store_legacy_spill"]
 
@@ -45,7 +47,7 @@ class Journal:
     """This process's journal file (O_APPEND, flock held until `close`)."""
 
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         self._directory = directory
         self._in_flight: dict[str, bytes] = {}  # event id -> its B line
         self.path, self._fd = self._open()
@@ -146,7 +148,7 @@ def store_legacy_spill(spill: Path, directory: Path) -> None:
     """Turn a spill file left by an older version (JSON lines, one event each) into a dead
     journal, which `recover` then stores like any other."""
     claimed = directory / f".legacy-{os.getpid()}-{secrets.token_hex(4)}"
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     try:
         os.rename(spill, claimed)  # atomic: one process claims it
     except FileNotFoundError:

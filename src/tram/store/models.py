@@ -72,3 +72,6 @@ class UsageEvent(Base):
     status: Mapped[int] = mapped_column(Integer)
     error_code: Mapped[str | None] = mapped_column(String(64))
     client_disconnected: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The engine never reported the final usage: the token figures are the gateway's count.
+    tokens_estimated: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                   server_default=false())

@@ -1,0 +1,250 @@
+"""The HTTP server bounds every client (`tram serve` as an operator runs it, on loopback):
+head size, heads and bodies that stop arriving, a connection cap, malformed requests answered
+in the OpenAI shape, refused requests that write nothing, no redirect built from Host, and a
+store private to its user."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import MASTER_KEY
+from tests.support.fault_engine import EngineLog
+from tests.support.servers import start_tram_serve
+
+AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
+
+
+@pytest.fixture
+def serve(tmp_path: Path, fault_engine_server: tuple[str, EngineLog]) -> Iterator[object]:
+    """`serve(server_yaml)` → the URL of a `tram serve` with that `server:` section."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(server: str = "{}") -> str:
+        process, url = start_tram_serve(
+            tmp_path, f"server: {server}\nmodels: [{{name: qwen-text, upstreams: "
+                      f"[{{url: '{fault_engine_server[0]}', served_name: echo}}]}}]\n")
+        started.append(process)
+        return url
+
+    yield start
+    for process in started:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    started.clear()
+
+
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    return sock
+
+
+def _answer(sock: socket.socket, limit: float = 5) -> bytes:
+    """Everything the server sends until it closes the connection (or `limit` seconds)."""
+    sock.settimeout(limit)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except TimeoutError:
+        return data + b"<still open>"
+    except ConnectionResetError:
+        return data + b"<reset>"
+    return data
+
+
+def _json_error(raw: bytes) -> tuple[int, dict]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    assert b"content-type: application/json" in head.lower(), head
+    return status, orjson.loads(body)["error"]
+
+
+def _rss_mb(url: str) -> float:
+    port = url.rsplit(":", 1)[1]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"serve" in cmdline and port.encode() in cmdline:
+                for line in (entry / "status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+    raise AssertionError("gateway process not found")
+
+
+def _metric(url: str, name: str, **labels: str) -> float:
+    text = httpx.get(url + "/metrics", headers=AUTH).text
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{wanted}}}"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_head_over_the_limit_is_431_and_memory_stays_flat(serve) -> None:
+    url = serve()
+    before = _rss_mb(url)
+    # 20 unauthenticated connections each pushing an unfinished 8 MB header.
+    socks = [_connect(url) for _ in range(20)]
+    answers = []
+    for sock in socks:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Pad: ")
+        try:
+            for _ in range(128):  # 8 MB in 64 KB writes; the server hangs up part way
+                sock.sendall(b"a" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answers.append(_answer(sock))
+    grown = _rss_mb(url) - before
+    for raw in answers:
+        assert raw.startswith(b"HTTP/1.1 431"), raw[:200]
+        status, error = _json_error(raw.replace(b"<reset>", b""))
+        assert (status, error["code"]) == (431, "request_headers_too_large")
+    assert grown < 20, f"the gateway grew by {grown:.0f} MB"
+    # A complete 16 MB header is refused the same way, never answered 200.
+    sock = _connect(url)
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * (16 << 20) + b"\r\n\r\n")
+    assert _answer(sock).startswith(b"HTTP/1.1 431")
+    # A head just under the limit is still served.
+    ok = httpx.get(url + "/health", headers={"X-Pad": "a" * 60_000})
+    assert ok.status_code == 200
+    assert _metric(url, "tram_connections_closed_total", reason="head_too_large") == 21
+
+
+def test_heads_and_bodies_that_stop_arriving_are_closed(serve) -> None:
+    url = serve("{head_timeout: 1, body_timeout: 1}")
+    slow_heads = [_connect(url) for _ in range(200)]
+    for sock in slow_heads:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n")  # never finished
+    lying = [_connect(url) for _ in range(50)]
+    for sock in lying:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+                     b"Authorization: Bearer " + MASTER_KEY.encode() + b"\r\n\r\n{\"model\"")
+    silent = _connect(url)  # connects and says nothing
+    started = time.monotonic()
+    answers = [_answer(sock) for sock in (*slow_heads, *lying, silent)]
+    assert time.monotonic() - started < 8
+    assert all(not raw.endswith(b"<still open>") for raw in answers)
+    for raw in answers[:250]:
+        status, error = _json_error(raw)
+        assert (status, error["code"]) == (408, "request_timeout")
+    assert answers[250] == b""  # nothing asked, nothing answered: only closed
+    assert _metric(url, "tram_connections_closed_total", reason="head_timeout") == 201
+    assert _metric(url, "tram_connections_closed_total", reason="body_timeout") == 50
+    # A body that keeps arriving, however slowly, is not cut: each pause is under the bound.
+    body = orjson.dumps({"model": "qwen-text", "messages": [{"role": "user", "content": "hi"}]})
+
+    def trickle() -> Iterator[bytes]:
+        for i in range(0, len(body), len(body) // 4 + 1):
+            time.sleep(0.6)
+            yield body[i:i + len(body) // 4 + 1]
+
+    answer = httpx.post(url + "/v1/chat/completions", headers={**AUTH, "Content-Length":
+                                                               str(len(body))},
+                        content=trickle(), timeout=10)
+    assert answer.status_code == 200, answer.text
+
+
+def test_connections_past_the_cap_are_refused_at_once(serve) -> None:
+    url = serve("{max_connections: 5}")
+    held = [_connect(url) for _ in range(5)]
+    time.sleep(0.2)
+    extra = _connect(url)
+    status, error = _json_error(_answer(extra, 2))
+    assert (status, error["code"]) == (503, "server_busy")
+    for sock in held:
+        sock.close()
+    time.sleep(0.2)
+    assert httpx.get(url + "/health").status_code == 200  # room again once they left
+
+
+MALFORMED = {
+    "content-length and transfer-encoding":
+        b"POST /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "negative length": b"POST /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    "plus sign length": b"POST /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+    "two lengths": b"POST /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                   b"Content-Length: 2\r\n\r\nab",
+    "nul in a header": b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+    "bad chunk size": b"POST /v1/models HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                      b"\r\nzz\r\nhello\r\n0\r\n\r\n",
+}
+
+
+def test_malformed_requests_get_an_openai_error(serve) -> None:
+    url = serve()
+    for name, raw in MALFORMED.items():
+        sock = _connect(url)
+        sock.sendall(raw)
+        status, error = _json_error(_answer(sock))
+        assert (status, error["code"], error["type"]) == \
+            (400, "invalid_http_request", "invalid_request_error"), name
+    assert _metric(url, "tram_connections_closed_total", reason="invalid_http") == len(MALFORMED)
+
+
+def test_refused_requests_write_nothing_and_are_counted(serve, tmp_path: Path) -> None:
+    url = serve()
+    body = {"model": "qwen-text", "messages": [{"role": "user", "content": "hi"}]}
+    for headers in ({}, {"Authorization": "Bearer sk-wrong"}) * 25:
+        assert httpx.post(url + "/v1/chat/completions", json=body, headers=headers).status_code == 401
+    journal = tmp_path / "data" / "journal"
+    written = sum(f.stat().st_size for f in journal.glob("*")) if journal.exists() else 0
+    assert written == 0
+    assert httpx.get(url + "/admin/usage", headers=AUTH).json()["data"] == []
+    assert _metric(url, "tram_unauthenticated_requests_total", code="missing_api_key") == 25
+    assert _metric(url, "tram_unauthenticated_requests_total", code="invalid_api_key") == 25
+    # A request with a valid key is still recorded as before.
+    assert httpx.post(url + "/v1/chat/completions", json=body, headers=AUTH).status_code == 200
+    assert httpx.get(url + "/admin/usage", headers=AUTH).json()["data"][0]["requests"] == 1
+
+
+def test_no_redirect_is_built_from_the_host_header(serve) -> None:
+    url = serve()
+    answer = httpx.get(url + "/health/", headers={"Host": "evil.example"})
+    assert "location" not in answer.headers
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
+
+
+def test_the_store_is_private_to_its_user(serve, tmp_path: Path) -> None:
+    url = serve()
+    assert httpx.post(url + "/v1/chat/completions", headers=AUTH, json={
+        "model": "qwen-text", "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+    httpx.get(url + "/admin/usage", headers=AUTH)  # the row is written: WAL and SHM exist
+    data = tmp_path / "data"
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    files = [data / "tram.db", data / "tram.db-wal", data / "tram.db-shm"]
+    assert all(f.exists() for f in files)
+    assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == \
+        {f.name: 0o600 for f in files}
+
+
+def test_a_store_made_by_an_older_version_is_tightened(tmp_path: Path) -> None:
+    from tram.app import build_state
+    from tram.config import Settings, TramConfig
+
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    os.chmod(data, 0o755)
+    (data / "tram.db").write_bytes(b"")
+    os.chmod(data / "tram.db", 0o644)
+    build_state(Settings(master_key=MASTER_KEY, master_key_source="test", config_path=None,
+                         data_dir=data), TramConfig())
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "tram.db").stat().st_mode) == 0o600
