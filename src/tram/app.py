@@ -22,6 +22,7 @@ from tram.api.health import health, ready
 from tram.api.keys import create_key, list_keys, revoke_key, show_key, update_key, usage_view
 from tram.api.middleware import AuthMiddleware, RequestIdMiddleware, record_of
 from tram.api.models import get_model, list_models
+from tram.api.openapi import openapi_route
 from tram.api.state import AppState
 from tram.auth.keys import Authenticator
 from tram.config import ConfigError, Settings, TramConfig
@@ -171,6 +172,7 @@ def create_app(settings: Settings, config: TramConfig, *,
             Route("/admin/keys/{key_id}", update_key, methods=["PATCH"]),
             Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/openapi.json", openapi_route, methods=["GET"]),
         ],
         exception_handlers={
             TramError: _tram_error,

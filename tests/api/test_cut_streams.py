@@ -3,6 +3,8 @@ with a 60-token daily budget used to get stream after cut stream through with us
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -13,7 +15,9 @@ import pytest
 from tests.conftest import GatewayFactory
 from tests.support.fault_engine import EngineLog
 from tests.support.keys import key_with
+from tests.support.servers import clean_env
 from tests.support.tram_up import TramUp
+from tram.config import Settings
 from tram.relay.accounting import count_deltas, prompt_estimate, settle
 from tram.requestlog import RequestRecord
 
@@ -111,7 +115,7 @@ def test_running_usage_the_client_asked_for_is_relayed(
 
 
 def test_a_json_request_cancelled_mid_generation_is_charged_its_prompt(
-        gateway: GatewayFactory, auth: dict, engine_log: EngineLog) -> None:
+        gateway: GatewayFactory, auth: dict, engine_log: EngineLog, settings: Settings) -> None:
     with gateway() as url:
         headers = key_with(url, auth, max_total_tokens=10_000)
         with pytest.raises(httpx.ReadTimeout):
@@ -125,6 +129,12 @@ def test_a_json_request_cancelled_mid_generation_is_charged_its_prompt(
         usage = _usage(url, auth)
     assert usage["prompt_tokens"] == prompt_estimate({"messages": COUNT}) > 0
     assert usage["completion_tokens"] == 0 and usage["estimated_requests"] == 1
+    # `tram usage` says so too, in its own column.
+    shown = subprocess.run([sys.executable, "-m", "tram", "usage", "--by", "key"],
+                           env=clean_env(TRAM_DATA_DIR=str(settings.data_dir)),
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    assert shown[0].split()[-1] == "estimated"
+    assert shown[1].split()[-1] == "1" and "gateway counted" in shown[-1]
 
 
 def test_a_refused_or_unreached_engine_costs_nothing(gateway: GatewayFactory, auth: dict) -> None:

@@ -1,0 +1,137 @@
+"""What the gateway answers, as schemas for the OpenAPI document (`api/openapi.py`).
+
+Engine answers are relayed, not rebuilt, so these describe what Trạm guarantees (OpenAI's
+fields, the alias as `model`) and allow whatever else an engine adds. The fuzzer in the tests
+checks every live answer against them, so they cannot drift from what is served.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ErrorDetail",
+    "ErrorResponse",
+    "Health",
+    "KeyCreated",
+    "KeyInfo",
+    "KeyList",
+    "Readiness",
+    "Reloaded",
+    "Usage",
+    "UsageList",
+    "UsageRow",
+]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """Every error, with a truthful status code (OpenAI's shape)."""
+
+    error: ErrorDetail
+
+
+class Usage(_Open):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(_Open):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str  # the alias the client sent
+    choices: list[dict[str, Any]]
+    usage: Usage | None = None
+
+
+class ChatCompletionChunk(_Open):
+    """One `data:` event of a stream; the stream ends with `data: [DONE]` (after an error
+    event `{"error": {...}}` when it failed midway)."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: Usage | None = None
+
+
+class KeyInfo(BaseModel):
+    """A virtual key's record; the key itself is never shown again after its creation."""
+
+    id: str
+    object: Literal["key"]
+    name: str
+    owner: str | None
+    key_hint: str
+    models: list[str] | None
+    expires_at: str | None
+    revoked_at: str | None
+    created_at: str
+    status: Literal["active", "revoked", "expired"]
+    admin: bool
+    rpm: int | None
+    tpm: int | None
+    max_concurrency: int | None
+    max_total_tokens: int | None
+    budget_tokens: int | None
+    budget_period: Literal["day", "week", "month"] | None
+
+
+class KeyCreated(KeyInfo):
+    key: str  # shown once: only its SHA-256 digest is stored
+
+
+class KeyList(BaseModel):
+    object: Literal["list"]
+    data: list[KeyInfo]
+
+
+class UsageRow(BaseModel):
+    """One group (`key`, `model` or `day`, as asked) of recorded requests."""
+
+    model_config = ConfigDict(extra="allow")  # the group's own field: key, model or day
+
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    errors: int
+    estimated_requests: int  # tokens counted by the gateway: the engine never reported them
+    error_rate: float
+
+
+class UsageList(BaseModel):
+    object: Literal["list"]
+    by: Literal["key", "model", "day"]
+    data: list[UsageRow]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    models: dict[str, Literal["ready", "unreachable"]]
+
+
+class Reloaded(BaseModel):
+    status: Literal["reloaded"]
+    models: list[str]
