@@ -1,4 +1,5 @@
-"""`python -m bench engine|gateway [--quick] [--no-record]`, `python -m bench inprocess`."""
+"""`python -m bench engine|gateway [--quick] [--no-record]`, `python -m bench inprocess`,
+`python -m bench compare [--base REV]`."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("engine", "gateway", "inprocess"):
+    if not argv or argv[0] not in ("engine", "gateway", "inprocess", "compare"):
         print("usage: python -m bench engine|gateway [--quick] [--no-record]\n"
-              "       python -m bench inprocess [--requests N] [--concurrency C]",
+              "       python -m bench inprocess [--requests N] [--concurrency C]\n"
+              "       python -m bench compare [--base REV] [--rounds R] [--seconds S]",
               file=sys.stderr)
         return 2
+    if argv[0] == "compare":
+        from bench.compare import main as compare_main
+
+        return compare_main(argv[1:])
     if argv[0] == "inprocess":
         from bench.inprocess import main as inprocess_main
 

@@ -32,6 +32,7 @@ from tram.httpserver import ConnectionGuard
 from tram.limits import build_limiter
 from tram.metrics import Metrics
 from tram.relay.chat import ChatService
+from tram.routing.discovery import discover_forever
 from tram.routing.prober import probe_forever
 from tram.routing.registry import Registry
 from tram.routing.upstream import UpstreamClient
@@ -145,6 +146,7 @@ def create_app(settings: Settings, config: TramConfig, *,
             state.usage.start()
             async with anyio.create_task_group() as background:
                 background.start_soon(probe_forever, state.registry, state.upstream)
+                background.start_soon(discover_forever, state.registry)  # idle without dns
                 background.start_soon(state.limiter.run)
                 if config.usage.retention_days is not None:
                     background.start_soon(state.usage.prune_forever, config.usage)

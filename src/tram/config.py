@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import yaml
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tram.files import private_dir
 
@@ -98,6 +98,18 @@ class UpstreamConfig(_Strict):
     # For an https engine whose certificate is signed by a private CA (PEM file); public
     # certificates are verified against the system's CAs without it.
     ca_file: str | None = None
+    # "dns": the URL's host names a set of engines (a Kubernetes headless Service): every
+    # address it resolves to is a replica, re-read every `discover_interval` seconds.
+    discover: Literal["none", "dns"] = "none"
+    discover_interval: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _dns_over_http(self) -> UpstreamConfig:
+        if self.discover == "dns" and not self.url.startswith("http://"):
+            raise ValueError("discover: dns needs an http:// URL (replicas are reached by "
+                             "address; put TLS in front of the gateway, not between it and "
+                             "engines inside the cluster)")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -107,8 +119,16 @@ class UpstreamConfig(_Strict):
         return value.rstrip("/")
 
 
+_VLLM_ONLY = ("preset", "gpu_memory_utilization", "max_model_len", "tensor_parallel_size",
+              "pipeline_parallel_size", "prefix_caching", "reasoning_parser",
+              "tool_call_parser", "max_images", "max_pixels")
+
+
 class EngineConfig(_Strict):
-    """An engine that `tram up` launches; its upstream is filled in when it starts."""
+    """An engine that `tram up` launches; its upstream is filled in when it starts.
+
+    The vLLM fields (engines/vllm.py) override what the preset for the model gives: "auto"
+    picks the preset from the model's name (Qwen3, Qwen3-VL), "none" sets nothing."""
 
     kind: Literal["llamacpp", "transformers", "vllm"]
     model: str
@@ -119,6 +139,27 @@ class EngineConfig(_Strict):
     context: int = Field(4096, ge=256)
     threads: int | None = Field(None, ge=1)
     startup_timeout: float = Field(600.0, gt=0)
+    # GPUs this engine may use (CUDA_VISIBLE_DEVICES); vllm and transformers.
+    gpus: list[int] | None = Field(None, min_length=1)
+    # vLLM only.
+    preset: Literal["auto", "qwen3", "qwen3-vl", "qwen3-vl-thinking", "none"] = "auto"
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    max_model_len: int | None = Field(None, ge=256)
+    tensor_parallel_size: int | None = Field(None, ge=1)
+    pipeline_parallel_size: int | None = Field(None, ge=1)
+    prefix_caching: bool = True
+    reasoning_parser: str | None = "auto"
+    tool_call_parser: str | None = "auto"
+    max_images: int | None = Field(None, ge=0)  # images per prompt
+    max_pixels: int | None = Field(None, ge=28 * 28)  # per image, before the engine's processor
+
+    @model_validator(mode="after")
+    def _vllm_fields_only_for_vllm(self) -> EngineConfig:
+        if self.kind != "vllm":
+            for name in _VLLM_ONLY:
+                if name in self.model_fields_set:
+                    raise ValueError(f"{name} is a setting of kind vllm, not {self.kind}")
+        return self
 
 
 class ModelConfig(_Strict):
@@ -145,6 +186,10 @@ class ModelConfig(_Strict):
     # engine), "running" (also on every chunk: vLLM's continuous_usage_stats, so a stream the
     # client cuts is charged the engine's own count), "auto": running for `engine.kind: vllm`.
     stream_usage: Literal["auto", "final", "running"] = "auto"
+    # Qwen3's thinking, applied as chat_template_kwargs.enable_thinking to every request that
+    # does not set it (vLLM's reasoning parser needs to know: a template default alone makes it
+    # return the whole answer as reasoning). None: left to the engine.
+    thinking: Literal["on", "off"] | None = None
 
     def running_usage(self) -> bool:
         if self.stream_usage == "auto":

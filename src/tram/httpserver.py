@@ -116,8 +116,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 "head_too_large")
             return
         super().data_received(data)
+        # Timers only for what is still incomplete after these bytes: a request that arrives
+        # whole in one read (nearly all of them) costs no timer at all.
         if self._awaiting_head:
             self._tail = (self._tail + data)[-3:]
+            if self._timer is None:
+                self._arm(self._guard.head_timeout, self._head_timed_out)
         elif self.cycle is not None and self.cycle.more_body and not self.cycle.response_complete:
             self._arm(self._guard.body_timeout, self._body_timed_out)  # progress: start again
 
@@ -141,26 +145,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- parser callbacks ------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._timer is None:  # a keep-alive connection's next request starts arriving
-            self._arm(self._guard.head_timeout, self._head_timed_out)
-
     def on_headers_complete(self) -> None:
         self._awaiting_head = False
         self._head_bytes = 0
         self._tail = b""
-        self._disarm()
+        if self._timer is not None:
+            self._disarm()
         super().on_headers_complete()
-        if self.cycle is not None and self.cycle.more_body:
-            self._arm(self._guard.body_timeout, self._body_timed_out)
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        if self._timer is not None:
+            self._disarm()
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        self._disarm()
+        if self._timer is not None:
+            self._disarm()
         self._awaiting_head = True
         super().on_response_complete()
 

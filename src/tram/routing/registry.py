@@ -120,6 +120,9 @@ class Registry:
     def __init__(self, pools: Iterable[ModelPool] = (), metrics: Metrics | None = None) -> None:
         self._pools = {pool.name: pool for pool in pools}
         self._attached: dict[str, list[Replica]] = {}
+        # (model, upstream URL) → the replicas its name resolved to (routing/discovery.py).
+        self._discovered: dict[tuple[str, str], list[Replica]] = {}
+        self.models: list[ModelConfig] = []
         self.metrics = metrics
 
     @classmethod
@@ -130,12 +133,17 @@ class Registry:
 
     def replace(self, models: Iterable[ModelConfig]) -> None:
         """Swap in a new set of models; in-flight requests keep the pools they hold."""
+        self.models = list(models)
         old = {(r.url, r.served_name): r for pool in self._pools.values() for r in pool.replicas}
         pools = {}
-        for model in models:
+        for model in self.models:
             default_name = (model.engine.served_name if model.engine else None) or model.name
             replicas = []
             for upstream in model.upstreams:
+                found = self._discovered.get((model.name, upstream.url))
+                if found is not None:  # until its name first resolves, the URL itself
+                    replicas += found
+                    continue
                 fresh = Replica.from_config(upstream, default_name)
                 kept = old.get((fresh.url, fresh.served_name))
                 if kept is not None:
@@ -145,6 +153,15 @@ class Registry:
             replicas += self._attached.get(model.name, [])
             pools[model.name] = ModelPool(model, replicas, self.metrics)
         self._pools = pools
+
+    def set_discovered(self, model: str, upstream_url: str, replicas: list[Replica]) -> None:
+        """The replicas an upstream's name resolves to now; the pools are rebuilt, carrying
+        over every replica whose address did not change (health and in-flight counts kept)."""
+        self._discovered[(model, upstream_url)] = replicas
+        self.replace(self.models)
+
+    def discovered(self, model: str, upstream_url: str) -> list[Replica]:
+        return self._discovered.get((model, upstream_url), [])
 
     def attach(self, model: str, replica: Replica) -> None:
         """Add a replica that is not in the config (an engine `tram up` launched); it stays
