@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from tram.config import ConfigError, EngineConfig
 
-__all__ = ["PRESETS", "Preset", "detect_preset", "vllm_command"]
+__all__ = ["PRESETS", "Preset", "detect_preset", "vllm_command", "vllm_flags"]
 
 # Qwen2/3-VL processors count pixels in 28×28 patches; 1280 patches ≈ 1 MP, ~1,280 tokens.
 QWEN_VL_MAX_PIXELS = 1280 * 28 * 28
@@ -77,9 +77,18 @@ def vllm_command(engine: EngineConfig, served_name: str, port: int,
     if vllm is None:
         raise ConfigError("engine.kind vllm: the `vllm` command is not installed (pip install "
                           "vllm on a GPU host) or set TRAM_VLLM to it")
+    env: dict[str, str] = {}
+    if engine.gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in engine.gpus)
+    if api_key is not None:
+        env["VLLM_API_KEY"] = api_key
+    return [vllm, "serve", engine.model, *vllm_flags(engine, served_name, port)], env
+
+
+def vllm_flags(engine: EngineConfig, served_name: str, port: int) -> list[str]:
+    """The flags after `vllm serve MODEL` (also what deploy/ passes to the vLLM images)."""
     preset = PRESETS[detect_preset(engine.model) if engine.preset == "auto" else engine.preset]
-    argv = [vllm, "serve", engine.model, "--host", "127.0.0.1", "--port", str(port),
-            "--served-model-name", served_name]
+    argv = ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", served_name]
     if engine.gpu_memory_utilization is not None:
         argv += ["--gpu-memory-utilization", f"{engine.gpu_memory_utilization:g}"]
     max_model_len = engine.max_model_len or preset.max_model_len
@@ -104,9 +113,4 @@ def vllm_command(engine: EngineConfig, served_name: str, port: int,
     if max_pixels is not None and images:
         argv += ["--mm-processor-kwargs", json.dumps({"max_pixels": max_pixels},
                                                      separators=(",", ":"))]
-    env: dict[str, str] = {}
-    if engine.gpus is not None:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in engine.gpus)
-    if api_key is not None:
-        env["VLLM_API_KEY"] = api_key
-    return [*argv, *engine.args], env
+    return [*argv, *engine.args]
