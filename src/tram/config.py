@@ -190,6 +190,16 @@ class ModelConfig(_Strict):
     # does not set it (vLLM's reasoning parser needs to know: a template default alone makes it
     # return the whole answer as reasoning). None: left to the engine.
     thinking: Literal["on", "off"] | None = None
+    # Images one request may carry (more → 400 too_many_images); default: the vLLM engine's
+    # `max_images` when it has one, else 8.
+    max_images: int | None = Field(None, ge=1)
+
+    def images_per_request(self) -> int:
+        if self.max_images is not None:
+            return self.max_images
+        if self.engine is not None and self.engine.max_images is not None:
+            return max(self.engine.max_images, 1)
+        return 8
 
     def running_usage(self) -> bool:
         if self.stream_usage == "auto":
@@ -224,6 +234,9 @@ class VisionConfig(_Strict):
     # Private, loopback and link-local addresses are refused when the gateway fetches an image
     # (SSRF); a test or an intranet deployment may allow them explicitly.
     allow_private_addresses: bool = False
+    # An image whose header declares more pixels is refused before anything decodes it
+    # (a decompression bomb); 50 MP lets any camera photo through.
+    max_decode_pixels: int = Field(50_000_000, ge=1)
 
 
 class DatabaseConfig(_Strict):

@@ -18,10 +18,14 @@ from tests.support.keys import key_with
 from tests.support.servers import clean_env
 from tests.support.tram_up import TramUp
 from tram.config import Settings
-from tram.relay.accounting import count_deltas, prompt_estimate, settle
+from tram.relay.accounting import is_generated, prompt_estimate, settle
 from tram.requestlog import RequestRecord
 
 COUNT = [{"role": "user", "content": "Count from 1 to 200, one number per line."}]
+
+
+def count_deltas(choices: list[dict]) -> int:
+    return sum(1 for choice in choices if is_generated(choice.get("delta") or {}))
 
 
 def _cut_stream(url: str, headers: dict[str, str], model: str = "qwen-text",
@@ -158,7 +162,7 @@ def test_prompt_estimate_and_delta_count() -> None:
                {"index": 2, "delta": {"reasoning_content": "r"}},
                {"index": 3, "delta": {"tool_calls": [{"index": 0}]}}]
     assert count_deltas(choices) == 3
-    assert count_deltas(None) == 0
+    assert not is_generated({"content": "", "role": "assistant"})
 
 
 def test_settle_keeps_the_engines_final_figures() -> None:

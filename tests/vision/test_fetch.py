@@ -35,7 +35,7 @@ async def test_fetches_an_image_and_follows_a_redirect(image_host: str) -> None:
 @pytest.mark.parametrize(
     ("path", "allow_private", "max_bytes", "code", "words"),
     [
-        ("/image-64x64.png", False, 10_000_000, "invalid_image_url", "non-public address"),
+        ("/image-64x64.png", False, 10_000_000, "image_address_not_allowed", "not a public address"),
         ("/text", True, 10_000_000, "invalid_image_format", "did not return a PNG"),
         ("/missing.png", True, 10_000_000, "image_fetch_failed", "HTTP 404"),
         ("/image-800x800.png", True, 2048, "image_too_large", "2048 bytes"),

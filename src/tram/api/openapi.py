@@ -9,7 +9,7 @@ route is described: a new route is a new `Operation`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
@@ -64,7 +64,6 @@ class Operation:
     params: tuple[Param, ...] = ()
     errors: tuple[int, ...] = ()
     text: str | None = None  # a plain-text success (the metrics exposition)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _KEY_ID = Param("key_id", {"type": "string"}, "A key's id (key_…).", "path", True)
@@ -73,7 +72,7 @@ _ADMIN_ERRORS = (401, 403)
 OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/health", "The process is alive", "operations", "none", Health),
     Operation("get", "/ready", "Every model has a reachable engine (503 if not)", "operations",
-              "none", Readiness, errors=(503,)),
+              "none", Readiness),
     Operation("get", "/v1/models", "Models this key may use", "openai", "key", ModelList,
               errors=(401,)),
     Operation("get", "/v1/models/{model}", "One model", "openai", "key", ModelCard,

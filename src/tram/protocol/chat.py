@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 __all__ = ["ChatCompletionRequest", "ChatMessage", "ContentPart", "ImagePart", "ImageURL",
-           "StreamOptions"]
+           "OtherPart", "StreamOptions", "TextPart"]
 
 
 class _Open(BaseModel):
@@ -46,7 +46,8 @@ class TextPart(_Open):
 
 
 class OtherPart(_Open):
-    """Parts Trạm does not inspect (input_audio, video_url, …): passed on to the engine."""
+    """Any other part type: parsed so that the gateway can refuse it by name
+    (`vision.parts.image_parts`)."""
 
     type: StrictStr
 
@@ -120,16 +121,6 @@ class ChatCompletionRequest(_Open):
     reasoning_effort: StrictStr | None = None
     service_tier: StrictStr | None = None
     modalities: list[StrictStr] | None = None
-
-    def image_parts(self) -> list[tuple[int, int, ImagePart]]:
-        """(message index, part index, part) of every image in the conversation."""
-        found: list[tuple[int, int, ImagePart]] = []
-        for i, message in enumerate(self.messages):
-            if isinstance(message.content, list):
-                for j, part in enumerate(message.content):
-                    if isinstance(part, ImagePart):
-                        found.append((i, j, part))
-        return found
 
     def extra_fields(self) -> dict[str, Any]:
         return dict(self.__pydantic_extra__ or {})

@@ -17,7 +17,7 @@ from typing import Any
 
 from tram.requestlog import RequestRecord
 
-__all__ = ["CHARS_PER_TOKEN", "count_deltas", "is_generated", "prompt_estimate", "settle"]
+__all__ = ["CHARS_PER_TOKEN", "is_generated", "prompt_estimate", "settle"]
 
 CHARS_PER_TOKEN = 4  # English and code; Vietnamese runs near 3, so this errs on the low side
 TOKENS_PER_MESSAGE = 4  # the chat template's role markers around each message
@@ -51,12 +51,6 @@ def is_generated(delta: dict[str, Any]) -> bool:
     """A delta that carries generated content, reasoning or a tool call (≈ one token)."""
     return bool(delta.get("content") or delta.get("reasoning_content")
                 or delta.get("reasoning") or delta.get("tool_calls"))
-
-
-def count_deltas(choices: Any) -> int:
-    """Content, reasoning and tool-call deltas in a chunk's choices (≈ tokens generated)."""
-    return sum(1 for choice in choices or () if isinstance(choice, dict)
-               and isinstance(delta := choice.get("delta"), dict) and is_generated(delta))
 
 
 def settle(record: RequestRecord, payload: Any) -> None:

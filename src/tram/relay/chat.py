@@ -38,8 +38,9 @@ from tram.requestlog import RequestRecord
 from tram.routing.policies import RoutingHints
 from tram.routing.registry import ModelPool, Registry, Replica
 from tram.routing.upstream import UpstreamClient, engine_error
-from tram.vision.fetch import ImageFetcher
-from tram.vision.parts import check_image_parts, param_of
+from tram.vision.decode import inspect_image
+from tram.vision.fetch import ImageFetcher, as_data_url
+from tram.vision.parts import check_data_url, check_url_form, image_parts, param_of
 
 __all__ = ["ChatService", "JSONResult", "StreamResult"]
 
@@ -202,7 +203,7 @@ class ChatService:
 
     async def _prepare_images(self, pool: ModelPool, request: ChatCompletionRequest,
                               payload: dict[str, Any], record: RequestRecord) -> None:
-        parts = request.image_parts()
+        parts = image_parts(request)
         record.images = len(parts)
         if not parts:
             return
@@ -213,15 +214,26 @@ class ChatService:
                 "send image parts to a vision model such as 'qwen-vl'.",
                 param=f"messages[{message_index}].content[{part_index}]",
             )
-        check_image_parts(parts, self._vision)
-        if pool.config.image_fetch != "gateway":
-            return
+        limit = pool.config.images_per_request()
+        if len(parts) > limit:
+            message_index, part_index, _ = parts[limit]
+            raise InvalidRequest(f"The model '{pool.name}' takes at most {limit} images per "
+                                 f"request; this one has {len(parts)}.",
+                                 param=f"messages[{message_index}].content[{part_index}]",
+                                 code="too_many_images")
         for message_index, part_index, part in parts:
-            if not part.image_url.url.startswith("data:"):
-                data_url = await self._fetcher.fetch_as_data_url(
-                    part.image_url.url, param_of(message_index, part_index))
+            url, param = part.image_url.url, param_of(message_index, part_index)
+            check_url_form(url, param)
+            if url.startswith("data:"):
+                data = check_data_url(url, self._vision, param)
+            elif pool.config.image_fetch == "gateway":
+                data, _ = await self._fetcher.fetch(url, param)
+            else:
+                continue  # the engine fetches it (the operator trusts its own allow-list)
+            info = await inspect_image(data, self._vision.max_decode_pixels, param)
+            if not url.startswith("data:"):
                 content = payload["messages"][message_index]["content"]
-                content[part_index]["image_url"]["url"] = data_url
+                content[part_index]["image_url"]["url"] = as_data_url(data, info.mime)
 
 
 def _apply_thinking(payload: dict[str, Any], enabled: bool) -> None:

@@ -1,33 +1,45 @@
 """Fetching remote images for engines that cannot fetch them, without becoming an SSRF proxy.
 
-Every address a host name resolves to must be public (unless the operator allows private
-ones); redirects are followed by hand, at most three, each target checked again; the body is
-read with a size cap and a deadline, and must be an image of an allowed type.
-Known limit: the name is resolved again by the HTTP client, so a DNS answer that changes
-between the check and the connect (rebinding) is not caught; engines on the same host should
-not expose anything an image URL could harm.
+Every address a host name resolves to must be public (`addresses.is_public`: IANA's
+special-purpose blocks, and IPv4 carried inside IPv6), unless the operator allows private ones.
+The connection then goes to an address that was checked, not to the name again: the request is
+made to that address with the name kept in the Host header and for TLS (SNI and the
+certificate's check), so a DNS answer that changes between the check and the connect
+(rebinding) cannot lead anywhere else. Redirects are followed by hand, at most three, each
+target resolved and checked again; the body is read with a size cap and a deadline, and must
+be an image of an allowed type.
 """
 
 from __future__ import annotations
 
 import base64
-import ipaddress
 import socket
-from typing import TYPE_CHECKING
-from urllib.parse import urljoin, urlsplit
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import anyio
 
 from tram.config import VisionConfig
 from tram.errors import InvalidRequest
+from tram.vision.addresses import is_public
 from tram.vision.parts import sniff_type
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["ImageFetcher"]
+__all__ = ["ImageFetcher", "Resolver", "as_data_url"]
 
 _MAX_REDIRECTS = 3
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+# host, port → the addresses it resolves to, as text (a test can give its own)
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def _system_resolver(host: str, port: int) -> list[str]:
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
 
 
 class ImageFetcher:
@@ -35,9 +47,11 @@ class ImageFetcher:
     the gateway fetches: most deployments never do, and it is ~6 MB per process."""
 
     def __init__(self, config: VisionConfig,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 resolver: Resolver = _system_resolver) -> None:
         self._config = config
         self._transport = transport
+        self._resolve = resolver
         self._http: httpx.AsyncClient | None = None
 
     @property
@@ -58,7 +72,7 @@ class ImageFetcher:
 
     async def fetch_as_data_url(self, url: str, param: str) -> str:
         data, mime = await self.fetch(url, param)
-        return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+        return as_data_url(data, mime)
 
     async def fetch(self, url: str, param: str) -> tuple[bytes, str]:
         import httpx
@@ -66,8 +80,9 @@ class ImageFetcher:
         try:
             with anyio.fail_after(self._config.fetch_timeout):
                 for _ in range(_MAX_REDIRECTS + 1):
-                    await self._check_host(url, param)
-                    async with self._client.stream("GET", url) as response:
+                    target, headers, extensions = await self._pinned(url, param)
+                    async with self._client.stream("GET", target, headers=headers,
+                                                   extensions=extensions) as response:
                         if response.is_redirect and "location" in response.headers:
                             url = urljoin(url, response.headers["location"])
                             continue
@@ -105,26 +120,36 @@ class ImageFetcher:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _check_host(self, url: str, param: str) -> None:
+    async def _pinned(self, url: str, param: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+        """The URL to request (at a checked address), its Host header and TLS name."""
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
             raise InvalidRequest("Image URL must be an http(s) URL.", param=param,
                                  code="invalid_image_url")
         if self._config.allow_private_addresses:
-            return
+            return url, {}, {}
+        host = parts.hostname
+        port = parts.port or _DEFAULT_PORTS[parts.scheme]
         try:
-            infos = await anyio.getaddrinfo(parts.hostname, parts.port or 443,
-                                            type=socket.SOCK_STREAM)
+            addresses = await self._resolve(host, port)
         except OSError:
-            raise _fail(f"The image host {parts.hostname!r} could not be resolved.", param) from None
-        for info in infos:
-            address = ipaddress.ip_address(info[4][0])
-            if not address.is_global:
-                raise InvalidRequest(
-                    f"The image host {parts.hostname!r} resolves to a non-public address; "
-                    "Trạm does not fetch images from private networks.",
-                    param=param, code="invalid_image_url",
-                )
+            raise _fail(f"The image host {host!r} could not be resolved.", param) from None
+        # Every answer must be public, not only the one used: a name that also points inside
+        # is refused whole (and what it resolved to is not revealed).
+        if not addresses or not all(is_public(address) for address in addresses):
+            raise InvalidRequest(
+                f"The image host {host!r} is not a public address; Trạm does not fetch images "
+                "from private networks.", param=param, code="image_address_not_allowed")
+        address = addresses[0].split("%", 1)[0]
+        netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+        host_header = host if parts.port is None else f"{host}:{parts.port}"
+        extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+        return target, {"host": host_header}, extensions
+
+
+def as_data_url(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
 def _fail(message: str, param: str) -> InvalidRequest:

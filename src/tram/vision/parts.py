@@ -12,9 +12,9 @@ import re
 
 from tram.config import VisionConfig
 from tram.errors import InvalidRequest
-from tram.protocol.chat import ImagePart
+from tram.protocol.chat import ChatCompletionRequest, ImagePart, OtherPart
 
-__all__ = ["check_data_url", "check_image_parts", "param_of", "sniff_type"]
+__all__ = ["check_data_url", "check_url_form", "image_parts", "param_of", "sniff_type"]
 
 _DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)(?P<params>(?:;[\w.+-]+=[\w.+-]+)*);base64,",
                        re.ASCII)
@@ -81,16 +81,30 @@ def check_data_url(url: str, config: VisionConfig, param: str) -> bytes:
     return data
 
 
-def check_image_parts(parts: list[tuple[int, int, ImagePart]], config: VisionConfig) -> None:
-    """Check every image part's URL: a well-formed data URL or an http(s) URL."""
-    for message_index, part_index, part in parts:
-        url = part.image_url.url
-        param = param_of(message_index, part_index)
-        if url.startswith("data:"):
-            check_data_url(url, config, param)
-        elif not re.match(r"^https?://[^/\s]+", url, re.IGNORECASE):
-            raise InvalidRequest(
-                "Image URL must be an http(s) URL or a base64 data URL "
-                "('data:image/png;base64,...').",
-                param=param, code="invalid_image_url",
-            )
+def image_parts(request: ChatCompletionRequest) -> list[tuple[int, int, ImagePart]]:
+    """(message index, part index, part) of every image; any part that is neither text nor
+    an image is a 400 naming it. Video and audio parts (`video_url`, `audio_url`,
+    `input_audio`) would be fetched by vLLM itself, past every check here; other types
+    (`input_image`, `image`, `image_embeds`, …) are not OpenAI chat parts."""
+    found: list[tuple[int, int, ImagePart]] = []
+    for i, message in enumerate(request.messages):
+        if isinstance(message.content, list):
+            for j, part in enumerate(message.content):
+                if isinstance(part, ImagePart):
+                    found.append((i, j, part))
+                elif isinstance(part, OtherPart):
+                    raise InvalidRequest(
+                        f"Content parts of type '{part.type}' are not accepted: Trạm takes "
+                        "'text' and 'image_url' parts.", param=f"messages[{i}].content[{j}].type",
+                        code="unsupported_content_part")
+    return found
+
+
+def check_url_form(url: str, param: str) -> None:
+    """An image URL is a base64 data URL or an http(s) URL; anything else is a 400."""
+    if not url.startswith("data:") and not re.match(r"^https?://[^/\s]+", url, re.IGNORECASE):
+        raise InvalidRequest(
+            "Image URL must be an http(s) URL or a base64 data URL "
+            "('data:image/png;base64,...').",
+            param=param, code="invalid_image_url",
+        )
