@@ -193,6 +193,17 @@ class ModelConfig(_Strict):
     # Images one request may carry (more → 400 too_many_images); default: the vLLM engine's
     # `max_images` when it has one, else 8.
     max_images: int | None = Field(None, ge=1)
+    # Pixels per image an engine may receive; larger images are downscaled by the gateway.
+    max_pixels: int | None = Field(None, ge=28 * 28)
+
+    def pixel_budget(self) -> int:
+        """The most pixels an engine receives per image: `max_pixels`, else the vLLM engine's,
+        else ~1 MP (1280 patches of 28×28, what Qwen-VL processors make ~1,280 tokens of)."""
+        if self.max_pixels is not None:
+            return self.max_pixels
+        if self.engine is not None and self.engine.max_pixels is not None:
+            return self.engine.max_pixels
+        return 1280 * 28 * 28
 
     def images_per_request(self) -> int:
         if self.max_images is not None:
@@ -237,6 +248,11 @@ class VisionConfig(_Strict):
     # An image whose header declares more pixels is refused before anything decodes it
     # (a decompression bomb); 50 MP lets any camera photo through.
     max_decode_pixels: int = Field(50_000_000, ge=1)
+    # Images decoded, resized or re-encoded at once per process (the rest wait their turn, so
+    # text requests keep the CPU they need).
+    max_concurrent: int = Field(2, ge=1)
+    # The budget of an image sent with detail: "low" (OpenAI's low detail is 512×512).
+    low_detail_pixels: int = Field(512 * 512, ge=28 * 28)
 
 
 class DatabaseConfig(_Strict):

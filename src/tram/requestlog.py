@@ -37,6 +37,7 @@ class RequestRecord:
     upstream: str | None = None
     stream: bool | None = None
     images: int = 0
+    image_pixels: int = 0  # pixels of every image sent to the engine (after downscaling)
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cached_tokens: int | None = None
@@ -80,7 +81,8 @@ class RequestRecord:
             "request_id": self.request_id,
             "key_id": self.key_id, "model": self.model, "served_model": self.served_model,
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-            "cached_tokens": self.cached_tokens, "images": self.images, "stream": self.stream,
+            "cached_tokens": self.cached_tokens, "images": self.images,
+            "image_pixels": self.image_pixels, "stream": self.stream,
             "latency_ms": round(self.elapsed() * 1000, 2), "first_byte_ms": self.first_byte_ms,
             "status": self.status or 0, "error_code": self.error_code,
             "client_disconnected": self.client_disconnected,

@@ -179,6 +179,7 @@ def openapi_document(model_names: list[str]) -> dict[str, Any]:
     chat = schemas.get("ChatCompletionRequest", {}).get("properties", {}).get("model")
     if chat is not None and model_names:
         chat["examples"] = model_names
+    _accepted_parts_only(schemas)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Trạm", "version": __version__,
@@ -190,6 +191,18 @@ def openapi_document(model_names: list[str]) -> dict[str, Any]:
                        "description": "`Authorization: Bearer <key>`: the master key "
                                       "(TRAM_MASTER_KEY or LITELLM_MASTER_KEY) or a virtual key"}}},
     }
+
+
+def _accepted_parts_only(schemas: dict[str, Any]) -> None:
+    """Content parts of other types are parsed only to be refused by name (400
+    unsupported_content_part): the document lists the parts that are accepted."""
+    other = {"$ref": "#/components/schemas/OtherPart"}
+    content = schemas.get("ChatMessage", {}).get("properties", {}).get("content", {})
+    for branch in content.get("anyOf", ()):
+        one_of = branch.get("items", {}).get("oneOf")
+        if one_of is not None and other in one_of:
+            one_of.remove(other)
+            schemas.pop("OtherPart", None)
 
 
 async def openapi_route(request: Request) -> Response:

@@ -14,6 +14,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import orjson
 from pydantic import ValidationError
 
@@ -38,7 +39,7 @@ from tram.requestlog import RequestRecord
 from tram.routing.policies import RoutingHints
 from tram.routing.registry import ModelPool, Registry, Replica
 from tram.routing.upstream import UpstreamClient, engine_error
-from tram.vision.decode import inspect_image
+from tram.vision.decode import fit_to_budget, inspect_image
 from tram.vision.fetch import ImageFetcher, as_data_url
 from tram.vision.parts import check_data_url, check_url_form, image_parts, param_of
 
@@ -82,6 +83,8 @@ class ChatService:
         self._vision = vision
         self._fetcher = fetcher
         self._metrics = metrics
+        # Image decoding and resizing, a few at a time per process (vision.max_concurrent).
+        self._image_work = anyio.CapacityLimiter(vision.max_concurrent)
 
     async def create(self, principal: Principal, payload: Any,
                      record: RequestRecord) -> JSONResult | StreamResult:
@@ -230,10 +233,16 @@ class ChatService:
                 data, _ = await self._fetcher.fetch(url, param)
             else:
                 continue  # the engine fetches it (the operator trusts its own allow-list)
-            info = await inspect_image(data, self._vision.max_decode_pixels, param)
-            if not url.startswith("data:"):
+            info = await inspect_image(data, self._vision.max_decode_pixels, param,
+                                       self._image_work)
+            budget = pool.config.pixel_budget()
+            if part.image_url.detail == "low":
+                budget = min(budget, self._vision.low_detail_pixels)
+            fitted, sent = await fit_to_budget(data, info, budget, self._image_work)
+            record.image_pixels += sent.pixels
+            if fitted is not data or not url.startswith("data:"):
                 content = payload["messages"][message_index]["content"]
-                content[part_index]["image_url"]["url"] = as_data_url(data, info.mime)
+                content[part_index]["image_url"]["url"] = as_data_url(fitted, sent.mime)
 
 
 def _apply_thinking(payload: dict[str, Any], enabled: bool) -> None:

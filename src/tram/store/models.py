@@ -66,6 +66,7 @@ class UsageEvent(Base):
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     cached_tokens: Mapped[int | None] = mapped_column(Integer)
     images: Mapped[int] = mapped_column(Integer, default=0)
+    image_pixels: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     stream: Mapped[bool | None] = mapped_column(Boolean)
     latency_ms: Mapped[float] = mapped_column(Float)
     first_byte_ms: Mapped[float | None] = mapped_column(Float)

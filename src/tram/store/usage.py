@@ -47,7 +47,7 @@ logger = logging.getLogger("tram.usage")
 
 _COLUMNS = tuple(c.name for c in UsageEvent.__table__.columns if c.name != "id")
 # Columns that events journaled by earlier versions lack.
-_DEFAULTS: dict[str, Any] = {"event_id": None, "tokens_estimated": False}
+_DEFAULTS: dict[str, Any] = {"event_id": None, "tokens_estimated": False, "image_pixels": 0}
 _SQLITE_INSERT = (f"INSERT INTO usage_events ({', '.join(_COLUMNS)}) "
                   f"VALUES ({', '.join('?' for _ in _COLUMNS)}) ON CONFLICT (event_id) DO NOTHING")
 # Spill files of versions before the journal held them; stored once, at the next start.

@@ -4,8 +4,9 @@ A signature is not an image: eight PNG bytes with nothing after them passed the 
 Pillow reads the header (format, width, height, frames) and checks the file's structure
 (`verify`: chunk checksums and lengths, without decoding the pixels), so a file that does not
 decode is a 400 `invalid_image`; an image whose header declares more pixels than the operator
-allows is refused from the header alone, before any decoding (a decompression bomb). The work
-runs in a worker thread, never on the event loop.
+allows is refused from the header alone, before any decoding (a decompression bomb). An image
+over the model's pixel budget is then downscaled and re-encoded. The work runs in worker
+threads, at most `vision.max_concurrent` images at a time per process, never on the event loop.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import anyio
 
 from tram.errors import InvalidRequest
 
-__all__ = ["MAX_ASPECT", "ImageInfo", "inspect_image"]
+__all__ = ["MAX_ASPECT", "ImageInfo", "budget_size", "fit_to_budget", "inspect_image"]
 
 # Qwen2/2.5/3-VL's image processor refuses an absolute aspect ratio of 200 or more.
 MAX_ASPECT = 200
@@ -68,10 +69,51 @@ def _inspect(data: bytes, max_pixels: int) -> ImageInfo | tuple[str, str]:
     return ImageInfo(mime, width, height, frames)
 
 
-async def inspect_image(data: bytes, max_pixels: int, param: str) -> ImageInfo:
+async def inspect_image(data: bytes, max_pixels: int, param: str,
+                        limiter: anyio.CapacityLimiter | None = None) -> ImageInfo:
     """The image's header; a 400 naming `param` if it is not an image Trạm may forward."""
-    outcome = await anyio.to_thread.run_sync(_inspect, data, max_pixels)
+    outcome = await anyio.to_thread.run_sync(_inspect, data, max_pixels, limiter=limiter)
     if isinstance(outcome, tuple):
         code, why = outcome
         raise InvalidRequest(f"The image is {why}.", param=param, code=code)
     return outcome
+
+
+def budget_size(width: int, height: int, budget: int) -> tuple[int, int]:
+    """The largest size with the same aspect that holds at most `budget` pixels."""
+    if width * height <= budget:
+        return width, height
+    scale = (budget / (width * height)) ** 0.5
+    new_width, new_height = max(1, int(width * scale)), max(1, int(height * scale))
+    while new_width * new_height > budget:  # rounding may leave it one row over
+        if new_width >= new_height:
+            new_width -= 1
+        else:
+            new_height -= 1
+    return new_width, new_height
+
+
+def _downscale(data: bytes, info: ImageInfo, budget: int) -> tuple[bytes, ImageInfo]:
+    from PIL import Image
+
+    width, height = budget_size(info.width, info.height, budget)
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        fitted = image.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    buffer = io.BytesIO()
+    if info.mime == "image/jpeg":  # photos stay JPEG: PNG would be several times larger
+        fitted.convert("RGB").save(buffer, "JPEG", quality=90)
+        mime = "image/jpeg"
+    else:  # PNG, WebP, GIF (one frame): lossless, transparency kept
+        fitted.save(buffer, "PNG", optimize=False)
+        mime = "image/png"
+    return buffer.getvalue(), ImageInfo(mime, width, height, 1)
+
+
+async def fit_to_budget(data: bytes, info: ImageInfo, budget: int,
+                        limiter: anyio.CapacityLimiter | None = None) -> tuple[bytes, ImageInfo]:
+    """The image within `budget` pixels: as it is if it fits, else downscaled (aspect kept,
+    Lanczos) and re-encoded, so that no engine receives more pixels than the operator allowed."""
+    if info.pixels <= budget:
+        return data, info
+    return await anyio.to_thread.run_sync(_downscale, data, info, budget, limiter=limiter)
