@@ -1,5 +1,5 @@
 """`python -m bench engine|gateway [--quick] [--no-record]`, `python -m bench inprocess`,
-`python -m bench compare [--base REV]`."""
+`python -m bench compare [--base REV]`, `python -m bench images`."""
 
 from __future__ import annotations
 
@@ -7,12 +7,17 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("engine", "gateway", "inprocess", "compare"):
+    if not argv or argv[0] not in ("engine", "gateway", "inprocess", "compare", "images"):
         print("usage: python -m bench engine|gateway [--quick] [--no-record]\n"
               "       python -m bench inprocess [--requests N] [--concurrency C]\n"
-              "       python -m bench compare [--base REV] [--rounds R] [--seconds S]",
+              "       python -m bench compare [--base REV] [--rounds R] [--seconds S]\n"
+              "       python -m bench images [--seconds S]",
               file=sys.stderr)
         return 2
+    if argv[0] == "images":
+        from bench.images import main as images_main
+
+        return images_main(argv[1:])
     if argv[0] == "compare":
         from bench.compare import main as compare_main
 

@@ -50,7 +50,9 @@ def fault_models(engine_url: str, **timeouts: float) -> list[dict[str, Any]]:
         for mode in modes
     ]
     models.append({"name": "qwen-text", "upstreams": [{"url": engine_url, "served_name": "echo"}]})
-    models.append({"name": "qwen-vl", "vision": True,
+    # Image URLs passed through for the engine to fetch (what the forwarding tests check);
+    # the gateway's own fetching is tested in tests/vision with a stub resolver.
+    models.append({"name": "qwen-vl", "vision": True, "image_fetch": "engine",
                    "upstreams": [{"url": engine_url, "served_name": "echo"}]})
     return models
 

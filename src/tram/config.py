@@ -179,9 +179,10 @@ class ModelConfig(_Strict):
     retries: int = Field(1, ge=0, le=5)
     # Requests in flight for this model beyond which new ones get 429 instead of queueing.
     max_in_flight: int | None = Field(None, ge=1)
-    # Who fetches https image URLs: the engine itself (vLLM does) or the gateway (SSRF-safe,
-    # then forwarded as a data URL; needed by engines that cannot fetch).
-    image_fetch: Literal["engine", "gateway"] = "engine"
+    # Who fetches image URLs: the gateway (default: SSRF-safe, the image vetted and fitted to
+    # the pixel budget, then forwarded as a data URL) or the engine itself (vLLM can; only for
+    # operators who trust their engine's own allow-list: nothing is checked then).
+    image_fetch: Literal["engine", "gateway"] = "gateway"
     # Usage a stream asks its engine for: "final" (the last chunk; every OpenAI-compatible
     # engine), "running" (also on every chunk: vLLM's continuous_usage_stats, so a stream the
     # client cuts is charged the engine's own count), "auto": running for `engine.kind: vllm`.
@@ -241,7 +242,16 @@ class VisionConfig(_Strict):
     allowed_types: list[str] = Field(
         default_factory=lambda: ["image/png", "image/jpeg", "image/webp", "image/gif"]
     )
-    fetch_timeout: float = Field(10.0, gt=0)
+    fetch_timeout: float = Field(10.0, gt=0)  # the whole fetch, redirects included
+    fetch_connect_timeout: float = Field(5.0, gt=0)
+    # Host names the gateway may fetch from (empty: any public host) and may not; an entry is
+    # a name ("images.example.com") or every name under a domain ("*.example.com").
+    fetch_allow_hosts: list[str] = Field(default_factory=list)
+    fetch_deny_hosts: list[str] = Field(default_factory=list)
+    # Fetched images kept by URL, so the same image in every turn of a conversation is fetched
+    # once: at most this many bytes, each for at most this many seconds (0 turns it off).
+    fetch_cache_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    fetch_cache_seconds: float = Field(300.0, ge=0)
     # Private, loopback and link-local addresses are refused when the gateway fetches an image
     # (SSRF); a test or an intranet deployment may allow them explicitly.
     allow_private_addresses: bool = False

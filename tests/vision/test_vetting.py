@@ -22,7 +22,7 @@ from tests.support.images import data_url, png
 from tram.config import VisionConfig
 from tram.errors import InvalidRequest
 from tram.vision.addresses import is_public
-from tram.vision.decode import inspect_image
+from tram.vision.decode import inspect
 from tram.vision.fetch import ImageFetcher
 from tram.vision.parts import check_data_url
 
@@ -69,18 +69,18 @@ CORPUS: dict[str, tuple[str, str]] = {
 
 
 @pytest.mark.parametrize("name", CORPUS)
-async def test_bad_images_are_400s_naming_the_part(name: str) -> None:
+def test_bad_images_are_400s_naming_the_part(name: str) -> None:
     url, code = CORPUS[name]
     config = VisionConfig()
     with pytest.raises(InvalidRequest) as caught:
         data = check_data_url(url, config, PARAM)
-        await inspect_image(data, config.max_decode_pixels, PARAM)
+        inspect(data, config.max_decode_pixels, PARAM)
     assert caught.value.code == code, caught.value.message
     assert caught.value.param == PARAM
 
 
-async def test_good_images_pass_with_their_size() -> None:
-    info = await inspect_image(png(40, 30), 50_000_000, PARAM)
+def test_good_images_pass_with_their_size() -> None:
+    info = inspect(png(40, 30), 50_000_000, PARAM)
     assert (info.mime, info.width, info.height, info.frames) == ("image/png", 40, 30, 1)
 
 
@@ -246,3 +246,40 @@ def test_images_per_request_are_bounded(gateway: GatewayFactory, auth: dict,
     assert (three.json()["error"]["code"], three.json()["error"]["param"]) == \
         ("too_many_images", "messages[0].content[2]")
     assert len(engine_log.received) == 1
+
+
+async def test_host_allow_and_deny_lists() -> None:
+    network = Network({"cdn.images.example": [["93.184.216.34"]],
+                       "evil.example": [["93.184.216.35"]],
+                       "blocked.images.example": [["93.184.216.36"]]})
+    fetcher = ImageFetcher(VisionConfig(fetch_allow_hosts=["*.images.example"],
+                                        fetch_deny_hosts=["blocked.images.example"]),
+                           transport=httpx.MockTransport(network.handle), resolver=network.resolve)
+    try:
+        await fetcher.fetch("http://cdn.images.example/a.png", PARAM)
+        for url in ("http://evil.example/a.png", "http://blocked.images.example/a.png",
+                    "http://images.example.evil.example/a.png"):
+            with pytest.raises(InvalidRequest) as caught:
+                await fetcher.fetch(url, PARAM)
+            assert caught.value.code == "image_address_not_allowed"
+    finally:
+        await fetcher.aclose()
+    assert [host for _, host, _ in network.contacted] == ["cdn.images.example"]
+    assert "evil.example" not in network.resolved  # refused before any look-up
+
+
+async def test_a_fetched_image_is_cached_by_url_for_a_while() -> None:
+    now = [1000.0]
+    network = Network({"images.example": [["93.184.216.34"]]})
+    fetcher = ImageFetcher(VisionConfig(fetch_cache_seconds=60, fetch_cache_bytes=10_000),
+                           transport=httpx.MockTransport(network.handle),
+                           resolver=network.resolve, clock=lambda: now[0])
+    try:
+        first = await fetcher.fetch("http://images.example/a.png", PARAM)
+        again = await fetcher.fetch("http://images.example/a.png", PARAM)
+        now[0] += 61
+        later = await fetcher.fetch("http://images.example/a.png", PARAM)
+    finally:
+        await fetcher.aclose()
+    assert first == again == later
+    assert len(network.contacted) == 2  # once, then again after the minute

@@ -37,6 +37,7 @@ class AppState:
     limiter: Limiter
 
     async def aclose(self) -> None:
+        self.chat.close()
         await self.upstream.aclose()
         await self.fetcher.aclose()
         await self.usage.close()

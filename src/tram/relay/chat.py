@@ -14,7 +14,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 import orjson
 from pydantic import ValidationError
 
@@ -39,9 +38,9 @@ from tram.requestlog import RequestRecord
 from tram.routing.policies import RoutingHints
 from tram.routing.registry import ModelPool, Registry, Replica
 from tram.routing.upstream import UpstreamClient, engine_error
-from tram.vision.decode import fit_to_budget, inspect_image
-from tram.vision.fetch import ImageFetcher, as_data_url
-from tram.vision.parts import check_data_url, check_url_form, image_parts, param_of
+from tram.vision.decode import ImageWorkers
+from tram.vision.fetch import ImageFetcher
+from tram.vision.parts import check_url_form, image_parts, param_of
 
 __all__ = ["ChatService", "JSONResult", "StreamResult"]
 
@@ -83,8 +82,11 @@ class ChatService:
         self._vision = vision
         self._fetcher = fetcher
         self._metrics = metrics
-        # Image decoding and resizing, a few at a time per process (vision.max_concurrent).
-        self._image_work = anyio.CapacityLimiter(vision.max_concurrent)
+        # Image decoding and resizing: a few threads of lower priority (vision.max_concurrent).
+        self._images = ImageWorkers(vision.max_concurrent)
+
+    def close(self) -> None:
+        self._images.close()
 
     async def create(self, principal: Principal, payload: Any,
                      record: RequestRecord) -> JSONResult | StreamResult:
@@ -227,22 +229,21 @@ class ChatService:
         for message_index, part_index, part in parts:
             url, param = part.image_url.url, param_of(message_index, part_index)
             check_url_form(url, param)
+            source: str | bytes
             if url.startswith("data:"):
-                data = check_data_url(url, self._vision, param)
+                source = url
             elif pool.config.image_fetch == "gateway":
-                data, _ = await self._fetcher.fetch(url, param)
+                source, _ = await self._fetcher.fetch(url, param)
             else:
                 continue  # the engine fetches it (the operator trusts its own allow-list)
-            info = await inspect_image(data, self._vision.max_decode_pixels, param,
-                                       self._image_work)
             budget = pool.config.pixel_budget()
             if part.image_url.detail == "low":
                 budget = min(budget, self._vision.low_detail_pixels)
-            fitted, sent = await fit_to_budget(data, info, budget, self._image_work)
-            record.image_pixels += sent.pixels
-            if fitted is not data or not url.startswith("data:"):
+            prepared = await self._images.prepare(source, self._vision, budget, param)
+            record.image_pixels += prepared.sent.pixels
+            if prepared.url is not None:
                 content = payload["messages"][message_index]["content"]
-                content[part_index]["image_url"]["url"] = as_data_url(fitted, sent.mime)
+                content[part_index]["image_url"]["url"] = prepared.url
 
 
 def _apply_thinking(payload: dict[str, Any], enabled: bool) -> None:

@@ -6,19 +6,26 @@ Pillow reads the header (format, width, height, frames) and checks the file's st
 decode is a 400 `invalid_image`; an image whose header declares more pixels than the operator
 allows is refused from the header alone, before any decoding (a decompression bomb). An image
 over the model's pixel budget is then downscaled and re-encoded. The work runs in worker
-threads, at most `vision.max_concurrent` images at a time per process, never on the event loop.
+threads of lower priority, at most `vision.max_concurrent` images at a time per process, never
+on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
 import io
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import anyio
-
+from tram.config import VisionConfig
 from tram.errors import InvalidRequest
+from tram.vision.parts import check_data_url
 
-__all__ = ["MAX_ASPECT", "ImageInfo", "budget_size", "fit_to_budget", "inspect_image"]
+__all__ = ["MAX_ASPECT", "ImageInfo", "ImageWorkers", "Prepared", "budget_size", "fit_to_budget",
+           "inspect", "prepare"]
 
 # Qwen2/2.5/3-VL's image processor refuses an absolute aspect ratio of 200 or more.
 MAX_ASPECT = 200
@@ -69,10 +76,9 @@ def _inspect(data: bytes, max_pixels: int) -> ImageInfo | tuple[str, str]:
     return ImageInfo(mime, width, height, frames)
 
 
-async def inspect_image(data: bytes, max_pixels: int, param: str,
-                        limiter: anyio.CapacityLimiter | None = None) -> ImageInfo:
+def inspect(data: bytes, max_pixels: int, param: str) -> ImageInfo:
     """The image's header; a 400 naming `param` if it is not an image Trạm may forward."""
-    outcome = await anyio.to_thread.run_sync(_inspect, data, max_pixels, limiter=limiter)
+    outcome = _inspect(data, max_pixels)
     if isinstance(outcome, tuple):
         code, why = outcome
         raise InvalidRequest(f"The image is {why}.", param=param, code=code)
@@ -110,10 +116,51 @@ def _downscale(data: bytes, info: ImageInfo, budget: int) -> tuple[bytes, ImageI
     return buffer.getvalue(), ImageInfo(mime, width, height, 1)
 
 
-async def fit_to_budget(data: bytes, info: ImageInfo, budget: int,
-                        limiter: anyio.CapacityLimiter | None = None) -> tuple[bytes, ImageInfo]:
+def fit_to_budget(data: bytes, info: ImageInfo, budget: int) -> tuple[bytes, ImageInfo]:
     """The image within `budget` pixels: as it is if it fits, else downscaled (aspect kept,
     Lanczos) and re-encoded, so that no engine receives more pixels than the operator allowed."""
     if info.pixels <= budget:
         return data, info
-    return await anyio.to_thread.run_sync(_downscale, data, info, budget, limiter=limiter)
+    return _downscale(data, info, budget)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    url: str | None  # the data URL to send instead of the client's; None: send it unchanged
+    sent: ImageInfo  # what the engine receives
+
+
+def prepare(source: str | bytes, config: VisionConfig, budget: int, param: str) -> Prepared:
+    """All the work on one image, from a data URL or fetched bytes to what the engine gets:
+    base64 decoding and type check, header check, downscaling, encoding. CPU-bound: run it
+    through `ImageWorkers`, never on the event loop."""
+    data = check_data_url(source, config, param) if isinstance(source, str) else source
+    info = inspect(data, config.max_decode_pixels, param)
+    fitted, sent = fit_to_budget(data, info, budget)
+    if fitted is data and isinstance(source, str):
+        return Prepared(None, sent)
+    return Prepared(f"data:{sent.mime};base64," + base64.b64encode(fitted).decode("ascii"), sent)
+
+
+def _lower_priority() -> None:
+    # On Linux a thread has its own nice value: image work yields the core to the event loop,
+    # so text requests do not wait behind it (bench/RESULTS.md, `python -m bench images`).
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, 0, 10)
+
+
+class ImageWorkers:
+    """A few threads of lower priority for image work (`vision.max_concurrent` per process);
+    further images wait their turn."""
+
+    def __init__(self, size: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="tram-image",
+                                        initializer=_lower_priority)
+
+    async def prepare(self, source: str | bytes, config: VisionConfig, budget: int,
+                      param: str) -> Prepared:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, prepare, source, config, budget, param)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -13,7 +13,9 @@ be an image of an allowed type.
 from __future__ import annotations
 
 import base64
+import collections
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -48,11 +50,13 @@ class ImageFetcher:
 
     def __init__(self, config: VisionConfig,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 resolver: Resolver = _system_resolver) -> None:
+                 resolver: Resolver = _system_resolver,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._config = config
         self._transport = transport
         self._resolve = resolver
         self._http: httpx.AsyncClient | None = None
+        self._cache = _Cache(config.fetch_cache_bytes, config.fetch_cache_seconds, clock)
 
     @property
     def _client(self) -> httpx.AsyncClient:
@@ -61,7 +65,8 @@ class ImageFetcher:
 
             self._http = httpx.AsyncClient(
                 transport=self._transport, follow_redirects=False, trust_env=False,
-                timeout=httpx.Timeout(self._config.fetch_timeout),
+                timeout=httpx.Timeout(self._config.fetch_timeout,
+                                      connect=self._config.fetch_connect_timeout),
                 headers={"user-agent": "tram-image-fetch/1"},
             )
         return self._http
@@ -75,6 +80,14 @@ class ImageFetcher:
         return as_data_url(data, mime)
 
     async def fetch(self, url: str, param: str) -> tuple[bytes, str]:
+        cached = self._cache.get(url)
+        if cached is not None:
+            return cached
+        data, mime = await self._fetch(url, param)
+        self._cache.put(url, data, mime)
+        return data, mime
+
+    async def _fetch(self, url: str, param: str) -> tuple[bytes, str]:
         import httpx
 
         try:
@@ -126,9 +139,12 @@ class ImageFetcher:
         if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
             raise InvalidRequest("Image URL must be an http(s) URL.", param=param,
                                  code="invalid_image_url")
+        host = parts.hostname
+        if not _host_allowed(host, self._config):
+            raise InvalidRequest(f"Images from {host!r} are not accepted here.", param=param,
+                                 code="image_address_not_allowed")
         if self._config.allow_private_addresses:
             return url, {}, {}
-        host = parts.hostname
         port = parts.port or _DEFAULT_PORTS[parts.scheme]
         try:
             addresses = await self._resolve(host, port)
@@ -146,6 +162,56 @@ class ImageFetcher:
         host_header = host if parts.port is None else f"{host}:{parts.port}"
         extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
         return target, {"host": host_header}, extensions
+
+
+def _matches(host: str, pattern: str) -> bool:
+    pattern = pattern.lower().rstrip(".")
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:])
+    return host == pattern
+
+
+def _host_allowed(host: str, config: VisionConfig) -> bool:
+    host = host.lower().rstrip(".")
+    if any(_matches(host, pattern) for pattern in config.fetch_deny_hosts):
+        return False
+    return not config.fetch_allow_hosts or any(_matches(host, pattern)
+                                               for pattern in config.fetch_allow_hosts)
+
+
+class _Cache:
+    """Fetched images by URL, bounded by total bytes and by age (oldest out first)."""
+
+    def __init__(self, max_bytes: int, max_age: float, clock: Callable[[], float]) -> None:
+        self._max_bytes, self._max_age, self._clock = max_bytes, max_age, clock
+        self._entries: collections.OrderedDict[str, tuple[float, bytes, str]] = \
+            collections.OrderedDict()
+        self._bytes = 0
+
+    def get(self, url: str) -> tuple[bytes, str] | None:
+        entry = self._entries.get(url)
+        if entry is None:
+            return None
+        stored, data, mime = entry
+        if self._clock() - stored > self._max_age:
+            self._drop(url)
+            return None
+        self._entries.move_to_end(url)
+        return data, mime
+
+    def put(self, url: str, data: bytes, mime: str) -> None:
+        if len(data) > self._max_bytes or self._max_age <= 0:
+            return
+        if url in self._entries:
+            self._drop(url)
+        self._entries[url] = (self._clock(), data, mime)
+        self._bytes += len(data)
+        while self._bytes > self._max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, url: str) -> None:
+        _, data, _ = self._entries.pop(url)
+        self._bytes -= len(data)
 
 
 def as_data_url(data: bytes, mime: str) -> str:
