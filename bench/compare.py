@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from bench.gateway import _cpu_seconds, _start, _wait
+from bench.gateway import _cpu_seconds, _start, _wait, stop_processes
 from bench.loadgen import KEY, free_port, streams, wrk
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,12 +94,7 @@ def run(base: str, rounds: int, seconds: float) -> str:
                         pid, lambda url=url: streams(url, 16, 400, 20, 0) and 400))
                     time.sleep(0.5)
         finally:
-            for process in reversed(processes):
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_processes(processes)
     lines = [f"python -m bench compare --base {base} --rounds {rounds} --seconds {seconds:g}",
              "", "| path (c=64; streams c=16) | base µs CPU/request, median | current | "
              "current / base, median of rounds (min–max) |", "| --- | --- | --- | --- |"]

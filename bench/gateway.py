@@ -105,6 +105,16 @@ def _start(argv: list[str], cpu: str, **kwargs: object) -> subprocess.Popen[byte
                             stderr=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
 
 
+def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to each, last started first; SIGKILL to one that ignores it for 10 s."""
+    for process in reversed(processes):
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def run(quick: bool) -> str:
     os.sched_setaffinity(0, {0})  # this process (the stream client) shares core 0 with wrk
     seconds = 3 if quick else 10
@@ -170,12 +180,7 @@ def run(quick: bool) -> str:
             extra = _leak_and_workers(targets[2].url, tram_pid, rates[("tram", 64)].rps, engine,
                                       workdir, env)
     finally:
-        for process in reversed(processes):
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes)
         shutil.rmtree(workdir, ignore_errors=True)
     return _report(quick, seconds, concurrencies, rates, cpu_ms, streamed, paced, many,
                    idle_rss, after_rss) + "".join(line + "\n" for line in extra)

@@ -18,7 +18,6 @@ import argparse
 import base64
 import io
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bench.gateway import _start, _wait
+from bench.gateway import _start, _wait, stop_processes
 from bench.loadgen import KEY, free_port, wrk
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,9 +132,7 @@ def text_under_image_load(seconds: float) -> list[str]:
             for client in clients:
                 client.join(60)
         finally:
-            for process in reversed(processes):
-                process.send_signal(signal.SIGTERM)
-                process.wait(10)
+            stop_processes(processes)
     return ["| text requests (wrk, c=8) | req/s | p50 ms | p99 ms |", "| --- | --- | --- | --- |",
             f"| alone | {alone.rps:,.0f} | {alone.p50_ms:.2f} | {alone.p99_ms:.2f} |",
             f"| while 4 clients post 12 MP images | {loaded.rps:,.0f} | {loaded.p50_ms:.2f} | "
