@@ -193,6 +193,18 @@ async def test_a_redirect_to_a_refused_address_is_not_followed() -> None:
     assert [host for _, host, _ in network.contacted] == ["images.example"]  # never the target
 
 
+async def test_an_address_in_the_url_is_checked_and_used_as_it_is() -> None:
+    network = Network({})
+    fetcher = network.fetcher()
+    try:
+        await fetcher.fetch("https://[2606:4700::1111]:8443/a.png", PARAM)
+    finally:
+        await fetcher.aclose()
+    assert network.resolved == []
+    assert network.contacted == [("https://[2606:4700::1111]:8443/a.png", "[2606:4700::1111]:8443",
+                                  None)]
+
+
 async def test_every_redirect_hop_is_resolved_checked_and_pinned() -> None:
     network = Network({"a.example": [["93.184.216.34"]], "b.example": [["151.101.1.1"]]})
     network.pages["a.example"] = lambda request: httpx.Response(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import ipaddress
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -145,6 +146,10 @@ class ImageFetcher:
                                  code="image_address_not_allowed")
         if self._config.allow_private_addresses:
             return url, {}, {}
+        if _is_address(host):  # nothing to resolve, nothing to pin: the URL is the address
+            if not is_public(host):
+                raise _not_public(host, param)
+            return url, {}, {}
         port = parts.port or _DEFAULT_PORTS[parts.scheme]
         try:
             addresses = await self._resolve(host, port)
@@ -153,15 +158,27 @@ class ImageFetcher:
         # Every answer must be public, not only the one used: a name that also points inside
         # is refused whole (and what it resolved to is not revealed).
         if not addresses or not all(is_public(address) for address in addresses):
-            raise InvalidRequest(
-                f"The image host {host!r} is not a public address; Trạm does not fetch images "
-                "from private networks.", param=param, code="image_address_not_allowed")
+            raise _not_public(host, param)
         address = addresses[0].split("%", 1)[0]
         netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
         host_header = host if parts.port is None else f"{host}:{parts.port}"
         extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
         return target, {"host": host_header}, extensions
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _not_public(host: str, param: str) -> InvalidRequest:
+    return InvalidRequest(f"The image host {host!r} is not a public address; Trạm does not "
+                          "fetch images from private networks.", param=param,
+                          code="image_address_not_allowed")
 
 
 def _matches(host: str, pattern: str) -> bool:
