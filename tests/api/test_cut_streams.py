@@ -22,6 +22,10 @@ from tram.relay.accounting import is_generated, prompt_estimate, settle
 from tram.requestlog import RequestRecord
 
 COUNT = [{"role": "user", "content": "Count from 1 to 200, one number per line."}]
+# At temperature 0 the embedded model answers this with its whole 200-token allowance, so a
+# stream is always still running when the client cuts it (at its default temperature it once
+# stopped after 5 tokens).
+LONG = [{"role": "user", "content": "List the numbers from 1 to 100, separated by commas."}]
 
 
 def count_deltas(choices: list[dict]) -> int:
@@ -32,8 +36,8 @@ def _cut_stream(url: str, headers: dict[str, str], model: str = "qwen-text",
                 after: int = 6, **extra: object) -> int:
     """Open a stream, read `after` content chunks and hang up; the status it was answered."""
     with httpx.stream("POST", url + "/v1/chat/completions", headers=headers, timeout=60,
-                      json={"model": model, "messages": COUNT, "stream": True,
-                            "max_tokens": 200, **extra}) as response:
+                      json={"model": model, "messages": LONG, "stream": True, "max_tokens": 200,
+                            "temperature": 0, "seed": 7, **extra}) as response:
         if response.status_code != 200:
             response.read()
             return response.status_code
@@ -70,7 +74,7 @@ def test_cut_streams_spend_a_daily_budget(gateway: GatewayFactory, auth: dict,
         headers = key_with(url, auth, budget_tokens=60, budget_period="day")
         statuses = [_cut_stream(url, headers) for _ in range(12)]
         usage = _usage(url, auth)
-    # Each cut stream is charged its prompt (estimated: ~15) and the deltas relayed (≥ 6).
+    # Each cut stream is charged its prompt (estimated: 17) and the deltas relayed (≥ 6).
     refused = statuses.index(429)
     assert statuses[:2] == [200, 200] and refused <= 4, statuses
     assert set(statuses[refused:]) == {429}
