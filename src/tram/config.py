@@ -26,6 +26,7 @@ __all__ = [
     "EngineConfig",
     "HealthConfig",
     "LimitsConfig",
+    "MediaLimits",
     "ModelConfig",
     "RoutingConfig",
     "ServerConfig",
@@ -162,6 +163,13 @@ class EngineConfig(_Strict):
         return self
 
 
+class MediaLimits(_Strict):
+    """Video or audio parts a model accepts (refused unless set): each clip within these."""
+
+    max_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_seconds: float = Field(30.0, gt=0)
+
+
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
     vision: bool = False
@@ -196,6 +204,9 @@ class ModelConfig(_Strict):
     max_images: int | None = Field(None, ge=1)
     # Pixels per image an engine may receive; larger images are downscaled by the gateway.
     max_pixels: int | None = Field(None, ge=28 * 28)
+    # Video (MP4) and audio (WAV) parts: refused unless enabled here, then vetted and capped.
+    video: MediaLimits | None = None
+    audio: MediaLimits | None = None
 
     def pixel_budget(self) -> int:
         """The most pixels an engine receives per image: `max_pixels`, else the vLLM engine's,

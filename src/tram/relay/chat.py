@@ -40,7 +40,8 @@ from tram.routing.registry import ModelPool, Registry, Replica
 from tram.routing.upstream import UpstreamClient, engine_error
 from tram.vision.decode import ImageWorkers
 from tram.vision.fetch import ImageFetcher
-from tram.vision.parts import check_url_form, image_parts, param_of
+from tram.vision.media import MediaPart, check_clip, media_of
+from tram.vision.parts import check_url_form, content_parts, param_of
 
 __all__ = ["ChatService", "JSONResult", "StreamResult"]
 
@@ -187,6 +188,17 @@ class ChatService:
         record.mark_first_byte()
         return JSONResult(rewrite_answer(raw, pool.name, record))
 
+    async def _vet_clip(self, pool: ModelPool, payload: dict[str, Any], message_index: int,
+                        part_index: int) -> None:
+        """A video or audio part of a model that enables it: fetched or decoded here, its size,
+        container and duration checked, and forwarded as data (never fetched by the engine)."""
+        part = media_of(payload["messages"][message_index]["content"][part_index],
+                        message_index, part_index)
+        assert part is not None
+        limits = getattr(pool.config, part.kind)
+        data = await _fetched_or_given(self._fetcher, part, limits.max_bytes)
+        part.replace(data, check_clip(data, part, limits))
+
     def _count_rejection(self, model: str, reason: str) -> None:
         if self._metrics is not None:
             self._metrics.rejected.labels(model, reason).inc()
@@ -208,8 +220,12 @@ class ChatService:
 
     async def _prepare_images(self, pool: ModelPool, request: ChatCompletionRequest,
                               payload: dict[str, Any], record: RequestRecord) -> None:
-        parts = image_parts(request)
+        config = pool.config
+        enabled = [kind for kind in ("video", "audio") if getattr(config, kind) is not None]
+        parts, clips = content_parts(request, enabled)
         record.images = len(parts)
+        for message_index, part_index in clips:
+            await self._vet_clip(pool, payload, message_index, part_index)
         if not parts:
             return
         if not pool.config.vision:
@@ -244,6 +260,13 @@ class ChatService:
             if prepared.url is not None:
                 content = payload["messages"][message_index]["content"]
                 content[part_index]["image_url"]["url"] = prepared.url
+
+
+async def _fetched_or_given(fetcher: ImageFetcher, part: MediaPart, limit: int) -> bytes:
+    source = part.source()
+    if isinstance(source, bytes):
+        return source
+    return await fetcher.fetch_bytes(source, part.param, limit, part.kind)
 
 
 def _apply_thinking(payload: dict[str, Any], enabled: bool) -> None:

@@ -81,14 +81,23 @@ class ImageFetcher:
         return as_data_url(data, mime)
 
     async def fetch(self, url: str, param: str) -> tuple[bytes, str]:
+        """An image: its bytes and type (PNG, JPEG, WebP or GIF, as allowed)."""
         cached = self._cache.get(url)
         if cached is not None:
             return cached
-        data, mime = await self._fetch(url, param)
+        data = await self.fetch_bytes(url, param, self._config.max_image_bytes, "image")
+        mime = sniff_type(data)
+        if mime is None or mime not in self._config.allowed_types:
+            raise InvalidRequest(
+                "The image URL did not return a PNG, JPEG, WebP or GIF image.",
+                param=param, code="invalid_image_format",
+            )
         self._cache.put(url, data, mime)
         return data, mime
 
-    async def _fetch(self, url: str, param: str) -> tuple[bytes, str]:
+    async def fetch_bytes(self, url: str, param: str, limit: int, what: str) -> bytes:
+        """Whatever the URL holds, within `limit` bytes, under the same address rules
+        (`what` names it in errors: "image", "video", "audio")."""
         import httpx
 
         try:
@@ -101,38 +110,17 @@ class ImageFetcher:
                             url = urljoin(url, response.headers["location"])
                             continue
                         if response.status_code != 200:
-                            raise _fail(f"Fetching the image URL gave HTTP {response.status_code}.",
-                                        param)
-                        data = await self._read_capped(response, param)
-                        break
-                else:
-                    raise _fail("Fetching the image URL redirected too many times.", param)
+                            raise _fail(f"Fetching the {what} URL gave HTTP "
+                                        f"{response.status_code}.", param)
+                        return await _read_capped(response, limit, param, what)
+                raise _fail(f"Fetching the {what} URL redirected too many times.", param)
         except TimeoutError:
-            raise _fail(f"Fetching the image URL took longer than {self._config.fetch_timeout:g}s.",
-                        param) from None
+            raise _fail(f"Fetching the {what} URL took longer than "
+                        f"{self._config.fetch_timeout:g}s.", param) from None
         except httpx.HTTPError as exc:
-            raise _fail(f"Could not fetch the image URL ({type(exc).__name__}).", param) from None
-        mime = sniff_type(data)
-        if mime is None or mime not in self._config.allowed_types:
-            raise InvalidRequest(
-                "The image URL did not return a PNG, JPEG, WebP or GIF image.",
-                param=param, code="invalid_image_format",
-            )
-        return data, mime
+            raise _fail(f"Could not fetch the {what} URL ({type(exc).__name__}).",
+                        param) from None
 
-    async def _read_capped(self, response: httpx.Response, param: str) -> bytes:
-        limit = self._config.max_image_bytes
-        declared = response.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise _too_large(limit, param)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit, param)
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     async def _pinned(self, url: str, param: str) -> tuple[str, dict[str, str], dict[str, Any]]:
         """The URL to request (at a checked address), its Host header and TLS name."""
@@ -165,6 +153,20 @@ class ImageFetcher:
         host_header = host if parts.port is None else f"{host}:{parts.port}"
         extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
         return target, {"host": host_header}, extensions
+
+
+async def _read_capped(response: httpx.Response, limit: int, param: str, what: str) -> bytes:
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit, param, what)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit, param, what)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _is_address(host: str) -> bool:
@@ -239,6 +241,6 @@ def _fail(message: str, param: str) -> InvalidRequest:
     return InvalidRequest(message, param=param, code="image_fetch_failed")
 
 
-def _too_large(limit: int, param: str) -> InvalidRequest:
-    return InvalidRequest(f"Image is larger than the {limit} bytes allowed per image.",
-                          param=param, code="image_too_large")
+def _too_large(limit: int, param: str, what: str) -> InvalidRequest:
+    return InvalidRequest(f"The {what} is larger than the {limit} bytes allowed.", param=param,
+                          code="image_too_large" if what == "image" else "media_too_large")

@@ -9,12 +9,14 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Collection
 
 from tram.config import VisionConfig
 from tram.errors import InvalidRequest
 from tram.protocol.chat import ChatCompletionRequest, ImagePart, OtherPart
+from tram.vision.media import MEDIA_PARTS
 
-__all__ = ["check_data_url", "check_url_form", "image_parts", "param_of", "sniff_type"]
+__all__ = ["check_data_url", "check_url_form", "content_parts", "param_of", "sniff_type"]
 
 _DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)(?P<params>(?:;[\w.+-]+=[\w.+-]+)*);base64,",
                        re.ASCII)
@@ -81,23 +83,32 @@ def check_data_url(url: str, config: VisionConfig, param: str) -> bytes:
     return data
 
 
-def image_parts(request: ChatCompletionRequest) -> list[tuple[int, int, ImagePart]]:
-    """(message index, part index, part) of every image; any part that is neither text nor
-    an image is a 400 naming it. Video and audio parts (`video_url`, `audio_url`,
-    `input_audio`) would be fetched by vLLM itself, past every check here; other types
-    (`input_image`, `image`, `image_embeds`, …) are not OpenAI chat parts."""
-    found: list[tuple[int, int, ImagePart]] = []
+def content_parts(request: ChatCompletionRequest, media: Collection[str] = ()
+                  ) -> tuple[list[tuple[int, int, ImagePart]], list[tuple[int, int]]]:
+    """Images as (message index, part index, part), and the positions of video/audio parts
+    of the kinds in `media` ("video", "audio"); any other part that is not text is a 400
+    naming it. Video and audio parts (`video_url`, `audio_url`, `input_audio`) would be
+    fetched by vLLM itself, past every check here, so they pass only where the model enables
+    them (and are then vetted, `vision/media.py`); other types (`input_image`, `image`,
+    `image_embeds`, …) are not OpenAI chat parts."""
+    images: list[tuple[int, int, ImagePart]] = []
+    clips: list[tuple[int, int]] = []
     for i, message in enumerate(request.messages):
         if isinstance(message.content, list):
             for j, part in enumerate(message.content):
                 if isinstance(part, ImagePart):
-                    found.append((i, j, part))
+                    images.append((i, j, part))
                 elif isinstance(part, OtherPart):
+                    if MEDIA_PARTS.get(part.type) in media:
+                        clips.append((i, j))
+                        continue
+                    hint = (f" This model does not take {MEDIA_PARTS[part.type]}."
+                            if part.type in MEDIA_PARTS else "")
                     raise InvalidRequest(
                         f"Content parts of type '{part.type}' are not accepted: Trạm takes "
-                        "'text' and 'image_url' parts.", param=f"messages[{i}].content[{j}].type",
-                        code="unsupported_content_part")
-    return found
+                        f"'text' and 'image_url' parts.{hint}",
+                        param=f"messages[{i}].content[{j}].type", code="unsupported_content_part")
+    return images, clips
 
 
 def check_url_form(url: str, param: str) -> None:
