@@ -75,3 +75,26 @@ def test_an_engine_never_receives_more_pixels_than_the_budget(
     with sqlite3.connect(settings.data_dir / "tram.db") as db:
         images, pixels = db.execute("SELECT images, image_pixels FROM usage_events").fetchone()
     assert (images, pixels) == (4, w1 * h1 + w2 * h2 + w3 * h3 + 80 * 60)
+
+
+def test_the_lenient_image_url_form_is_accepted_and_sent_as_openais(
+        gateway: GatewayFactory, auth: dict, engine_log: EngineLog,
+        fault_engine_server: tuple[str, EngineLog]) -> None:
+    models = [{"name": "qwen-vl", "vision": True, "max_pixels": 10_000,
+               "upstreams": [{"url": fault_engine_server[0], "served_name": "echo"}]}]
+    small, large = data_url(png(20, 20)), data_url(png(400, 300))
+    with gateway(models=models) as url:
+        answer = httpx.post(url + "/v1/chat/completions", headers=auth, json={
+            "model": "qwen-vl", "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": small},
+                {"type": "image_url", "image_url": large}]}]})
+        bad = httpx.post(url + "/v1/chat/completions", headers=auth, json={
+            "model": "qwen-vl", "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": "ftp://x/a.png"}]}]})
+    assert answer.status_code == 200, answer.text
+    first, second = engine_log.received[-1]["messages"][0]["content"]
+    assert first == {"type": "image_url", "image_url": {"url": small}}
+    assert second["image_url"]["url"].startswith("data:image/png;base64,")
+    assert second["image_url"]["url"] != large  # fitted to the budget
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "messages[0].content[0].image_url.url"

@@ -19,6 +19,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     Tag,
+    field_validator,
     model_validator,
 )
 
@@ -36,8 +37,16 @@ class ImageURL(_Open):
 
 
 class ImagePart(_Open):
+    """OpenAI's `{"image_url": {"url": …, "detail": …}}`, or the lenient `"image_url": "<url>"`
+    that many clients send (read as `{"url": "<url>"}`)."""
+
     type: Literal["image_url"]
     image_url: ImageURL
+
+    @field_validator("image_url", mode="before")
+    @classmethod
+    def _lenient(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
 
 
 class TextPart(_Open):

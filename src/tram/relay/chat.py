@@ -245,6 +245,9 @@ class ChatService:
         for message_index, part_index, part in parts:
             url, param = part.image_url.url, param_of(message_index, part_index)
             check_url_form(url, param)
+            given = payload["messages"][message_index]["content"][part_index]
+            if isinstance(given.get("image_url"), str):  # the lenient form, as OpenAI's
+                given["image_url"] = {"url": given["image_url"]}
             source: str | bytes
             if url.startswith("data:"):
                 source = url
@@ -258,8 +261,7 @@ class ChatService:
             prepared = await self._images.prepare(source, self._vision, budget, param)
             record.image_pixels += prepared.sent.pixels
             if prepared.url is not None:
-                content = payload["messages"][message_index]["content"]
-                content[part_index]["image_url"]["url"] = prepared.url
+                given["image_url"]["url"] = prepared.url
 
 
 async def _fetched_or_given(fetcher: ImageFetcher, part: MediaPart, limit: int) -> bytes:
