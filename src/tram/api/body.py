@@ -10,7 +10,7 @@ import orjson
 from tram.errors import InvalidJSON, RequestTooLarge
 from tram.types import Receive, Scope
 
-__all__ = ["ClientGone", "read_json"]
+__all__ = ["ClientGone", "parse_json", "read_body", "read_json"]
 
 
 class ClientGone(Exception):
@@ -22,6 +22,10 @@ def _too_large(limit: int) -> RequestTooLarge:
 
 
 async def read_json(scope: Scope, receive: Receive, limit: int) -> Any:
+    return parse_json(await read_body(scope, receive, limit))
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit() and int(value) > limit:
             raise _too_large(limit)
@@ -38,7 +42,10 @@ async def read_json(scope: Scope, receive: Receive, limit: int) -> Any:
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> Any:
     if not raw.strip():
         raise InvalidJSON("The request body is empty; send a JSON object.")
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from tram.api.body import ClientGone, read_json
+from tram.api.body import ClientGone, parse_json, read_body
 from tram.api.middleware import record_of
 from tram.api.state import AppState
 from tram.api.streaming import SSEResponse, cancel_on_disconnect
@@ -18,6 +18,7 @@ from tram.errors import InternalError, TramError, error_response
 from tram.relay.accounting import settle
 from tram.relay.chat import StreamResult
 from tram.types import Receive, Scope, Send
+from tram.vision.lift import Lifted, keep_image_urls, lift_data_urls
 
 __all__ = ["ChatEndpoint"]
 
@@ -52,10 +53,14 @@ class ChatEndpoint:
         record = record_of(scope)
         principal: Principal = scope["state"]["tram.principal"]
         try:
-            payload = await read_json(scope, receive, state.config.server.max_body_bytes)
+            raw = await read_body(scope, receive, state.config.server.max_body_bytes)
         except ClientGone:
             record.client_disconnected = True
             return
+        # Large images as data URLs are not parsed on the event loop (vision/lift.py).
+        raw, lifted = lift_data_urls(raw)
+        payload = parse_json(raw)
+        lifted = keep_image_urls(payload, lifted)
         # From here on the request is journaled: even a killed gateway leaves a trace of it.
         state.usage.begin(record, payload)
         ticket = None
@@ -64,7 +69,7 @@ class ChatEndpoint:
             ticket = await state.limiter.admit(principal.key_id, principal.limits,
                                                self._completion_ceiling(payload))
         try:
-            await self._serve(scope, receive, send, principal, payload)
+            await self._serve(scope, receive, send, principal, payload, lifted)
         finally:
             # A cut stream or a cancelled request is charged what the engine did for it.
             settle(record, payload)
@@ -86,7 +91,7 @@ class ChatEndpoint:
         return _UNBOUNDED_CEILING
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, principal: Principal,
-                     payload: object) -> None:
+                     payload: object, lifted: Lifted) -> None:
         state = self.state
         record = record_of(scope)
 
@@ -94,7 +99,7 @@ class ChatEndpoint:
         # request is cancelled instead of finishing for nobody.
         ticker = state.upstream.deadlines
         result = await cancel_on_disconnect(
-            receive, state.chat.create(principal, payload, record), record, ticker)
+            receive, state.chat.create(principal, payload, record, lifted), record, ticker)
         if result is None:
             return
         if isinstance(result, StreamResult):

@@ -40,6 +40,7 @@ from tram.routing.registry import ModelPool, Registry, Replica
 from tram.routing.upstream import UpstreamClient, engine_error
 from tram.vision.decode import ImageWorkers
 from tram.vision.fetch import ImageFetcher
+from tram.vision.lift import Lifted
 from tram.vision.media import MediaPart, check_clip, media_of
 from tram.vision.parts import check_url_form, content_parts, param_of
 
@@ -89,15 +90,16 @@ class ChatService:
     def close(self) -> None:
         self._images.close()
 
-    async def create(self, principal: Principal, payload: Any,
-                     record: RequestRecord) -> JSONResult | StreamResult:
+    async def create(self, principal: Principal, payload: Any, record: RequestRecord,
+                     lifted: Lifted | None = None) -> JSONResult | StreamResult:
+        """`lifted`: image data URLs cut out of the body before parsing (vision/lift.py)."""
         name = payload.get("model") if isinstance(payload, dict) else None
         if isinstance(name, str) and self._registry.get(name) is not None:
             record.model = name  # known before validation, so even a 400 is counted per model
         request = _validate(payload)
         record.stream = bool(request.stream)
         pool = self._resolve(principal, request.model)
-        await self._prepare_images(pool, request, payload, record)
+        await self._prepare_images(pool, request, payload, record, lifted or {})
         limit = pool.config.max_in_flight
         if limit is not None and pool.in_flight >= limit:
             self._count_rejection(pool.name, "max_in_flight")
@@ -219,7 +221,8 @@ class ChatService:
         return pool
 
     async def _prepare_images(self, pool: ModelPool, request: ChatCompletionRequest,
-                              payload: dict[str, Any], record: RequestRecord) -> None:
+                              payload: dict[str, Any], record: RequestRecord,
+                              lifted: Lifted) -> None:
         config = pool.config
         enabled = [kind for kind in ("video", "audio") if getattr(config, kind) is not None]
         parts, clips = content_parts(request, enabled)
@@ -244,12 +247,16 @@ class ChatService:
                                  code="too_many_images")
         for message_index, part_index, part in parts:
             url, param = part.image_url.url, param_of(message_index, part_index)
-            check_url_form(url, param)
+            view = lifted.get(url)
+            if view is None:
+                check_url_form(url, param)
             given = payload["messages"][message_index]["content"][part_index]
             if isinstance(given.get("image_url"), str):  # the lenient form, as OpenAI's
                 given["image_url"] = {"url": given["image_url"]}
-            source: str | bytes
-            if url.startswith("data:"):
+            source: str | bytes | memoryview
+            if view is not None:
+                source = view  # a data URL, decoded in the image threads
+            elif url.startswith("data:"):
                 source = url
             elif pool.config.image_fetch == "gateway":
                 source, _ = await self._fetcher.fetch(url, param)

@@ -130,15 +130,19 @@ class Prepared:
     sent: ImageInfo  # what the engine receives
 
 
-def prepare(source: str | bytes, config: VisionConfig, budget: int, param: str) -> Prepared:
-    """All the work on one image, from a data URL or fetched bytes to what the engine gets:
-    base64 decoding and type check, header check, downscaling, encoding. CPU-bound: run it
-    through `ImageWorkers`, never on the event loop."""
-    data = check_data_url(source, config, param) if isinstance(source, str) else source
+def prepare(source: str | bytes | memoryview, config: VisionConfig, budget: int,
+            param: str) -> Prepared:
+    """All the work on one image, from a data URL (a str, or a view of one lifted out of the
+    body) or fetched bytes to what the engine gets: base64 decoding and type check, header
+    check, downscaling, encoding. CPU-bound: run it through `ImageWorkers`, never on the event
+    loop."""
+    data = source if isinstance(source, bytes) else check_data_url(source, config, param)
     info = inspect(data, config.max_decode_pixels, param)
     fitted, sent = fit_to_budget(data, info, budget)
     if fitted is data and isinstance(source, str):
         return Prepared(None, sent)
+    if fitted is data and isinstance(source, memoryview):  # as the client sent it
+        return Prepared(bytes(source).decode("ascii"), sent)
     return Prepared(f"data:{sent.mime};base64," + base64.b64encode(fitted).decode("ascii"), sent)
 
 
@@ -157,8 +161,8 @@ class ImageWorkers:
         self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="tram-image",
                                         initializer=_lower_priority)
 
-    async def prepare(self, source: str | bytes, config: VisionConfig, budget: int,
-                      param: str) -> Prepared:
+    async def prepare(self, source: str | bytes | memoryview, config: VisionConfig,
+                      budget: int, param: str) -> Prepared:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, prepare, source, config, budget, param)
 

@@ -42,9 +42,11 @@ def param_of(message_index: int, part_index: int) -> str:
     return f"messages[{message_index}].content[{part_index}].image_url.url"
 
 
-def check_data_url(url: str, config: VisionConfig, param: str) -> bytes:
-    """Decode and check a base64 data URL; returns the image bytes."""
-    match = _DATA_URL.match(url)
+def check_data_url(url: str | memoryview, config: VisionConfig, param: str) -> bytes:
+    """Decode and check a base64 data URL (a str, or the bytes of one); the image bytes."""
+    # A view's header read as text: one character per byte, so indexes match.
+    head = url if isinstance(url, str) else bytes(url[:256]).decode("ascii", "replace")
+    match = _DATA_URL.match(head)
     if match is None:
         raise InvalidRequest(
             "Invalid image data URL: expected 'data:image/<type>;base64,<data>'.",
