@@ -23,12 +23,14 @@ from typing import Any, Literal
 from tram.config import MediaLimits
 from tram.errors import InvalidRequest
 
-__all__ = ["MEDIA_PARTS", "MediaPart", "clip_seconds", "media_of"]
+__all__ = ["DATA_URL", "MEDIA_PARTS", "MediaPart", "check_clip", "clip_seconds", "media_of"]
 
 Kind = Literal["video", "audio"]
 # part type → (kind, field holding the URL or data)
 MEDIA_PARTS: dict[str, Kind] = {"video_url": "video", "audio_url": "audio", "input_audio": "audio"}
-_DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.ASCII)
+# A base64 data URL's header (shared with vision/parts.py, which checks image data URLs).
+DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)(?:;[\w.+-]+=[\w.+-]+)*;base64,",
+                      re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class MediaPart:
         url = value.get("url") if isinstance(value, dict) else value
         if not isinstance(url, str) or not url:
             raise InvalidRequest(f"{kind} needs a 'url'.", param=self.param, code="invalid_media")
-        match = _DATA_URL.match(url)
+        match = DATA_URL.match(url)
         if match is not None:
             return _b64(url[match.end():], self.param)
         if not re.match(r"^https?://[^/\s]+", url, re.IGNORECASE):

@@ -14,12 +14,9 @@ from collections.abc import Collection
 from tram.config import VisionConfig
 from tram.errors import InvalidRequest
 from tram.protocol.chat import ChatCompletionRequest, ImagePart, OtherPart
-from tram.vision.media import MEDIA_PARTS
+from tram.vision.media import DATA_URL, MEDIA_PARTS
 
 __all__ = ["check_data_url", "check_url_form", "content_parts", "param_of", "sniff_type"]
-
-_DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)(?P<params>(?:;[\w.+-]+=[\w.+-]+)*);base64,",
-                       re.ASCII)
 
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -46,7 +43,7 @@ def check_data_url(url: str | memoryview, config: VisionConfig, param: str) -> b
     """Decode and check a base64 data URL (a str, or the bytes of one); the image bytes."""
     # A view's header read as text: one character per byte, so indexes match.
     head = url if isinstance(url, str) else bytes(url[:256]).decode("ascii", "replace")
-    match = _DATA_URL.match(head)
+    match = DATA_URL.match(head)
     if match is None:
         raise InvalidRequest(
             "Invalid image data URL: expected 'data:image/<type>;base64,<data>'.",
