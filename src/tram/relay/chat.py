@@ -41,7 +41,7 @@ from tram.routing.upstream import UpstreamClient, engine_error
 from tram.vision.decode import ImageWorkers
 from tram.vision.fetch import ImageFetcher
 from tram.vision.lift import Lifted
-from tram.vision.media import MediaPart, check_clip, media_of
+from tram.vision.media import check_clip, media_of
 from tram.vision.parts import check_url_form, content_parts, param_of
 
 __all__ = ["ChatService", "JSONResult", "StreamResult"]
@@ -198,8 +198,13 @@ class ChatService:
                         message_index, part_index)
         assert part is not None
         limits = getattr(pool.config, part.kind)
-        data = await _fetched_or_given(self._fetcher, part, limits.max_bytes)
-        part.replace(data, check_clip(data, part, limits))
+        # Decoding, checking and re-encoding a clip (up to max_bytes) is CPU work: in the
+        # image threads, as for images, never on the event loop.
+        source = await self._images.run(part.source)
+        data = source if isinstance(source, bytes) else \
+            await self._fetcher.fetch_bytes(source, part.param, limits.max_bytes, part.kind)
+        mime = await self._images.run(check_clip, data, part, limits)
+        await self._images.run(part.replace, data, mime)
 
     def _count_rejection(self, model: str, reason: str) -> None:
         if self._metrics is not None:
@@ -269,13 +274,6 @@ class ChatService:
             record.image_pixels += prepared.sent.pixels
             if prepared.url is not None:
                 given["image_url"]["url"] = prepared.url
-
-
-async def _fetched_or_given(fetcher: ImageFetcher, part: MediaPart, limit: int) -> bytes:
-    source = part.source()
-    if isinstance(source, bytes):
-        return source
-    return await fetcher.fetch_bytes(source, part.param, limit, part.kind)
 
 
 def _apply_thinking(payload: dict[str, Any], enabled: bool) -> None:

@@ -13,15 +13,17 @@ on the event loop.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import io
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from tram.config import VisionConfig
 from tram.errors import InvalidRequest
+from tram.vision.dataurl import as_data_url
 from tram.vision.parts import check_data_url
 
 __all__ = ["MAX_ASPECT", "ImageInfo", "ImageWorkers", "Prepared", "budget_size", "fit_to_budget",
@@ -29,6 +31,7 @@ __all__ = ["MAX_ASPECT", "ImageInfo", "ImageWorkers", "Prepared", "budget_size",
 
 # Qwen2/2.5/3-VL's image processor refuses an absolute aspect ratio of 200 or more.
 MAX_ASPECT = 200
+T = TypeVar("T")
 _FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
@@ -143,7 +146,7 @@ def prepare(source: str | bytes | memoryview, config: VisionConfig, budget: int,
         return Prepared(None, sent)
     if fitted is data and isinstance(source, memoryview):  # as the client sent it
         return Prepared(bytes(source).decode("ascii"), sent)
-    return Prepared(f"data:{sent.mime};base64," + base64.b64encode(fitted).decode("ascii"), sent)
+    return Prepared(as_data_url(fitted, sent.mime), sent)
 
 
 def _lower_priority() -> None:
@@ -163,8 +166,11 @@ class ImageWorkers:
 
     async def prepare(self, source: str | bytes | memoryview, config: VisionConfig,
                       budget: int, param: str) -> Prepared:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, prepare, source, config, budget, param)
+        return await self.run(prepare, source, config, budget, param)
+
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        """Any CPU-bound media work (video and audio clips too), in these threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

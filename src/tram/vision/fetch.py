@@ -12,7 +12,6 @@ be an image of an allowed type.
 
 from __future__ import annotations
 
-import base64
 import collections
 import ipaddress
 import socket
@@ -26,12 +25,13 @@ import anyio
 from tram.config import VisionConfig
 from tram.errors import InvalidRequest
 from tram.vision.addresses import is_public
+from tram.vision.dataurl import as_data_url
 from tram.vision.parts import sniff_type
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["ImageFetcher", "Resolver", "as_data_url"]
+__all__ = ["ImageFetcher", "Resolver"]
 
 _MAX_REDIRECTS = 3
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -231,10 +231,6 @@ class _Cache:
     def _drop(self, url: str) -> None:
         _, data, _ = self._entries.pop(url)
         self._bytes -= len(data)
-
-
-def as_data_url(data: bytes, mime: str) -> str:
-    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
 def _fail(message: str, param: str) -> InvalidRequest:

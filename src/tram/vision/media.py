@@ -11,7 +11,6 @@ checked without a decoder.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import io
 import re
@@ -22,17 +21,13 @@ from typing import Any, Literal
 
 from tram.config import MediaLimits
 from tram.errors import InvalidRequest
+from tram.vision.dataurl import DATA_URL, as_data_url, b64decode
 
-__all__ = ["DATA_URL", "MEDIA_PARTS", "MediaPart", "check_clip", "clip_seconds", "media_of"]
+__all__ = ["MEDIA_PARTS", "MediaPart", "check_clip", "clip_seconds", "media_of"]
 
 Kind = Literal["video", "audio"]
 # part type → (kind, field holding the URL or data)
 MEDIA_PARTS: dict[str, Kind] = {"video_url": "video", "audio_url": "audio", "input_audio": "audio"}
-# A base64 data URL's header (shared with vision/parts.py, which checks image data URLs).
-DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)(?:;[\w.+-]+=[\w.+-]+)*;base64,",
-                      re.ASCII)
-
-
 @dataclass(frozen=True)
 class MediaPart:
     kind: Kind
@@ -70,17 +65,17 @@ class MediaPart:
 
     def replace(self, data: bytes, mime: str) -> None:
         """Forward the vetted clip itself, as a data URL (or base64 data for input_audio)."""
-        encoded = base64.b64encode(data).decode("ascii")
+        url = as_data_url(data, mime)
         kind = self.part["type"]
         if kind == "input_audio":
-            self.part["input_audio"]["data"] = encoded
+            self.part["input_audio"]["data"] = url.split(",", 1)[1]
         else:
-            self.part[kind] = {"url": f"data:{mime};base64,{encoded}"}
+            self.part[kind] = {"url": url}
 
 
 def _b64(encoded: str, param: str) -> bytes:
     try:
-        return base64.b64decode(encoded, validate=True)
+        return b64decode(encoded)
     except (binascii.Error, ValueError):
         raise InvalidRequest("The media data is not valid base64.", param=param,
                              code="invalid_media") from None

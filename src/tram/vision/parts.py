@@ -6,16 +6,15 @@ claims (a mislabelled or truncated image gets a 400 here, not an obscure engine 
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
-import time
 from collections.abc import Collection
 
 from tram.config import VisionConfig
 from tram.errors import InvalidRequest
 from tram.protocol.chat import ChatCompletionRequest, ImagePart, OtherPart
-from tram.vision.media import DATA_URL, MEDIA_PARTS
+from tram.vision.dataurl import DATA_URL, b64decode
+from tram.vision.media import MEDIA_PARTS
 
 __all__ = ["check_data_url", "check_url_form", "content_parts", "param_of", "sniff_type"]
 
@@ -38,22 +37,6 @@ def sniff_type(data: bytes) -> str | None:
 
 def param_of(message_index: int, part_index: int) -> str:
     return f"messages[{message_index}].content[{part_index}].image_url.url"
-
-
-_SLICE = 1 << 20  # base64 characters decoded at a time (a multiple of 4)
-
-
-def _b64decode(encoded: str | memoryview) -> bytes:
-    """base64.b64decode(validate=True), in slices for large inputs with the GIL given up
-    between them: it runs in an image thread, and one 9 MB decode would otherwise hold the
-    GIL, and so the event loop, for ~5 ms."""
-    if len(encoded) <= _SLICE:
-        return base64.b64decode(encoded, validate=True)
-    pieces = []
-    for start in range(0, len(encoded), _SLICE):
-        pieces.append(base64.b64decode(encoded[start:start + _SLICE], validate=True))
-        time.sleep(0)  # lets a waiting thread (the event loop) take the GIL
-    return b"".join(pieces)
 
 
 def check_data_url(url: str | memoryview, config: VisionConfig, param: str) -> bytes:
@@ -79,7 +62,7 @@ def check_data_url(url: str | memoryview, config: VisionConfig, param: str) -> b
             param=param, code="image_too_large",
         )
     try:
-        data = _b64decode(encoded)
+        data = b64decode(encoded)
     except (binascii.Error, ValueError):
         raise InvalidRequest(
             "Invalid image data URL: the data is not valid base64.",
