@@ -3,14 +3,14 @@
 `ChatService.create` returns a value: `JSONResult` (a complete answer) or `StreamResult` (SSE
 frames to send as they come). It raises a `TramError` for anything the client must be told
 before a response starts; once a stream has started, errors become an SSE error event followed
-by `data: [DONE]` instead of a cut connection.
+by `data: [DONE]` instead of a cut connection. The bridges (Responses and Anthropic Messages
+over an engine's chat completions) come through here too, with a `ChatShape` of their own that
+turns the chat answer and chunks into their route's shapes.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncGenerator
-from contextlib import AsyncExitStack
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,72 +18,44 @@ import orjson
 from pydantic import ValidationError
 
 from tram.auth.keys import Principal
-from tram.config import Timeouts, VisionConfig
-from tram.errors import (
-    EngineConnectTimeout,
-    EngineTimeout,
-    EngineUnavailable,
-    EngineUnreachable,
-    ImagesNotSupported,
-    InvalidRequest,
-    ModelNotFound,
-    ModelOverloaded,
-    TramError,
-)
+from tram.config import VisionConfig
+from tram.errors import ImagesNotSupported, InvalidRequest
 from tram.metrics import Metrics
 from tram.protocol.chat import ChatCompletionRequest
-from tram.relay.stream import UsageAsked, relay_stream, rewrite_answer
+from tram.relay.forward import Call, Forwarder, JSONResult, StreamResult, resolve_pool
+from tram.relay.stream import ChunkStream, StreamHandler, UsageAsked, rewrite_answer, rewritten_answer
 from tram.relay.validation import invalid_request_from
 from tram.requestlog import RequestRecord
 from tram.routing.policies import RoutingHints
-from tram.routing.registry import ModelPool, Registry, Replica
-from tram.routing.upstream import UpstreamClient, engine_error
+from tram.routing.registry import ModelPool, Registry
+from tram.routing.upstream import UpstreamClient
 from tram.vision.decode import ImageWorkers
 from tram.vision.fetch import ImageFetcher
 from tram.vision.lift import Lifted
 from tram.vision.media import check_clip, media_of
 from tram.vision.parts import check_url_form, content_parts, param_of
 
-__all__ = ["ChatService", "JSONResult", "StreamResult"]
+__all__ = ["ChatService", "ChatShape", "JSONResult", "StreamResult"]
 
 CHAT_PATH = "/chat/completions"
 
 
-@dataclass
-class JSONResult:
-    body: bytes
-    status: int = 200
+@dataclass(frozen=True)
+class ChatShape:
+    """What a bridged route makes of chat's answer: the JSON body from the chat completion,
+    and a handler that turns chat chunks into the route's own stream events."""
 
-
-class StreamResult:
-    """SSE frames; `aclose` releases the engine connection even if the frames were never read."""
-
-    def __init__(self, frames: AsyncGenerator[bytes, None], resources: AsyncExitStack) -> None:
-        self.frames = frames
-        self._resources = resources
-
-    async def aclose(self) -> None:
-        try:
-            await self.frames.aclose()
-        finally:
-            await self._resources.aclose()
-
-
-class _Retryable(Exception):
-    """A failure of one replica before anything reached the client: another may serve."""
-
-    def __init__(self, error: TramError) -> None:
-        self.error = error
+    answer: Callable[[dict[str, Any], ModelPool], bytes]
+    handler: Callable[[ModelPool], StreamHandler]
 
 
 class ChatService:
     def __init__(self, registry: Registry, upstream: UpstreamClient, vision: VisionConfig,
                  fetcher: ImageFetcher, metrics: Metrics | None = None) -> None:
         self._registry = registry
-        self._upstream = upstream
+        self._forwarder = Forwarder(upstream, metrics)
         self._vision = vision
         self._fetcher = fetcher
-        self._metrics = metrics
         # Image decoding and resizing: a few threads of lower priority (vision.max_concurrent).
         self._images = ImageWorkers(vision.max_concurrent)
 
@@ -91,104 +63,48 @@ class ChatService:
         self._images.close()
 
     async def create(self, principal: Principal, payload: Any, record: RequestRecord,
-                     lifted: Lifted | None = None) -> JSONResult | StreamResult:
-        """`lifted`: image data URLs cut out of the body before parsing (vision/lift.py)."""
+                     lifted: Lifted | None = None,
+                     shape: ChatShape | None = None) -> JSONResult | StreamResult:
+        """`lifted`: image data URLs cut out of the body before parsing (vision/lift.py);
+        `shape`: a bridged route's answer and stream shapes (None: chat's own)."""
         name = payload.get("model") if isinstance(payload, dict) else None
         if isinstance(name, str) and self._registry.get(name) is not None:
             record.model = name  # known before validation, so even a 400 is counted per model
         request = _validate(payload)
         record.stream = bool(request.stream)
-        pool = self._resolve(principal, request.model)
+        pool = resolve_pool(self._registry, principal, request.model)
         await self._prepare_images(pool, request, payload, record, lifted or {})
-        limit = pool.config.max_in_flight
-        if limit is not None and pool.in_flight >= limit:
-            self._count_rejection(pool.name, "max_in_flight")
-            raise ModelOverloaded(f"The model '{pool.name}' has {limit} requests in flight, its "
-                                  "limit; retry shortly.")
+        self._forwarder.check_in_flight(pool)
         if pool.config.thinking is not None:
             _apply_thinking(payload, pool.config.thinking == "on")
         default_max = pool.config.default_max_tokens
         if default_max and request.max_tokens is None and request.max_completion_tokens is None:
             payload["max_tokens"] = default_max
-        hints = _hints(pool, request)
-        deadline = time.monotonic() + pool.config.timeouts.total
         asked = _ask_for_usage(pool, request, payload) if request.stream else UsageAsked()
 
-        tried: list[Replica] = []
-        last: _Retryable | None = None
-        while True:
-            replica = pool.pick(hints, exclude=tried)
-            if replica is None:
-                if last is not None:
-                    raise last.error
-                self._count_rejection(pool.name, "no_healthy_replica")
-                raise EngineUnavailable(f"No engine for model '{pool.name}' is available right "
-                                        "now; try again shortly.")
-            tried.append(replica)
-            try:
-                return await self._forward(pool, replica, request, payload, record, deadline,
-                                           asked)
-            except _Retryable as failure:
-                last = failure
-                if len(tried) > pool.config.retries:
-                    raise failure.error from None
-                if self._metrics is not None:
-                    self._metrics.retries.labels(pool.name).inc()
+        def body(served_name: str) -> bytes:
+            payload["model"] = served_name
+            return orjson.dumps(payload)
 
-    async def _forward(self, pool: ModelPool, replica: Replica, request: ChatCompletionRequest,
-                       payload: dict[str, Any], record: RequestRecord,
-                       deadline: float, asked: UsageAsked) -> JSONResult | StreamResult:
-        """One attempt on one replica. Raises _Retryable when another replica may serve."""
-        record.served_model = replica.served_name
-        record.upstream = replica.url
-        payload["model"] = replica.served_name
-        body = orjson.dumps(payload)
-        timeouts = pool.config.timeouts
-        health = replica.health
-        resources = AsyncExitStack()
-        try:
-            resources.enter_context(pool.admit())
-            resources.enter_context(pool.lease(replica))
-            wait, message = _first_byte_wait(bool(request.stream), timeouts, deadline)
-            record.engine_working = True  # from here, a cancelled request has cost the engine
-            try:
-                response = await self._upstream.send(replica, CHAT_PATH, body,
-                                                     record.request_id, timeouts, wait, message)
-            except (EngineUnreachable, EngineConnectTimeout) as exc:
-                record.engine_working = False
-                if health is not None:
-                    health.record_failure()
-                raise _Retryable(exc) from None
-            except EngineTimeout:
-                if health is not None:
-                    health.record_failure()
-                raise
-            resources.callback(response.close)
-            if response.status_code >= 300:
-                record.engine_working = False  # refused: nothing generated to charge
-                error = await engine_error(response)
-                if response.status_code >= 500:
-                    if health is not None:
-                        health.record_failure()
-                    if response.status_code in (502, 503):
-                        raise _Retryable(error)
-                elif health is not None:
-                    health.record_success()  # a 4xx is the request's fault, not the replica's
-                raise error
-            if health is not None:
-                health.record_success()
-            if request.stream:
-                on_failure = health.record_failure if health is not None else _nothing
-                frames = relay_stream(response, pool.name, timeouts, deadline, record, on_failure,
-                                      self._upstream.deadlines, asked)
-                return StreamResult(frames, resources)
-            raw = await self._upstream.read_body(response, max(deadline - time.monotonic(), 0.001))
-        except BaseException:
-            await resources.aclose()
-            raise
-        await resources.aclose()
-        record.mark_first_byte()
-        return JSONResult(rewrite_answer(raw, pool.name, record))
+        alias = pool.name
+        if shape is None:
+            def answer(raw: bytes) -> bytes:
+                return rewrite_answer(raw, alias, record)
+
+            def handler() -> StreamHandler:
+                return ChunkStream(alias, record, asked)
+        else:
+            bridged = shape
+
+            def answer(raw: bytes) -> bytes:
+                return bridged.answer(rewritten_answer(raw, alias, record), pool)
+
+            def handler() -> StreamHandler:
+                return bridged.handler(pool)
+
+        call = Call(CHAT_PATH, body, bool(request.stream), answer, handler,
+                    hints=_hints(pool, request))
+        return await self._forwarder.run(pool, call, record)
 
     async def _vet_clip(self, pool: ModelPool, payload: dict[str, Any], message_index: int,
                         part_index: int) -> None:
@@ -205,25 +121,6 @@ class ChatService:
             await self._fetcher.fetch_bytes(source, part.param, limits.max_bytes, part.kind)
         mime = await self._images.run(check_clip, data, part, limits)
         await self._images.run(part.replace, data, mime)
-
-    def _count_rejection(self, model: str, reason: str) -> None:
-        if self._metrics is not None:
-            self._metrics.rejected.labels(model, reason).inc()
-
-    def _resolve(self, principal: Principal, name: str) -> ModelPool:
-        pool = self._registry.get(name)
-        if pool is None or not principal.may_use(name):
-            visible = [p.name for p in self._registry if principal.may_use(p.name)]
-            hint = f" Available models: {', '.join(visible)}." if visible else ""
-            if name == "qwen-vl" and pool is None:
-                hint += (" No vision model is configured: add one with "
-                         "`tram up --model qwen-vl=/path/to/vision-checkpoint` or under "
-                         "`models:` in tram.yaml.")
-            raise ModelNotFound(
-                f"The model '{name}' does not exist or you do not have access to it.{hint}",
-                param="model",
-            )
-        return pool
 
     async def _prepare_images(self, pool: ModelPool, request: ChatCompletionRequest,
                               payload: dict[str, Any], record: RequestRecord,
@@ -301,22 +198,6 @@ def _ask_for_usage(pool: ModelPool, request: ChatCompletionRequest,
     if not asked.final or (len(wanted) > 1 and not asked.running):
         payload["stream_options"] = {**(payload.get("stream_options") or {}), **wanted}
     return asked
-
-
-def _first_byte_wait(stream: bool, timeouts: Timeouts, deadline: float) -> tuple[float, str]:
-    """How long to wait for the engine's response headers, and what to say if they don't come.
-
-    A stream's headers come with its first token (first_byte); a JSON answer's only at the end.
-    """
-    remaining = max(deadline - time.monotonic(), 0.001)
-    if stream and timeouts.first_byte < remaining:
-        return (timeouts.first_byte,
-                f"The engine did not start answering within {timeouts.first_byte:g}s (first_byte).")
-    return remaining, f"The answer exceeded the total time limit of {timeouts.total:g}s."
-
-
-def _nothing() -> None:
-    return None
 
 
 def _hints(pool: ModelPool, request: ChatCompletionRequest) -> RoutingHints:

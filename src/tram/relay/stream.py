@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -17,10 +17,18 @@ from tram.relay.sse import DONE, SSEDecoder, data_frame, done_frame, error_frame
 from tram.requestlog import RequestRecord
 from tram.routing.upstream import UpstreamResponse
 
-__all__ = ["UsageAsked", "mirror_reasoning", "relay_stream", "rewrite_answer"]
+__all__ = ["ChunkStream", "StreamHandler", "UsageAsked", "mirror_reasoning", "relay_stream",
+           "rewrite_answer",
+           "rewritten_answer"]
 
 
 def rewrite_answer(raw: bytes, alias: str, record: RequestRecord) -> bytes:
+    return orjson.dumps(rewritten_answer(raw, alias, record))
+
+
+def rewritten_answer(raw: bytes, alias: str, record: RequestRecord) -> dict[str, Any]:
+    """A chat (or completions) answer with the alias as its model and reasoning under both
+    names; its usage taken into the record."""
     try:
         answer = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -35,7 +43,7 @@ def rewrite_answer(raw: bytes, alias: str, record: RequestRecord) -> bytes:
     record.take_usage(answer.get("usage"))
     if not record.usage_final:  # an engine that reports no usage: count what it answered
         record.relayed_deltas = _answer_tokens(answer)
-    return orjson.dumps(answer)
+    return answer
 
 
 def mirror_reasoning(part: dict[str, Any]) -> None:
@@ -124,18 +132,77 @@ def _rewrite_chunk(payload: bytes, alias: str, record: RequestRecord,
     return payload
 
 
-async def relay_stream(response: UpstreamResponse, alias: str, timeouts: Timeouts,
+class StreamHandler(Protocol):
+    """What one route does with each event of the engine's stream (see `ChunkStream` for
+    chat and completions, `relay/events.py` for typed events and the bridges)."""
+
+    def event(self, payload: bytes) -> bytes | None:
+        """The frame(s) to relay for one event's data, or None to drop it."""
+
+    def done(self) -> None:
+        """The engine sent `data: [DONE]`."""
+
+    def complete(self) -> bool:
+        """Whether the engine's stream ended as a whole answer."""
+
+    def end(self) -> bytes:
+        """The frames that close a stream that went well."""
+
+    def failed(self, error: TramError) -> bytes:
+        """The frames that close a stream that failed midway."""
+
+    # True when `settle` has work to do before the frames of this batch go out (storing an
+    # answer before the client can refer to it); checked, not awaited, on every batch.
+    pending: bool
+
+    async def settle(self) -> None: ...
+
+
+class ChunkStream:
+    """OpenAI chunks (chat, completions): model rewritten, usage captured (and kept from the
+    client if it did not ask), reasoning mirrored; ends with `data: [DONE]`."""
+
+    __slots__ = ("_alias", "_asked", "_progress", "_record")
+    pending = False
+
+    def __init__(self, alias: str, record: RequestRecord, asked: UsageAsked = UsageAsked()) -> None:
+        self._alias = alias
+        self._record = record
+        self._asked = asked
+        self._progress = _StreamProgress()
+
+    def event(self, payload: bytes) -> bytes | None:
+        rewritten = _rewrite_chunk(payload, self._alias, self._record, self._progress, self._asked)
+        return None if rewritten is None else data_frame(rewritten)
+
+    def done(self) -> None:
+        self._progress.saw_done = True
+
+    def complete(self) -> bool:
+        return self._progress.complete()
+
+    def end(self) -> bytes:
+        return done_frame()
+
+    def failed(self, error: TramError) -> bytes:
+        return error_frame(error) + done_frame()
+
+    async def settle(self) -> None:
+        return None
+
+
+async def relay_stream(response: UpstreamResponse, handler: StreamHandler, timeouts: Timeouts,
                        deadline: float, record: RequestRecord,
-                       on_engine_failure: Callable[[], None], deadlines: Ticker,
-                       asked: UsageAsked = UsageAsked()) -> AsyncGenerator[bytes, None]:
-    """Relay SSE events as they arrive, model name rewritten; always end with [DONE].
+                       on_engine_failure: Callable[[], None],
+                       deadlines: Ticker) -> AsyncGenerator[bytes, None]:
+    """Relay SSE events as they arrive, each through the route's handler; always end with the
+    route's closing frames (for OpenAI chunks, an error event if it failed, then [DONE]).
 
     A stream the engine breaks off or lets go silent counts against the replica's health.
     """
     decoder = SSEDecoder()
     chunks = response.aiter_raw()
     failure: TramError | None = None
-    progress = _StreamProgress()
     try:
         while True:
             remaining = deadline - time.monotonic()
@@ -157,20 +224,23 @@ async def relay_stream(response: UpstreamResponse, alias: str, timeouts: Timeout
             frames = []
             for payload in decoder.feed(chunk):
                 if payload == DONE:
-                    progress.saw_done = True
-                else:
-                    rewritten = _rewrite_chunk(payload, alias, record, progress, asked)
-                    if rewritten is not None:
-                        frames.append(data_frame(rewritten))
+                    handler.done()
+                elif (frame := handler.event(payload)) is not None:
+                    frames.append(frame)
             if frames:
+                if handler.pending:
+                    await handler.settle()
                 record.mark_first_byte()
                 yield b"".join(frames)
-        if failure is None and not progress.complete():
+        if failure is None and not handler.complete():
             failure = EngineBadResponse("The engine ended the stream before it was complete.")
     except OSError as exc:
         failure = EngineBadResponse(f"The engine's stream broke off ({type(exc).__name__}).")
     if failure is not None:
         record.error_code = failure.code
         on_engine_failure()
-        yield error_frame(failure)
-    yield done_frame()
+        yield handler.failed(failure)
+        return
+    if handler.pending:
+        await handler.settle()
+    yield handler.end()

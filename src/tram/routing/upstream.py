@@ -46,6 +46,11 @@ class _Target:
     base_path: str
     host_header: str
 
+    @property
+    def root_path(self) -> str:
+        """The server's root for routes outside /v1 (vLLM's and llama.cpp's /tokenize)."""
+        return self.base_path.removesuffix("/v1")
+
 
 @functools.lru_cache(maxsize=1024)
 def _target(url: str, ca_file: str | None) -> _Target:
@@ -70,15 +75,17 @@ class UpstreamClient:
 
     async def send(self, replica: Replica, path: str, body: bytes, request_id: str,
                    timeouts: Timeouts, first_byte: float,
-                   timeout_message: str | None = None) -> UpstreamResponse:
+                   timeout_message: str | None = None, *, at_root: bool = False,
+                   content_type: str = "application/json") -> UpstreamResponse:
         """Send a request; return the response once its headers arrived (body unread).
 
         The caller must `close()` it; if its body was not read to the end, the connection is
         dropped, which is how a cancelled request stops the engine.
         """
         target = _target(replica.url, replica.ca_file)
-        head = (f"POST {target.base_path}{path} HTTP/1.1\r\nhost: {target.host_header}\r\n"
-                f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        base = target.root_path if at_root else target.base_path
+        head = (f"POST {base}{path} HTTP/1.1\r\nhost: {target.host_header}\r\n"
+                f"content-type: {content_type}\r\ncontent-length: {len(body)}\r\n"
                 f"x-request-id: {request_id}\r\n")
         if replica.api_key:
             head += f"authorization: Bearer {replica.api_key}\r\n"
