@@ -24,17 +24,17 @@ def test_requests_latency_buckets_and_tokens() -> None:
     def value(name: str, **labels: str) -> float:
         return found[(name, frozenset(labels.items()))]
 
-    assert value("tram_requests_total", model="m", status="200") == 2
-    assert value("tram_requests_total", model="m", status="400") == 1
-    assert value("tram_request_duration_seconds_bucket", model="m", le="0.005") == 1
-    assert value("tram_request_duration_seconds_bucket", model="m", le="0.25") == 1
-    assert value("tram_request_duration_seconds_bucket", model="m", le="0.5") == 2
-    assert value("tram_request_duration_seconds_bucket", model="m", le="1.0") == 3
-    assert value("tram_request_duration_seconds_bucket", model="m", le="+Inf") == 3
-    assert value("tram_request_duration_seconds_count", model="m") == 3
-    assert abs(value("tram_request_duration_seconds_sum", model="m") - 1.303) < 1e-9
+    assert value("tram_requests_total", model="m", route="chat", status="200") == 2
+    assert value("tram_requests_total", model="m", route="chat", status="400") == 1
+    assert value("tram_request_duration_seconds_bucket", model="m", route="chat", le="0.005") == 1
+    assert value("tram_request_duration_seconds_bucket", model="m", route="chat", le="0.25") == 1
+    assert value("tram_request_duration_seconds_bucket", model="m", route="chat", le="0.5") == 2
+    assert value("tram_request_duration_seconds_bucket", model="m", route="chat", le="1.0") == 3
+    assert value("tram_request_duration_seconds_bucket", model="m", route="chat", le="+Inf") == 3
+    assert value("tram_request_duration_seconds_count", model="m", route="chat") == 3
+    assert abs(value("tram_request_duration_seconds_sum", model="m", route="chat") - 1.303) < 1e-9
     assert value("tram_time_to_first_byte_seconds_count", model="m") == 1
-    assert value("tram_request_duration_seconds_bucket", model="other", le="300.0") == 0
-    assert value("tram_request_duration_seconds_bucket", model="other", le="+Inf") == 1
+    assert value("tram_request_duration_seconds_bucket", model="other", route="chat", le="300.0") == 0
+    assert value("tram_request_duration_seconds_bucket", model="other", route="chat", le="+Inf") == 1
     assert value("tram_tokens_total", model="m", direction="prompt") == 14
     assert value("tram_tokens_total", model="m", direction="completion") == 4

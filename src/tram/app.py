@@ -17,12 +17,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tram.api.admin import metrics, reload, reload_config
-from tram.api.chat import ChatEndpoint
+from tram.api.chat import ChatEndpoint, RouteEndpoint
 from tram.api.health import health, ready
 from tram.api.keys import create_key, list_keys, revoke_key, show_key, update_key, usage_view
 from tram.api.middleware import AuthMiddleware, RequestIdMiddleware, record_of
 from tram.api.models import get_model, list_models
 from tram.api.openapi import openapi_route
+from tram.api.responses import delete_response, get_response
 from tram.api.state import AppState
 from tram.auth.keys import Authenticator
 from tram.config import ConfigError, Settings, TramConfig
@@ -32,12 +33,16 @@ from tram.httpserver import ConnectionGuard
 from tram.limits import build_limiter
 from tram.metrics import Metrics
 from tram.relay.chat import ChatService
+from tram.relay.forward import Forwarder
+from tram.relay.routes import ROUTES
+from tram.relay.service import RouteService
 from tram.routing.discovery import discover_forever
 from tram.routing.prober import probe_forever
 from tram.routing.registry import Registry
 from tram.routing.upstream import UpstreamClient
 from tram.store.db import Database, database_url
 from tram.store.keys import KeyStore, revision_file_of
+from tram.store.responses import ResponseStore
 from tram.store.usage import UsageWriter
 from tram.types import ASGIApp, Receive, Scope, Send
 from tram.vision.fetch import ImageFetcher
@@ -58,13 +63,18 @@ def build_state(settings: Settings, config: TramConfig,
     database = Database(database_url(settings.database_url or config.database.url,
                                      settings.data_dir))
     keys = KeyStore(database, revision_file_of(database))
+    chat = ChatService(registry, upstream, config.vision, fetcher, metrics)
+    responses = ResponseStore(database, config.responses)
     return AppState(
         settings=settings,
         config=config,
         registry=registry,
         upstream=upstream,
         fetcher=fetcher,
-        chat=ChatService(registry, upstream, config.vision, fetcher, metrics),
+        chat=chat,
+        routes=RouteService(registry, Forwarder(upstream, metrics), chat, responses,
+                            config.responses),
+        responses=responses,
         authenticator=Authenticator(settings.master_key, keys),
         metrics=metrics,
         database=database,
@@ -130,7 +140,7 @@ class TramApp:
 
 
 async def _not_here(request: Request) -> Response:
-    raise InternalError("The chat route is served by ChatEndpoint before the router.")
+    raise InternalError("The model routes are served by their endpoints before the router.")
 
 
 def create_app(settings: Settings, config: TramConfig, *,
@@ -166,6 +176,9 @@ def create_app(settings: Settings, config: TramConfig, *,
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", get_model, methods=["GET"]),
             Route("/v1/chat/completions", _not_here, methods=["POST"]),
+            *[Route(path, _not_here, methods=["POST"]) for r in ROUTES for path in r.paths],
+            Route("/v1/responses/{response_id}", get_response, methods=["GET"]),
+            Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
             Route("/admin/reload", reload, methods=["POST"]),
             Route("/admin/usage", usage_view, methods=["GET"]),
             Route("/admin/keys", create_key, methods=["POST"]),
@@ -188,17 +201,25 @@ def create_app(settings: Settings, config: TramConfig, *,
     app.router.redirect_slashes = False
     app.state.tram = state
     chat = ChatEndpoint(state)
+    relayed = {path: RouteEndpoint(state, route) for route in ROUTES for path in route.paths}
 
     async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
-        # The chat route, on every request's path, goes straight to its ASGI endpoint; the
-        # rest (and lifespan) to the Starlette app.
-        if scope["type"] == "http" and scope["path"] == "/v1/chat/completions" \
-                and scope["method"] == "POST":
-            await chat(scope, receive, send)
-        else:
-            await app(scope, receive, send)
+        # The model routes go straight to their ASGI endpoints (chat, on every request's path,
+        # first); the rest (and lifespan) to the Starlette app.
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            if path == "/v1/chat/completions":
+                await chat(scope, receive, send)
+                return
+            endpoint = relayed.get(path)
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await app(scope, receive, send)
 
     authenticated = AuthMiddleware(dispatch, state.authenticator,
-                                   prefixes=("/v1", "/admin", "/metrics"), metrics=state.metrics)
+                                   prefixes=("/v1", "/admin", "/metrics", "/tokenize",
+                                             "/detokenize", "/rerank", "/score"),
+                                   metrics=state.metrics)
     return TramApp(RequestIdMiddleware(authenticated, metrics=state.metrics, usage=state.usage),
                    state)

@@ -170,6 +170,12 @@ class MediaLimits(_Strict):
     max_seconds: float = Field(30.0, gt=0)
 
 
+RouteName = Literal["completions", "embeddings", "responses", "messages", "rerank", "score",
+                    "tokenize", "detokenize", "transcriptions"]
+RouteMode = Literal["auto", "native", "bridge", "off"]
+BRIDGED_ROUTES = frozenset({"responses", "messages"})
+
+
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
     vision: bool = False
@@ -207,6 +213,29 @@ class ModelConfig(_Strict):
     # Video (MP4) and audio (WAV) parts: refused unless enabled here, then vetted and capped.
     video: MediaLimits | None = None
     audio: MediaLimits | None = None
+    # Routes beside chat, each "auto" unless named here: "native" (forwarded to the engine),
+    # "bridge" (responses and messages only: translated to the engine's chat completions),
+    # "off" (refused with a 404 naming the route and the model). "auto" forwards, and a route
+    # the engine answers 404/405/501 for is bridged where a bridge exists, else refused.
+    routes: dict[RouteName, RouteMode] = Field(default_factory=dict)
+
+    @field_validator("routes")
+    @classmethod
+    def _bridges_exist(cls, routes: dict[str, str]) -> dict[str, str]:
+        for name, mode in routes.items():
+            if mode == "bridge" and name not in BRIDGED_ROUTES:
+                raise ValueError(f"route {name!r} has no bridge to chat; use auto, native or off")
+        return routes
+
+    def route_mode(self, name: str) -> str:
+        mode = self.routes.get(name)  # type: ignore[call-overload]
+        if mode is not None:
+            return str(mode)
+        if name == "responses" and self.engine is not None and self.engine.kind == "llamacpp":
+            # llama.cpp's own Responses stream lacks output_index and sequence_number, which
+            # the openai SDK's stream helpers need: its chat completions, bridged, are complete.
+            return "bridge"
+        return "auto"
 
     def pixel_budget(self) -> int:
         """The most pixels an engine receives per image: `max_pixels`, else the vLLM engine's,
@@ -235,6 +264,8 @@ class ServerConfig(_Strict):
     port: int = Field(4000, ge=1, le=65535)
     workers: int = Field(1, ge=1)
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    # An audio upload (/v1/audio/transcriptions, multipart): held up to this size, 413 above.
+    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024)
     # On SIGTERM: stop accepting, let in-flight requests and streams finish for this long.
     shutdown_grace: int = Field(30, ge=0)
     # Bounds on every client, enforced by the HTTP server before any app code (httpserver.py):
@@ -305,12 +336,23 @@ class UsageConfig(_Strict):
     prune_batch: int = Field(5000, ge=1)
 
 
+class ResponsesConfig(_Strict):
+    """Stored responses (`/v1/responses` with `store`), kept by the gateway in its database so
+    that `previous_response_id` works across gateway processes, replicas and restarts."""
+
+    store_default: bool = True  # a request that does not say (OpenAI's default: stored)
+    retention_days: float = Field(30.0, gt=0)  # OpenAI keeps them 30 days
+    max_bytes_per_key: int = Field(256 * 1024 * 1024, ge=1024)  # oldest dropped past this
+    max_chain: int = Field(1000, ge=1)  # previous_response_id links followed at most
+
+
 class TramConfig(_Strict):
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
     limits: LimitsConfig = LimitsConfig()
     usage: UsageConfig = UsageConfig()
     vision: VisionConfig = VisionConfig()
+    responses: ResponsesConfig = ResponsesConfig()
     models: list[ModelConfig] = Field(default_factory=list)
 
     @field_validator("models")

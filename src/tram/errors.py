@@ -11,7 +11,8 @@ The tree::
     ├── PermissionDenied              403     permission_error          model_not_allowed
     │   └── AdminRequired             403     permission_error          insufficient_permissions
     ├── NotFound                      404     invalid_request_error     not_found
-    │   └── ModelNotFound             404     invalid_request_error     model_not_found
+    │   ├── ModelNotFound             404     invalid_request_error     model_not_found
+    │   └── RouteNotServed            404     invalid_request_error     route_not_supported
     ├── MethodNotAllowed              405     invalid_request_error     method_not_allowed
     ├── RequestTimeout                408     invalid_request_error     request_timeout
     ├── RequestTooLarge               413     invalid_request_error     request_too_large
@@ -30,6 +31,9 @@ The tree::
     ├── EngineTimeout                 504     timeout_error             engine_timeout
     │   └── EngineConnectTimeout      504     timeout_error             engine_connect_timeout
     └── InternalError                 500     server_error              internal_error
+
+On `/v1/messages` the same errors are written in Anthropic's shape (`anthropic_error_body`:
+`{"type": "error", "error": {"type": "not_found_error", "message"}}`), with the same statuses.
 
 Services raise these; `error_response` (used by the app's exception handlers), `error_body`
 (used by the SSE relay for mid-stream error events) and `raw_http_response` (used by the HTTP
@@ -71,10 +75,12 @@ __all__ = [
     "RateLimited",
     "RequestTimeout",
     "RequestTooLarge",
+    "RouteNotServed",
     "ServerBusy",
     "StoreUnavailable",
     "TramError",
     "UpstreamClientError",
+    "anthropic_error_body",
     "error_body",
     "error_response",
     "raw_http_response",
@@ -162,6 +168,12 @@ class NotFound(TramError):
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class RouteNotServed(NotFound):
+    """The model's engine does not serve this route (it said so, or tram.yaml does)."""
+
+    code = "route_not_supported"
 
 
 class MethodNotAllowed(TramError):
@@ -354,13 +366,29 @@ def raw_http_response(error: TramError) -> bytes:
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
-def error_response(error: TramError, headers: dict[str, str] | None = None) -> Response:
-    """The HTTP response for an error: status, OpenAI body, and the error's own headers."""
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                    403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                    429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error"}
+
+
+def anthropic_error_body(error: TramError) -> bytes:
+    """The same error in Anthropic's shape (`/v1/messages`): `{"type": "error", "error":
+    {"type", "message"}}`, the type from the status as Anthropic names them."""
+    status = error.status_code()
+    kind = _ANTHROPIC_TYPES.get(status) or ("invalid_request_error" if status < 500
+                                            else "api_error")
+    return orjson.dumps({"type": "error", "error": {"type": kind, "message": error.message}})
+
+
+def error_response(error: TramError, headers: dict[str, str] | None = None,
+                   dialect: str = "openai") -> Response:
+    """The HTTP response for an error: status, body (OpenAI's shape, or Anthropic's on
+    `/v1/messages`), and the error's own headers."""
     merged = error.headers()
     if headers:
         merged.update(headers)
     return Response(
-        error_body(error),
+        anthropic_error_body(error) if dialect == "anthropic" else error_body(error),
         status_code=error.status_code(),
         media_type="application/json",
         headers=merged,

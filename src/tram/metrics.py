@@ -19,10 +19,12 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("tram_requests", "Chat requests by model and HTTP status",
-                                ["model", "status"], registry=r)
-        self.latency = Histogram("tram_request_duration_seconds", "Whole request, by model",
-                                 ["model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.requests = Counter("tram_requests", "Model requests by model, route (chat, "
+                                "completions, responses, messages, embeddings, …) and status",
+                                ["model", "route", "status"], registry=r)
+        self.latency = Histogram("tram_request_duration_seconds",
+                                 "Whole request, by model and route", ["model", "route"],
+                                 buckets=_LATENCY_BUCKETS, registry=r)
         self.ttft = Histogram("tram_time_to_first_byte_seconds",
                               "Request start to the first byte of the engine's answer",
                               ["model"], buckets=_LATENCY_BUCKETS, registry=r)
@@ -47,22 +49,24 @@ class Metrics:
             "(counted here only: they write nothing to the journal or the store)",
             ["code"], registry=r)
 
-        self._per_model: dict[str, tuple[Any, Any, Any, Any]] = {}
-        self._per_status: dict[tuple[str, int], Any] = {}
+        self._per_model: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {}
+        self._per_status: dict[tuple[str, str, int], Any] = {}
 
     def observe_request(self, model: str, status: int, seconds: float, first_byte: float | None,
-                        prompt_tokens: int | None, completion_tokens: int | None) -> None:
+                        prompt_tokens: int | None, completion_tokens: int | None,
+                        route: str = "chat") -> None:
         """Everything one finished request adds; label children are cached (a `labels()`
         call costs several microseconds, and this runs on every request)."""
-        children = self._per_model.get(model)
+        children = self._per_model.get((model, route))
         if children is None:
-            children = self._per_model[model] = (
-                self.latency.labels(model), self.ttft.labels(model),
+            children = self._per_model[(model, route)] = (
+                self.latency.labels(model, route), self.ttft.labels(model),
                 self.tokens.labels(model, "prompt"), self.tokens.labels(model, "completion"))
         latency, ttft, prompt, completion = children
-        counter = self._per_status.get((model, status))
+        counter = self._per_status.get((model, route, status))
         if counter is None:
-            counter = self._per_status[(model, status)] = self.requests.labels(model, str(status))
+            counter = self._per_status[(model, route, status)] = \
+                self.requests.labels(model, route, str(status))
         counter.inc()
         latency.observe(seconds)
         if first_byte is not None:

@@ -31,6 +31,8 @@ class RequestRecord:
     # each row's insert ~40% dearer in SQLite (page splits all over the index).
     event_id: str = field(default_factory=lambda: f"{time.time_ns():016x}{os.urandom(4).hex()}")
     status: int | None = None
+    # The API route that records usage (chat, completions, responses, …); None for the rest.
+    route: str | None = None
     key_id: str | None = None
     model: str | None = None
     served_model: str | None = None
@@ -58,17 +60,32 @@ class RequestRecord:
 
     def take_usage(self, usage: Any, final: bool = True) -> None:
         """The engine's counts; `final` False for a running count (vLLM's continuous usage
-        stats on every chunk), which a later one replaces."""
-        if isinstance(usage, dict):
-            self.usage_final = self.usage_final or final
-            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        stats on every chunk), which a later one replaces. OpenAI chat's names
+        (prompt/completion), Responses' and Anthropic's (input/output, Anthropic's cache reads
+        and writes counted as prompt), or a total alone (rerank, score)."""
+        if not isinstance(usage, dict):
+            return
+        self.usage_final = self.usage_final or final
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if prompt is None and completion is None:
+            prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
             if isinstance(prompt, int):
-                self.prompt_tokens = prompt
-            if isinstance(completion, int):
-                self.completion_tokens = completion
-            details = usage.get("prompt_tokens_details")
-            if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
-                self.cached_tokens = details["cached_tokens"]
+                read, written = (usage.get("cache_read_input_tokens"),
+                                 usage.get("cache_creation_input_tokens"))
+                if isinstance(read, int):
+                    self.cached_tokens = read
+                    prompt += read
+                if isinstance(written, int):
+                    prompt += written
+            elif completion is None and isinstance(usage.get("total_tokens"), int):
+                prompt = usage["total_tokens"]
+        if isinstance(prompt, int):
+            self.prompt_tokens = prompt
+        if isinstance(completion, int):
+            self.completion_tokens = completion
+        details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
+        if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
+            self.cached_tokens = details["cached_tokens"]
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -86,7 +103,7 @@ class RequestRecord:
             "latency_ms": round(self.elapsed() * 1000, 2), "first_byte_ms": self.first_byte_ms,
             "status": self.status or 0, "error_code": self.error_code,
             "client_disconnected": self.client_disconnected,
-            "tokens_estimated": self.tokens_estimated,
+            "tokens_estimated": self.tokens_estimated, "route": self.route or "chat",
         }
 
     def as_log(self) -> dict[str, Any]:

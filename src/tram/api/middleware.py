@@ -33,7 +33,7 @@ def observe(metrics: Metrics, record: RequestRecord) -> None:
     metrics.observe_request(
         record.model or "", record.status or 0, record.elapsed(),
         record.first_byte_ms / 1000 if record.first_byte_ms is not None else None,
-        record.prompt_tokens, record.completion_tokens)
+        record.prompt_tokens, record.completion_tokens, record.route or "chat")
 
 
 class RequestIdMiddleware:
@@ -84,12 +84,13 @@ class RequestIdMiddleware:
             # Only requests with a valid key are recorded: a refused one costs no disk write
             # (AuthMiddleware counts it in a metric), so nobody without a key grows the store.
             if self.usage is not None and record.key_id is not None \
-                    and record.path == "/v1/chat/completions" and record.method == "POST":
+                    and record.route is not None:
                 self.usage.record(record.as_usage())
 
 
 class AuthMiddleware:
-    """Every route under the protected prefixes needs `Authorization: Bearer <key>`."""
+    """Every route under the protected prefixes needs `Authorization: Bearer <key>` (or
+    Anthropic's `x-api-key: <key>`)."""
 
     def __init__(self, app: ASGIApp, authenticator: Authenticator,
                  prefixes: tuple[str, ...] = ("/v1", "/admin"),
@@ -104,13 +105,18 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            token = bearer_token(Headers(scope=scope).get("authorization"))
+            headers = Headers(scope=scope)
+            authorization = headers.get("authorization")
+            # Anthropic's clients send the key as `x-api-key` (Claude Code, the anthropic SDK).
+            api_key = headers.get("x-api-key") if authorization is None else None
+            token = api_key.strip() if api_key else bearer_token(authorization)
             principal = await self.authenticator.authenticate(token)
         except TramError as error:
             record_of(scope).error_code = error.code
             if self.metrics is not None:
                 self.metrics.unauthenticated.labels(error.code or "").inc()
-            await error_response(error)(scope, receive, send)
+            dialect = "anthropic" if scope["path"] == "/v1/messages" else "openai"
+            await error_response(error, dialect=dialect)(scope, receive, send)
             return
         scope["state"]["tram.principal"] = principal
         record_of(scope).key_id = principal.key_id

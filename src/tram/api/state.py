@@ -11,10 +11,12 @@ from tram.config import Settings, TramConfig
 from tram.limits.base import Limiter
 from tram.metrics import Metrics
 from tram.relay.chat import ChatService
+from tram.relay.service import RouteService
 from tram.routing.registry import Registry
 from tram.routing.upstream import UpstreamClient
 from tram.store.db import Database
 from tram.store.keys import KeyStore
+from tram.store.responses import ResponseStore
 from tram.store.usage import UsageWriter
 from tram.vision.fetch import ImageFetcher
 
@@ -29,6 +31,8 @@ class AppState:
     upstream: UpstreamClient
     fetcher: ImageFetcher
     chat: ChatService
+    routes: RouteService
+    responses: ResponseStore
     authenticator: Authenticator
     metrics: Metrics
     database: Database

@@ -96,6 +96,8 @@ class _StreamProgress:
                         mirror_reasoning(delta)
                     if is_generated(delta):
                         deltas += 1
+                elif choice.get("text"):  # /v1/completions
+                    deltas += 1
         return deltas
 
 

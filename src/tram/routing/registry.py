@@ -55,6 +55,9 @@ class ModelPool:
     policy: RoutingPolicy | None = None
     created: int = field(default_factory=lambda: int(time.time()))
     in_flight: int = 0
+    # Routes its engines answered 404/405/501 for (learned, until the next reload): bridged
+    # from then on without asking again, where a bridge exists.
+    lacking: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.policy is None:

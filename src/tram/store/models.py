@@ -13,11 +13,12 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "UsageEvent", "VirtualKey"]
+__all__ = ["Base", "StoredResponse", "UsageEvent", "VirtualKey"]
 
 
 class Base(DeclarativeBase):
@@ -76,3 +77,22 @@ class UsageEvent(Base):
     # The engine never reported the final usage: the token figures are the gateway's count.
     tokens_estimated: Mapped[bool] = mapped_column(Boolean, default=False,
                                                    server_default=false())
+    # chat, completions, embeddings, responses, messages, rerank, score, tokenize, …
+    route: Mapped[str] = mapped_column(String(32), default="chat", server_default="chat")
+
+
+class StoredResponse(Base):
+    """A /v1/responses answer kept for `previous_response_id` and GET: the request's own input
+    items and the answer (JSON text), visible to the key that made it only."""
+
+    __tablename__ = "stored_responses"
+    __table_args__ = (Index("ix_stored_responses_key_created", "key_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(40))
+    model: Mapped[str] = mapped_column(String(200))
+    previous_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    input_items: Mapped[str] = mapped_column(Text)
+    response: Mapped[str] = mapped_column(Text)

@@ -47,7 +47,8 @@ logger = logging.getLogger("tram.usage")
 
 _COLUMNS = tuple(c.name for c in UsageEvent.__table__.columns if c.name != "id")
 # Columns that events journaled by earlier versions lack.
-_DEFAULTS: dict[str, Any] = {"event_id": None, "tokens_estimated": False, "image_pixels": 0}
+_DEFAULTS: dict[str, Any] = {"event_id": None, "tokens_estimated": False, "image_pixels": 0,
+                             "route": "chat"}
 _SQLITE_INSERT = (f"INSERT INTO usage_events ({', '.join(_COLUMNS)}) "
                   f"VALUES ({', '.join('?' for _ in _COLUMNS)}) ON CONFLICT (event_id) DO NOTHING")
 # Spill files of versions before the journal held them; stored once, at the next start.
@@ -123,7 +124,8 @@ class UsageWriter:
             "ts": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
             "request_id": record.request_id, "key_id": record.key_id,
             "model": model[:200] if isinstance(model, str) else None,
-            "stream": stream if isinstance(stream, bool) else None})
+            "stream": stream if isinstance(stream, bool) else None,
+            "route": record.route or "chat"})
 
     def record(self, event: dict[str, Any]) -> None:
         """Never blocks, never fails the request."""
