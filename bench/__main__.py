@@ -1,5 +1,5 @@
 """`python -m bench engine|gateway [--quick] [--no-record]`, `python -m bench inprocess`,
-`python -m bench compare [--base REV]`, `python -m bench images`."""
+`python -m bench compare [--base REV]`, `python -m bench images`, `python -m bench routes`."""
 
 from __future__ import annotations
 
@@ -7,13 +7,19 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("engine", "gateway", "inprocess", "compare", "images"):
+    if not argv or argv[0] not in ("engine", "gateway", "inprocess", "compare", "images",
+                                        "routes"):
         print("usage: python -m bench engine|gateway [--quick] [--no-record]\n"
               "       python -m bench inprocess [--requests N] [--concurrency C]\n"
               "       python -m bench compare [--base REV] [--rounds R] [--seconds S]\n"
-              "       python -m bench images [--seconds S]",
+              "       python -m bench images [--seconds S]\n"
+              "       python -m bench routes [--rounds R] [--seconds S]",
               file=sys.stderr)
         return 2
+    if argv[0] == "routes":
+        from bench.routes import main as routes_main
+
+        return routes_main(argv[1:])
     if argv[0] == "images":
         from bench.images import main as images_main
 

@@ -31,6 +31,12 @@ JSON_RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-
 MODELS = b'{"object":"list","data":[{"id":"bench","object":"model"}]}'
 MODELS_RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
                    + str(len(MODELS)).encode() + b"\r\n\r\n" + MODELS)
+# Any other route (embeddings, rerank, responses, messages, …): one fixed JSON answer with a
+# model and usage, which is all the gateway reads of it.
+OTHER = orjson.dumps({"object": "list", "model": "bench", "data": [{"index": 0}],
+                      "usage": {"prompt_tokens": 5, "total_tokens": 5}})
+OTHER_RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                  + str(len(OTHER)).encode() + b"\r\n\r\n" + OTHER)
 STREAM_HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                b"transfer-encoding: chunked\r\n\r\n")
 
@@ -84,7 +90,8 @@ class EngineProtocol(asyncio.Protocol):
         assert self.transport is not None
         body, self.body = b"".join(self.body), []
         if not self.url.endswith(b"/chat/completions"):
-            self.transport.write(MODELS_RESPONSE)
+            self.transport.write(MODELS_RESPONSE if self.url.endswith(b"/models")
+                                 else OTHER_RESPONSE)
             return
         if b'"stream":true' not in body.replace(b" ", b""):
             self.transport.write(JSON_RESPONSE)

@@ -51,12 +51,13 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def wrk(url: str, connections: int, seconds: float, cpu: str, key: str = KEY) -> RateResult:
+def wrk(url: str, connections: int, seconds: float, cpu: str, key: str = KEY,
+        path: str = "/v1/chat/completions", body: str = CHAT_BODY) -> RateResult:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT.format(body=CHAT_BODY, key=key))
+        script.write(WRK_SCRIPT.format(body=body, key=key))
     out = subprocess.run(
         ["taskset", "-c", cpu, "wrk", "-t1", f"-c{connections}", f"-d{math.ceil(seconds)}s", "--latency",
-         "-s", script.name, url + "/v1/chat/completions"],
+         "-s", script.name, url + path],
         capture_output=True, text=True, check=True).stdout
     latency = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)", out, re.M))
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))

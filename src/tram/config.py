@@ -219,6 +219,15 @@ class ModelConfig(_Strict):
     # the engine answers 404/405/501 for is bridged where a bridge exists, else refused.
     routes: dict[RouteName, RouteMode] = Field(default_factory=dict)
 
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, routes: Any) -> Any:
+        """YAML reads a bare `off` (and `on`) as a boolean: take them as meant."""
+        if isinstance(routes, dict):
+            return {name: ("off" if mode is False else "auto" if mode is True else mode)
+                    for name, mode in routes.items()}
+        return routes
+
     @field_validator("routes")
     @classmethod
     def _bridges_exist(cls, routes: dict[str, str]) -> dict[str, str]:

@@ -68,14 +68,15 @@ def clean_env(**settings: str) -> dict[str, str]:
 
 
 def start_tram_serve(cwd: Path, config: str, master_key: str = "sk-test-master-0123456789",
-                     **env: str) -> tuple[subprocess.Popen[str], str]:
+                     workers: int = 1, **env: str) -> tuple[subprocess.Popen[str], str]:
     """`tram serve` (one worker) with `config` as its tram.yaml in `cwd`, once healthy: the
     process (stdout and stderr piped together) and its URL. The caller stops it."""
     (cwd / "tram.yaml").write_text(config)
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "tram", "serve", "--config", "tram.yaml", "--host", "127.0.0.1",
-         "--port", str(port)], cwd=cwd, env=clean_env(TRAM_MASTER_KEY=master_key, **env),
+         "--port", str(port), "--workers", str(workers)], cwd=cwd,
+        env=clean_env(TRAM_MASTER_KEY=master_key, **env),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, process)

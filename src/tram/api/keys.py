@@ -124,12 +124,12 @@ async def revoke_key(request: Request) -> Response:
 
 
 async def usage_view(request: Request) -> Response:
-    """GET /admin/usage?by=key|model|day&days=N[&key=ID][&model=NAME]: requests, tokens,
+    """GET /admin/usage?by=key|model|day|route&days=N[&key=ID][&model=NAME]: requests, tokens,
     errors and error rate per group, busiest first (by=key: the top keys)."""
     require_admin(request)
     by = request.query_params.get("by", "key")
-    if by not in ("key", "model", "day"):
-        raise InvalidRequest("'by' must be key, model or day.", param="by")
+    if by not in ("key", "model", "day", "route"):
+        raise InvalidRequest("'by' must be key, model, day or route.", param="by")
     days = request.query_params.get("days")
     since = None
     if days is not None:

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from tram import __version__
 from tram.api.state import state_of
 from tram.protocol.answers import (
+    AnthropicErrorResponse,
     ChatCompletion,
     ChatCompletionChunk,
     ErrorResponse,
@@ -29,12 +30,24 @@ from tram.protocol.answers import (
     KeyInfo,
     KeyList,
     Readiness,
+    RelayedAnswer,
+    RelayedEvent,
     Reloaded,
+    StoredResponseDeleted,
     UsageList,
 )
 from tram.protocol.chat import ChatCompletionRequest
 from tram.protocol.keys import KeyCreate, KeyUpdate
 from tram.protocol.models import ModelCard, ModelList
+from tram.protocol.routes import (
+    CompletionRequest,
+    EmbeddingRequest,
+    MessagesRequest,
+    RerankRequest,
+    ResponsesRequest,
+    ScoreRequest,
+    TokenizeRequest,
+)
 
 __all__ = ["OPERATIONS", "Operation", "Param", "openapi_document", "openapi_route"]
 
@@ -64,6 +77,19 @@ class Operation:
     params: tuple[Param, ...] = ()
     errors: tuple[int, ...] = ()
     text: str | None = None  # a plain-text success (the metrics exposition)
+    dialect: Literal["openai", "anthropic"] = "openai"  # the shape of its errors
+
+
+_RELAYED_ERRORS = (400, 401, 404, 413, 429, 502, 503, 504)
+_RESPONSE_ID = Param("response_id", {"type": "string"}, "A stored response's id (resp_…).",
+                     "path", True)
+
+
+def _relayed(path: str, summary: str, body: type[BaseModel], stream: bool = False,
+             dialect: Literal["openai", "anthropic"] = "openai") -> Operation:
+    return Operation("post", path, summary, "openai" if dialect == "openai" else "anthropic",
+                     "key", RelayedAnswer, body=body, stream=RelayedEvent if stream else None,
+                     errors=_RELAYED_ERRORS, dialect=dialect)
 
 
 _KEY_ID = Param("key_id", {"type": "string"}, "A key's id (key_…).", "path", True)
@@ -82,6 +108,22 @@ OPERATIONS: tuple[Operation, ...] = (
               "openai", "key", ChatCompletion, body=ChatCompletionRequest,
               stream=ChatCompletionChunk,
               errors=(400, 401, 404, 413, 429, 502, 503, 504)),
+    _relayed("/v1/completions", "Text completion (JSON, or SSE with stream: true)",
+             CompletionRequest, stream=True),
+    _relayed("/v1/embeddings", "Embeddings (models whose engine serves them)", EmbeddingRequest),
+    _relayed("/v1/responses", "OpenAI Responses (stored with store; previous_response_id "
+             "continues a stored conversation)", ResponsesRequest, stream=True),
+    Operation("get", "/v1/responses/{response_id}", "A stored response (its key's only)",
+              "openai", "key", RelayedAnswer, params=(_RESPONSE_ID,), errors=(401, 404)),
+    Operation("delete", "/v1/responses/{response_id}", "Delete a stored response", "openai",
+              "key", StoredResponseDeleted, params=(_RESPONSE_ID,), errors=(401, 404)),
+    _relayed("/v1/messages", "Anthropic Messages (x-api-key or Bearer; Anthropic's errors)",
+             MessagesRequest, stream=True, dialect="anthropic"),
+    _relayed("/v1/rerank", "Rerank documents (models whose engine serves it)", RerankRequest),
+    _relayed("/rerank", "Rerank documents (vLLM's path)", RerankRequest),
+    _relayed("/v1/score", "Score text pairs (models whose engine serves it)", ScoreRequest),
+    _relayed("/tokenize", "Tokenize with the model's tokenizer", TokenizeRequest),
+    _relayed("/detokenize", "Tokens back to text", TokenizeRequest),
     Operation("get", "/metrics", "Prometheus metrics", "admin", "admin",
               text="Prometheus text exposition format", errors=_ADMIN_ERRORS),
     Operation("post", "/admin/keys", "Create a virtual key (the key is in this answer only)",
@@ -98,7 +140,7 @@ OPERATIONS: tuple[Operation, ...] = (
               "admin", KeyInfo, params=(_KEY_ID,), errors=(*_ADMIN_ERRORS, 404)),
     Operation("get", "/admin/usage", "Requests and tokens by key, model or day", "admin",
               "admin", UsageList, errors=(400, *_ADMIN_ERRORS), params=(
-                  Param("by", {"enum": ["key", "model", "day"], "default": "key"},
+                  Param("by", {"enum": ["key", "model", "day", "route"], "default": "key"},
                         "How rows are grouped."),
                   Param("days", {"type": "number"}, "Only the last N days."),
                   Param("key", {"type": "string"}, "Only this key id."),
@@ -116,7 +158,7 @@ _DESCRIPTIONS = {200: "OK", 201: "Created", 400: "Invalid request", 401: "Missin
 
 def _schemas(operations: Iterable[Operation]) -> tuple[dict[Any, Any], dict[str, Any]]:
     wanted: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
-        (ErrorResponse, "serialization")]
+        (ErrorResponse, "serialization"), (AnthropicErrorResponse, "serialization")]
     for op in operations:
         if op.body is not None:
             wanted.append((op.body, "validation"))
@@ -129,7 +171,8 @@ def _schemas(operations: Iterable[Operation]) -> tuple[dict[Any, Any], dict[str,
 
 
 def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
-    error = {"content": {"application/json": {"schema": refs[(ErrorResponse, "serialization")]}}}
+    error_model = AnthropicErrorResponse if op.dialect == "anthropic" else ErrorResponse
+    error = {"content": {"application/json": {"schema": refs[(error_model, "serialization")]}}}
     success: dict[str, Any] = {"description": _DESCRIPTIONS.get(op.status, "OK"), "content": {}}
     if op.answer is not None:
         success["content"]["application/json"] = {"schema": refs[(op.answer, "serialization")]}
@@ -142,7 +185,7 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
                 "anyOf": [{"const": "[DONE]"}, {
                     "type": "string", "contentMediaType": "application/json",
                     "contentSchema": {"anyOf": [refs[(op.stream, "serialization")],
-                                                refs[(ErrorResponse, "serialization")]]}}]}}}}
+                                                refs[(error_model, "serialization")]]}}]}}}}
     if op.text is not None:
         success["content"]["text/plain"] = {"schema": {"type": "string",
                                                        "description": op.text}}

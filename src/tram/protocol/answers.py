@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
+    "AnthropicErrorResponse",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ErrorDetail",
@@ -21,7 +22,10 @@ __all__ = [
     "KeyInfo",
     "KeyList",
     "Readiness",
+    "RelayedAnswer",
+    "RelayedEvent",
     "Reloaded",
+    "StoredResponseDeleted",
     "Usage",
     "UsageList",
     "UsageRow",
@@ -43,6 +47,34 @@ class ErrorResponse(BaseModel):
     """Every error, with a truthful status code (OpenAI's shape)."""
 
     error: ErrorDetail
+
+
+class AnthropicErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicErrorResponse(BaseModel):
+    """Every error on /v1/messages, in Anthropic's shape (same statuses)."""
+
+    type: Literal["error"]
+    error: AnthropicErrorDetail
+
+
+class RelayedAnswer(_Open):
+    """An engine's answer on a relayed route (embeddings, rerank, responses, messages, …):
+    relayed as the engine wrote it, with the alias as `model` where it names one."""
+
+
+class RelayedEvent(_Open):
+    """One event of a relayed stream: OpenAI chunks, or the Responses API's and Anthropic's
+    typed events (their `type` is also the SSE event name)."""
+
+
+class StoredResponseDeleted(BaseModel):
+    id: str
+    object: Literal["response.deleted"]
+    deleted: bool
 
 
 class Usage(_Open):
@@ -119,7 +151,7 @@ class UsageRow(BaseModel):
 
 class UsageList(BaseModel):
     object: Literal["list"]
-    by: Literal["key", "model", "day"]
+    by: Literal["key", "model", "day", "route"]
     data: list[UsageRow]
 
 

@@ -25,26 +25,39 @@ TOKENS_PER_IMAGE = 256  # a small image; large ones cost more, counted by the en
 
 
 def prompt_estimate(payload: Any) -> int:
-    """Tokens of a chat request's prompt, estimated from its characters and images."""
-    messages = payload.get("messages") if isinstance(payload, dict) else None
-    if not isinstance(messages, list):
+    """Tokens of a request's prompt, estimated from its characters and images: chat's
+    `messages`, and the other routes' `prompt`, `input`, `instructions` and `system`."""
+    if not isinstance(payload, dict):
         return 0
-    chars = images = 0
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):
-            for part in content:
-                if not isinstance(part, dict):
-                    continue
-                text = part.get("text")
-                if isinstance(text, str):
-                    chars += len(text)
-                elif part.get("type") != "text":
-                    images += 1
-    return math.ceil(chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(messages) \
-        + TOKENS_PER_IMAGE * images
+    messages = payload.get("messages")
+    count = _Count()
+    if isinstance(messages, list):
+        count.messages = len(messages)
+        for message in messages:
+            count.walk(message.get("content") if isinstance(message, dict) else None)
+    for name in ("prompt", "input", "instructions", "system"):
+        count.walk(payload.get(name))
+    return math.ceil(count.chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * count.messages \
+        + TOKENS_PER_IMAGE * count.images
+
+
+class _Count:
+    def __init__(self) -> None:
+        self.chars = self.images = self.messages = 0
+
+    def walk(self, value: Any, depth: int = 0) -> None:
+        if isinstance(value, str):
+            self.chars += len(value)
+        elif isinstance(value, list) and depth < 4:
+            for item in value:
+                self.walk(item, depth + 1)
+        elif isinstance(value, dict) and depth < 4:
+            kind = value.get("type")
+            if kind in ("image_url", "input_image", "image"):
+                self.images += 1
+                return
+            for key in ("text", "content", "input_text", "output"):
+                self.walk(value.get(key), depth + 1)
 
 
 def is_generated(delta: dict[str, Any]) -> bool:

@@ -139,7 +139,7 @@ def _usage(args: argparse.Namespace) -> int:
 def add_usage_parser(verbs: Any) -> None:
     usage = verbs.add_parser("usage", help="requests and tokens by key, model or day",
                              description="Usage recorded in the store, one row per request.")
-    usage.add_argument("--by", choices=["key", "model", "day"], default="key")
+    usage.add_argument("--by", choices=["key", "model", "day", "route"], default="key")
     usage.add_argument("--days", type=float, help="only the last N days")
     usage.add_argument("--key", help="only this key id (e.g. --by day --key key_…)")
     usage.add_argument("--model", help="only this model alias")

@@ -370,10 +370,10 @@ class UsageWriter:
 async def usage_summary(database: Database, group_by: str, since: dt.datetime | None = None,
                         key_id: str | None = None,
                         model: str | None = None) -> list[dict[str, Any]]:
-    """Requests, tokens and errors grouped by key, model or day (busiest first), optionally
+    """Requests, tokens and errors grouped by key, model, day or route (busiest first), optionally
     for one key or one model (e.g. one key's tokens by day)."""
     column = {"key": UsageEvent.key_id, "model": UsageEvent.model,
-              "day": func.date(UsageEvent.ts)}[group_by]
+              "day": func.date(UsageEvent.ts), "route": UsageEvent.route}[group_by]
     query: Any = select(
         column.label("group"),
         func.count().label("requests"),
