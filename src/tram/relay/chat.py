@@ -22,7 +22,15 @@ from tram.config import VisionConfig
 from tram.errors import ImagesNotSupported, InvalidRequest
 from tram.metrics import Metrics
 from tram.protocol.chat import ChatCompletionRequest
-from tram.relay.forward import Call, Forwarder, JSONResult, StreamResult, resolve_pool
+from tram.relay.forward import (
+    Call,
+    EngineLacksRoute,
+    Forwarder,
+    JSONResult,
+    StreamResult,
+    not_served,
+    resolve_pool,
+)
 from tram.relay.stream import ChunkStream, StreamHandler, UsageAsked, rewrite_answer, rewritten_answer
 from tram.relay.validation import invalid_request_from
 from tram.requestlog import RequestRecord
@@ -73,6 +81,9 @@ class ChatService:
         request = _validate(payload)
         record.stream = bool(request.stream)
         pool = resolve_pool(self._registry, principal, request.model)
+        if pool.config.routes and pool.config.route_mode("chat") == "off":
+            raise not_served("/v1/chat/completions", pool.name,
+                             "tram.yaml turns it off for this model")
         await self._prepare_images(pool, request, payload, record, lifted or {})
         self._forwarder.check_in_flight(pool)
         if pool.config.thinking is not None:
@@ -104,7 +115,11 @@ class ChatService:
 
         call = Call(CHAT_PATH, body, bool(request.stream), answer, handler,
                     hints=_hints(pool, request))
-        return await self._forwarder.run(pool, call, record)
+        try:
+            return await self._forwarder.run(pool, call, record)
+        except EngineLacksRoute as lack:  # an embedding model, say
+            raise not_served("/v1/chat/completions", pool.name,
+                             f"its engine answered: {lack.error.message}") from None
 
     async def _vet_clip(self, pool: ModelPool, payload: dict[str, Any], message_index: int,
                         part_index: int) -> None:

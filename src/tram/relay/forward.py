@@ -22,6 +22,7 @@ from tram.errors import (
     EngineUnreachable,
     ModelNotFound,
     ModelOverloaded,
+    RouteNotServed,
     TramError,
 )
 from tram.metrics import Metrics
@@ -31,11 +32,14 @@ from tram.routing.policies import RoutingHints
 from tram.routing.registry import ModelPool, Registry, Replica
 from tram.routing.upstream import UpstreamClient, UpstreamResponse, engine_error
 
-__all__ = ["Call", "EngineLacksRoute", "Forwarder", "JSONResult", "StreamResult", "resolve_pool"]
+__all__ = ["CHAT_NOT_SERVED", "NOT_SERVED", "Call", "EngineLacksRoute", "Forwarder",
+           "JSONResult", "StreamResult", "not_served", "resolve_pool"]
 
 # What an engine answers for a route it does not serve: vLLM and most servers 404 (or 405 when
-# the path exists for GET only), llama.cpp 501 for a route its model or flags do not enable.
-_NOT_SERVED = frozenset({404, 405, 501})
+# the path exists for GET only), llama.cpp 501 for a route its model or flags do not enable
+# (chat on an embedding model). Chat counts a 501 only: its 404 means an unknown model name.
+NOT_SERVED = frozenset({404, 405, 501})
+CHAT_NOT_SERVED = frozenset({501})
 
 
 @dataclass
@@ -59,8 +63,8 @@ class StreamResult:
 
 
 class EngineLacksRoute(Exception):
-    """The engine answered that it does not serve this path (a 404, 405 or 501 on a route
-    other than chat): the caller bridges to chat or says so in the route's own shape."""
+    """The engine answered that it does not serve this path (a 404, 405 or 501; for chat a
+    501): the caller bridges to chat or says so in the route's own shape, never a 502."""
 
     def __init__(self, replica: Replica, error: TramError) -> None:
         self.replica = replica
@@ -79,8 +83,8 @@ class Call:
     at_root: bool = False
     content_type: str = "application/json"
     hints: RoutingHints = field(default_factory=RoutingHints)
-    # For routes an engine may lack: its 404/405/501 raises EngineLacksRoute, not an error.
-    may_lack: bool = False
+    # Engine statuses that mean "this route is not served here": EngineLacksRoute, not an error.
+    lacks_on: frozenset[int] = CHAT_NOT_SERVED
 
 
 class _Retryable(Exception):
@@ -190,7 +194,7 @@ async def _refusal(call: Call, replica: Replica, response: UpstreamResponse) -> 
     health = replica.health
     error = await engine_error(response)
     status = response.status_code
-    if call.may_lack and status in _NOT_SERVED:
+    if status in call.lacks_on:
         if health is not None:
             health.record_success()  # it answered: the replica is fine
         return EngineLacksRoute(replica, error)
@@ -236,3 +240,8 @@ def resolve_pool(registry: Registry, principal: Principal, name: str) -> ModelPo
             param="model",
         )
     return pool
+
+
+def not_served(path: str, model: str, why: str, how_to: str = "") -> RouteNotServed:
+    return RouteNotServed(f"The model '{model}' does not serve POST {path}: {why}.{how_to}",
+                          param="model")

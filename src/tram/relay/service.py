@@ -22,11 +22,13 @@ from tram.relay.bridges import responses as responses_bridge
 from tram.relay.chat import ChatService, ChatShape
 from tram.relay.events import Dialect, EventStream
 from tram.relay.forward import (
+    NOT_SERVED,
     Call,
     EngineLacksRoute,
     Forwarder,
     JSONResult,
     StreamResult,
+    not_served,
     resolve_pool,
 )
 from tram.relay.multipart import Form
@@ -138,7 +140,7 @@ class RouteService:
                                turn.finish if turn is not None else None)
 
         return Call(route.engine_path, body, stream, answer, handler, at_root=route.at_root,
-                    content_type=content_type, may_lack=True)
+                    content_type=content_type, lacks_on=NOT_SERVED)
 
     async def _bridge(self, route: Route, principal: Principal, pool: ModelPool,
                       payload: dict[str, Any], record: RequestRecord,
@@ -174,9 +176,7 @@ class RouteService:
 
 
 def _not_served(route: Route, pool: ModelPool, why: str) -> RouteNotServed:
-    path = route.paths[0]
-    return RouteNotServed(f"The model '{pool.name}' does not serve POST {path}: {why}."
-                          + _HOW_TO.get(route.name, ""), param="model")
+    return not_served(route.paths[0], pool.name, why, _HOW_TO.get(route.name, ""))
 
 
 def _validate(route: Route, payload: Any) -> BaseModel | None:
