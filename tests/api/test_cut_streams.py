@@ -51,6 +51,20 @@ def _cut_stream(url: str, headers: dict[str, str], model: str = "qwen-text",
     return 200
 
 
+def _settled(url: str, auth: dict[str, str]) -> None:
+    """Until the gateway has seen the hang-up and released the stream (on a loaded machine
+    that takes longer than a client needs to open the next one, whose admission would then
+    still count the last one's held ceiling)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        metrics = httpx.get(url + "/metrics", headers=auth).text
+        if not any(line.startswith("tram_replica_in_flight{") and not line.endswith(" 0.0")
+                   for line in metrics.splitlines()):
+            break
+        time.sleep(0.02)
+    time.sleep(0.05)  # the limiter's release follows the replica's by a few awaits
+
+
 def _usage(url: str, auth: dict[str, str]) -> dict:
     rows = httpx.get(url + "/admin/usage?by=key", headers=auth).json()["data"]
     assert len(rows) == 1

@@ -6,6 +6,7 @@ only), with the key's scope and budget, and one usage row per request, by route.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,6 +55,8 @@ def _models(engine_url: str, fault_url: str) -> list[dict[str, Any]]:
          "upstreams": [{"url": engine_url, "served_name": "engine-bridged"}]},
         {"name": "chat-only", "upstreams": [{"url": fault_url, "served_name": "echo"}]},
         {"name": "chat-only-stream", "upstreams": [{"url": fault_url, "served_name": "stream"}]},
+        {"name": "chat-only-slow", "upstreams": [{"url": fault_url,
+                                                  "served_name": "slow-stream"}]},
         {"name": "no-embed", "routes": {"embeddings": "off"},
          "upstreams": [{"url": engine_url, "served_name": "engine-full"}]},
     ]
@@ -336,3 +339,21 @@ def test_upload_over_the_cap_is_413(settings: Settings, engine: tuple[str, Route
         assert big.status_code == 413
         not_form = httpx.post(url + "/v1/audio/transcriptions", headers=AUTH, json={"a": 1})
         assert not_form.status_code == 400
+
+
+@pytest.mark.parametrize("path", ["/v1/responses", "/v1/messages"])
+def test_a_client_leaving_a_bridged_stream_cancels_the_engine_request(
+        url: str, engine_log: EngineLog, path: str) -> None:
+    rid = "leave-" + path.rsplit("/", 1)[1]
+    body: dict[str, Any] = {"model": "chat-only-slow", "stream": True, "max_tokens": 500,
+                            "input": "hi", "messages": USER}
+    with httpx.stream("POST", url + path, timeout=30, json=body,
+                      headers={**AUTH, "X-Request-ID": rid}) as answer:
+        lines = answer.iter_lines()
+        next(line for line in lines if line.startswith("data: ") and "delta" in line)
+    deadline = time.monotonic() + 5  # the client has closed its connection here
+    while rid not in engine_log.cancelled and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine_log.cancelled == [rid] and engine_log.finished == []
+    row = _usage_by_route(url)[path.rsplit("/", 1)[1]]
+    assert row["estimated_requests"] == 1 and row["completion_tokens"] >= 1  # charged

@@ -10,18 +10,22 @@ from tram.errors import InvalidRequest
 
 __all__ = ["Form", "boundary_of"]
 
-_BOUNDARY = re.compile(r'^multipart/form-data;\s*boundary="?([0-9A-Za-z\'()+_,\-./:=? ]{1,70}?)"?'
-                       r"\s*$", re.IGNORECASE)
+_BOUNDARY = re.compile(r'^[0-9A-Za-z\'()+_,\-./:=? ]{1,70}$')
 _NAME = re.compile(rb'content-disposition:[^\r\n]*?\bname="([^"]*)"', re.IGNORECASE)
 _FILENAME = re.compile(rb'content-disposition:[^\r\n]*?\bfilename=', re.IGNORECASE)
 
 
 def boundary_of(content_type: str | None) -> str:
-    match = _BOUNDARY.match(content_type or "")
-    if match is None:
-        raise InvalidRequest("This route takes a multipart/form-data body (a file and its "
-                             "fields).", code="invalid_content_type")
-    return match.group(1)
+    """The boundary parameter of a multipart/form-data content type (RFC 2046's characters)."""
+    kind, *params = (content_type or "").split(";")
+    if kind.strip().lower() == "multipart/form-data":
+        for param in params:
+            name, _, value = param.strip().partition("=")
+            value = value.strip().strip('"')
+            if name.lower() == "boundary" and _BOUNDARY.match(value):
+                return value
+    raise InvalidRequest("This route takes a multipart/form-data body (a file and its fields).",
+                         code="invalid_content_type")
 
 
 class Form:

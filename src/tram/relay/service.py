@@ -84,6 +84,7 @@ class RouteService:
             turn = ResponsesTurn(self._store, self._responses, principal.key_id, pool.name,
                                  request, payload)
             await turn.expand(payload)
+        _default_ceiling(route, pool, payload)
         if mode == "bridge" or (mode == "auto" and route.name in pool.lacking):
             return await self._bridge(route, principal, pool, payload, record, turn)
         self._forwarder.check_in_flight(pool)
@@ -173,6 +174,15 @@ class RouteService:
         if turn is not None and kept:
             await turn.finish(kept[0])
         return result
+
+
+def _default_ceiling(route: Route, pool: ModelPool, payload: Any) -> None:
+    """The model's default_max_tokens for a generating route whose request sets no limit (as
+    chat has it): llama.cpp's completions would otherwise run to the end of the context."""
+    default = pool.config.default_max_tokens
+    if default and route.ceiling and isinstance(payload, dict) \
+            and all(payload.get(name) is None for name in route.ceiling):
+        payload[route.ceiling[0]] = default
 
 
 def _not_served(route: Route, pool: ModelPool, why: str) -> RouteNotServed:
