@@ -37,6 +37,15 @@ OTHER = orjson.dumps({"object": "list", "model": "bench", "data": [{"index": 0}]
                       "usage": {"prompt_tokens": 5, "total_tokens": 5}})
 OTHER_RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
                   + str(len(OTHER)).encode() + b"\r\n\r\n" + OTHER)
+# /v1/responses: a completed response object (what the gateway stores when asked).
+RESPONSE = orjson.dumps({
+    "id": "resp_bench", "object": "response", "created_at": 0, "status": "completed",
+    "model": "bench", "output": [{"type": "message", "id": "msg_bench", "role": "assistant",
+                                  "status": "completed", "content": [
+                                      {"type": "output_text", "text": "ok", "annotations": []}]}],
+    "usage": {"input_tokens": 5, "output_tokens": 1, "total_tokens": 6}})
+RESPONSE_RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                     + str(len(RESPONSE)).encode() + b"\r\n\r\n" + RESPONSE)
 STREAM_HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                b"transfer-encoding: chunked\r\n\r\n")
 
@@ -91,6 +100,7 @@ class EngineProtocol(asyncio.Protocol):
         body, self.body = b"".join(self.body), []
         if not self.url.endswith(b"/chat/completions"):
             self.transport.write(MODELS_RESPONSE if self.url.endswith(b"/models")
+                                 else RESPONSE_RESPONSE if self.url.endswith(b"/responses")
                                  else OTHER_RESPONSE)
             return
         if b'"stream":true' not in body.replace(b" ", b""):

@@ -7,7 +7,8 @@ One `tram serve` (core 1) in front of the benchmark fake engine (core 0), wrk on
 back, so each route's ratio to chat is taken within a round (the machine's drift falls on
 both); the table gives medians. Routes the fake engine answers natively are relayed (its
 answer is a fixed JSON object); "bridged" rows go over the engine's chat completions
-(`routes: {responses: bridge, messages: bridge}`); "stored" writes the response to SQLite.
+(`routes: {responses: bridge, messages: bridge}`); "stored" writes the response to SQLite. The stream rows
+(20 chunks each) are compared with chat's JSON row like the rest, and with each other.
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ CASES: list[tuple[str, str, str]] = [
                                  f'"user","content":"{HELLO}"}}]}}'),
     ("messages, bridged", "/v1/messages", f'{{"model":"bridged","max_tokens":16,"messages":'
                                           f'[{{"role":"user","content":"{HELLO}"}}]}}'),
+    # Streams of 20 chunks, all at once: the relay's per-chunk work, chat's against a bridge's.
+    ("chat stream", "/v1/chat/completions",
+     f'{{"model":"bench","messages":[{{"role":"user","content":"{HELLO}"}}],"stream":true}}'),
+    ("responses stream, bridged", "/v1/responses",
+     f'{{"model":"bridged","input":"{HELLO}","stream":true,"store":false}}'),
+    ("messages stream, bridged", "/v1/messages", f'{{"model":"bridged","max_tokens":16,'
+     f'"messages":[{{"role":"user","content":"{HELLO}"}}],"stream":true}}'),
 ]
 
 

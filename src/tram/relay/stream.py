@@ -236,13 +236,17 @@ async def relay_stream(response: UpstreamResponse, handler: StreamHandler, timeo
                 yield b"".join(frames)
         if failure is None and not handler.complete():
             failure = EngineBadResponse("The engine ended the stream before it was complete.")
+        elif failure is None and handler.pending:
+            await handler.settle()
     except OSError as exc:
         failure = EngineBadResponse(f"The engine's stream broke off ({type(exc).__name__}).")
+    except TramError as error:  # the gateway's own part failed (storing the answer)
+        record.error_code = error.code
+        yield handler.failed(error)
+        return
     if failure is not None:
         record.error_code = failure.code
         on_engine_failure()
         yield handler.failed(failure)
         return
-    if handler.pending:
-        await handler.settle()
     yield handler.end()
