@@ -11,6 +11,12 @@ if ! command -v redis-server >/dev/null 2>&1; then
   # The package starts a system-wide server; Trạm's tests do not use it.
   ($SUDO systemctl disable --now redis-server || $SUDO service redis-server stop) >/dev/null 2>&1 || true
 fi
+# Chromium for the web pages' tests (driven by Playwright; Debian's build, never a download).
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  ($SUDO apt-get install -y -qq chromium >/dev/null 2>&1) \
+    || ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null)
+fi
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv

@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from tram.api.admin import metrics, reload, reload_config
 from tram.api.chat import ChatEndpoint, RouteEndpoint
@@ -23,6 +23,7 @@ from tram.api.keys import create_key, list_keys, revoke_key, show_key, update_ke
 from tram.api.middleware import AuthMiddleware, RequestIdMiddleware, record_of
 from tram.api.models import get_model, list_models
 from tram.api.openapi import openapi_route
+from tram.api.pages import me, models_status
 from tram.api.responses import delete_response, get_response
 from tram.api.state import AppState
 from tram.auth.keys import Authenticator
@@ -46,6 +47,7 @@ from tram.store.responses import ResponseStore
 from tram.store.usage import UsageWriter
 from tram.types import ASGIApp, Receive, Scope, Send
 from tram.vision.fetch import ImageFetcher
+from tram.web import web_index, web_pages
 
 __all__ = ["TramApp", "build_state", "create_app"]
 
@@ -179,6 +181,8 @@ def create_app(settings: Settings, config: TramConfig, *,
             *[Route(path, _not_here, methods=["POST"]) for r in ROUTES for path in r.paths],
             Route("/v1/responses/{response_id}", get_response, methods=["GET"]),
             Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
+            Route("/v1/me", me, methods=["GET"]),
+            Route("/admin/models", models_status, methods=["GET"]),
             Route("/admin/reload", reload, methods=["POST"]),
             Route("/admin/usage", usage_view, methods=["GET"]),
             Route("/admin/keys", create_key, methods=["POST"]),
@@ -188,6 +192,10 @@ def create_app(settings: Settings, config: TramConfig, *,
             Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi_route, methods=["GET"]),
+            # The web pages: the page at /, its assets under /ui/ (never a catch-all that
+            # would turn an API route's 405 into a 404).
+            Route("/", web_index, methods=["GET", "HEAD"]),
+            Mount("/ui", app=web_pages()),
         ],
         exception_handlers={
             TramError: _tram_error,

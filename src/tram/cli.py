@@ -13,7 +13,7 @@ from types import FrameType
 
 from tram import __version__
 from tram.config import ConfigError, Settings, TramConfig, load_config, load_settings
-from tram.logs import setup_logging
+from tram.logs import resolve_format, setup_logging
 
 __all__ = ["main"]
 
@@ -60,7 +60,7 @@ def app_factory() -> object:
     """uvicorn's factory for `--workers N`: each worker builds its own app from the env."""
     from tram.app import create_app
 
-    setup_logging(os.environ.get("TRAM_LOG_LEVEL", "info"))  # a worker is a fresh process
+    setup_logging(os.environ.get("TRAM_LOG_LEVEL", "info"))  # a worker: TRAM_LOG_FORMAT too
     path = os.environ.get("TRAM_CONFIG")
     settings, config = load_for_serve(Path(path) if path else None)
     return create_app(settings, config)
@@ -76,7 +76,7 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or config.server.host
     port = args.port or config.server.port
     workers = args.workers or config.server.workers
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     # Migrate once here, before any worker starts (workers would race on a fresh database).
     asyncio.run(_migrate(settings, config))
     from tram.httpserver import uvicorn_options
@@ -86,6 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
         assert settings.config_path is not None
         os.environ["TRAM_CONFIG"] = str(settings.config_path.resolve())
         os.environ["TRAM_LOG_LEVEL"] = args.log_level
+        os.environ["TRAM_LOG_FORMAT"] = resolve_format(args.log_format)
         uvicorn.run("tram.cli:app_factory", factory=True, workers=workers, **common)  # type: ignore[arg-type]
     else:
         from tram.app import create_app
@@ -124,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (default: server.port, 4000)")
     serve.add_argument("--workers", type=int, help="worker processes (default: server.workers, 1)")
     serve.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    serve.add_argument("--log-format", choices=["text", "json"],
+                       help="one readable line per event, or JSON lines (default: text at a "
+                            "terminal, else json; or TRAM_LOG_FORMAT)")
     serve.set_defaults(run=_serve)
 
     from tram.engines.cli import add_up_parser

@@ -5,6 +5,7 @@ The tree::
     TramError                         status  type                      code
     ├── InvalidRequest                400     invalid_request_error     invalid_value (or as given)
     │   ├── InvalidJSON               400     invalid_request_error     invalid_json
+    │   ├── AmbiguousKeyName          400     invalid_request_error     ambiguous_key_name
     │   └── ImagesNotSupported        400     invalid_request_error     images_not_supported
     ├── AuthenticationFailed          401     invalid_request_error     invalid_api_key
     │   └── MissingAPIKey             401     invalid_request_error     missing_api_key
@@ -52,6 +53,7 @@ from starlette.responses import Response
 
 __all__ = [
     "AdminRequired",
+    "AmbiguousKeyName",
     "AuthenticationFailed",
     "EngineBadResponse",
     "EngineConnectTimeout",
@@ -129,6 +131,12 @@ class InvalidRequest(TramError):
 
 class InvalidJSON(InvalidRequest):
     code = "invalid_json"
+
+
+class AmbiguousKeyName(InvalidRequest):
+    """A key named by its name where several keys have that name (the candidates listed)."""
+
+    code = "ambiguous_key_name"
 
 
 class ImagesNotSupported(InvalidRequest):

@@ -53,8 +53,15 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
 
 def _found(record: KeyRecord | None, key_id: str) -> KeyRecord:
     if record is None:
-        raise NotFound(f"No key with id '{key_id}'.", param="key_id")
+        raise NotFound(f"No key with id or name '{key_id}'.", param="key_id")
     return record
+
+
+async def _key_id(request: Request) -> str:
+    """The path's key, by id or by name (a name shared by several keys is a 400 listing
+    them)."""
+    ref = request.path_params["key_id"]
+    return await state_of(request).keys.resolve(ref) or ref
 
 
 def _may_grant_admin(request: Request, admin: bool | None) -> None:
@@ -89,13 +96,13 @@ async def list_keys(request: Request) -> Response:
 
 async def show_key(request: Request) -> Response:
     require_admin(request)
-    key_id = request.path_params["key_id"]
+    key_id = await _key_id(request)
     return _json(_found(await state_of(request).keys.get(key_id), key_id).as_json())
 
 
 async def update_key(request: Request) -> Response:
     require_admin(request)
-    key_id = request.path_params["key_id"]
+    key_id = await _key_id(request)
     body = await _body(request, KeyUpdate)
     _may_grant_admin(request, body.admin)
     changes: dict[str, Any] = {}
@@ -119,13 +126,14 @@ async def update_key(request: Request) -> Response:
 
 async def revoke_key(request: Request) -> Response:
     require_admin(request)
-    key_id = request.path_params["key_id"]
+    key_id = await _key_id(request)
     return _json(_found(await state_of(request).keys.revoke(key_id), key_id).as_json())
 
 
 async def usage_view(request: Request) -> Response:
-    """GET /admin/usage?by=key|model|day|route&days=N[&key=ID][&model=NAME]: requests, tokens,
-    errors and error rate per group, busiest first (by=key: the top keys)."""
+    """GET /admin/usage?by=key|model|day|route&days=N[&key=ID or NAME][&model=NAME]: requests,
+    tokens, errors and error rate per group, busiest first (by=key: the top keys, each with
+    its name and owner)."""
     require_admin(request)
     by = request.query_params.get("by", "key")
     if by not in ("key", "model", "day", "route"):
@@ -139,7 +147,10 @@ async def usage_view(request: Request) -> Response:
             raise InvalidRequest("'days' must be a number of days, e.g. 7 or 0.5.",
                                  param="days") from None
     state = state_of(request)
+    key = request.query_params.get("key")
+    if key is not None and key != "master":
+        key = await state.keys.resolve(key) or key  # an id, or a key's name
     await state.usage.flush()  # what was just served is in the view
-    rows = await usage_summary(state.database, by, since, request.query_params.get("key"),
+    rows = await usage_summary(state.database, by, since, key,
                                request.query_params.get("model"))
     return _json({"object": "list", "by": by, "data": rows})

@@ -29,6 +29,8 @@ from tram.protocol.answers import (
     KeyCreated,
     KeyInfo,
     KeyList,
+    Me,
+    ModelStatusList,
     Readiness,
     RelayedAnswer,
     RelayedEvent,
@@ -78,6 +80,7 @@ class Operation:
     errors: tuple[int, ...] = ()
     text: str | None = None  # a plain-text success (the metrics exposition)
     dialect: Literal["openai", "anthropic"] = "openai"  # the shape of its errors
+    text_type: str = "text/plain"  # the media type of a `text` success
 
 
 _RELAYED_ERRORS = (400, 401, 404, 413, 429, 502, 503, 504)
@@ -97,6 +100,8 @@ _ADMIN_ERRORS = (401, 403)
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/health", "The process is alive", "operations", "none", Health),
+    Operation("get", "/", "The web pages: playground and admin console (HTML)", "operations",
+              "none", text="The page; its assets are under /ui/", text_type="text/html"),
     Operation("get", "/ready", "Every model has a reachable engine (503 if not)", "operations",
               "none", Readiness),
     Operation("get", "/v1/models", "Models this key may use", "openai", "key", ModelList,
@@ -124,6 +129,11 @@ OPERATIONS: tuple[Operation, ...] = (
     _relayed("/v1/score", "Score text pairs (models whose engine serves it)", ScoreRequest),
     _relayed("/tokenize", "Tokenize with the model's tokenizer", TokenizeRequest),
     _relayed("/detokenize", "Tokens back to text", TokenizeRequest),
+    Operation("get", "/v1/me", "The key making the request: its name, rights, models, limits and "
+              "its own usage by day (what the web pages show)", "openai", "key", Me,
+              errors=(401,)),
+    Operation("get", "/admin/models", "Every model's replicas live: health, circuit state, "
+              "requests in flight", "admin", "admin", ModelStatusList, errors=_ADMIN_ERRORS),
     Operation("get", "/metrics", "Prometheus metrics", "admin", "admin",
               text="Prometheus text exposition format", errors=_ADMIN_ERRORS),
     Operation("post", "/admin/keys", "Create a virtual key (the key is in this answer only)",
@@ -187,7 +197,7 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
                     "contentSchema": {"anyOf": [refs[(op.stream, "serialization")],
                                                 refs[(error_model, "serialization")]]}}]}}}}
     if op.text is not None:
-        success["content"]["text/plain"] = {"schema": {"type": "string",
+        success["content"][op.text_type] = {"schema": {"type": "string",
                                                        "description": op.text}}
     responses: dict[str, Any] = {str(op.status): success}
     for status in op.errors:

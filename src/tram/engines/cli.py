@@ -23,7 +23,7 @@ def _up(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tram: {exc}", file=sys.stderr)
         return 2
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     host = args.host or config.server.host
     port = args.port or config.server.port
     try:
@@ -50,4 +50,7 @@ def add_up_parser(verbs: Any) -> None:
     up.add_argument("--host", help="gateway listen address (default 0.0.0.0)")
     up.add_argument("--port", type=int, help="gateway port (default 4000)")
     up.add_argument("--log-level", default="info")
+    up.add_argument("--log-format", choices=["text", "json"],
+                    help="one readable line per event, or JSON lines (default: text at a "
+                         "terminal, else json; or TRAM_LOG_FORMAT)")
     up.set_defaults(run=_up)

@@ -146,12 +146,13 @@ def _progress(message: str) -> None:
 def _banner(config: TramConfig, settings: Settings, host: str, port: int,
             engines: list[ManagedEngine]) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    lines = [f"Trạm is up: http://{shown}:{port}/v1"]
+    lines = [f"Trạm is up: http://{shown}:{port}/v1   (pages: http://{shown}:{port}/)"]
+    width = max([12, *(len(model.name) for model in config.models)])
     for model in config.models:
         served = model.engine.served_name if model.engine and model.engine.served_name else None
         where = next((e.base_url for e in engines if e.name == model.name), None)
         label = model.description or served or model.name
-        lines.append(f"  {model.name:<12} {label}" + (f"  [engine {where}]" if where else ""))
+        lines.append(f"  {model.name:<{width}} {label}" + (f"  [engine {where}]" if where else ""))
     lines.append(f"  master key:  {settings.master_key_source}")
     lines.append(f"  try:         curl http://{shown}:{port}/v1/models "
                  "-H \"Authorization: Bearer <master key>\"")

@@ -21,10 +21,14 @@ __all__ = [
     "KeyCreated",
     "KeyInfo",
     "KeyList",
+    "Me",
+    "ModelStatus",
+    "ModelStatusList",
     "Readiness",
     "RelayedAnswer",
     "RelayedEvent",
     "Reloaded",
+    "ReplicaStatus",
     "StoredResponseDeleted",
     "Usage",
     "UsageList",
@@ -69,6 +73,47 @@ class RelayedAnswer(_Open):
 class RelayedEvent(_Open):
     """One event of a relayed stream: OpenAI chunks, or the Responses API's and Anthropic's
     typed events (their `type` is also the SSE event name)."""
+
+
+class Me(BaseModel):
+    """GET /v1/me: the key making the request (never the key itself), its models and limits,
+    and its own usage of the last 30 days by day."""
+
+    object: Literal["me"]
+    key_id: str
+    name: str
+    owner: str | None
+    is_master: bool
+    is_admin: bool
+    models: list[str]
+    limits: dict[str, Any] | None
+    usage_by_day: list[UsageRow]
+
+
+class ReplicaStatus(BaseModel):
+    url: str
+    served_name: str
+    healthy: bool
+    available: bool
+    circuit: Literal["healthy", "open", "half_open", "down"]
+    in_flight: int
+    weight: int
+
+
+class ModelStatus(BaseModel):
+    id: str
+    vision: bool
+    description: str | None
+    in_flight: int
+    policy: str
+    replicas: list[ReplicaStatus]
+    routes_off: list[str]
+    routes_lacking: list[str]
+
+
+class ModelStatusList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelStatus]
 
 
 class StoredResponseDeleted(BaseModel):
@@ -136,9 +181,13 @@ class KeyList(BaseModel):
 
 
 class UsageRow(BaseModel):
-    """One group (`key`, `model` or `day`, as asked) of recorded requests."""
+    """One group (`key`, `model`, `day` or `route`, as asked) of recorded requests; by key,
+    with the key's name and owner."""
 
-    model_config = ConfigDict(extra="allow")  # the group's own field: key, model or day
+    model_config = ConfigDict(extra="allow")  # the group's own field: key, model, day, route
+
+    name: str | None = None
+    owner: str | None = None
 
     requests: int
     prompt_tokens: int

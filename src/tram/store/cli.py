@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from tram.config import ConfigError, load_config, load_settings
+from tram.errors import AmbiguousKeyName
 from tram.limits.base import KeyLimits
 from tram.store.db import Database, database_url
 from tram.store.keys import LIMIT_FIELDS, KeyRecord, KeyStore, NewKey, revision_file_of
@@ -76,11 +77,12 @@ def _keys(args: argparse.Namespace) -> int:
             data = record.as_json()
             models = ",".join(data["models"]) if data["models"] else "*"
             print(f"{data['id']}  {data['status']:<8} {data['key_hint']}  {data['name']}  "
-                  f"models={models}  expires={data['expires_at'] or '-'}")
+                  f"owner={data['owner'] or '-'}  models={models}  "
+                  f"expires={data['expires_at'] or '-'}")
         return 0
 
     async def show(store: KeyStore) -> int:
-        return _print_found(await store.get(args.id), args.id)
+        return _print_found(await store.get(await _ref(store, args.id)), args.id)
 
     async def update(store: KeyStore) -> int:
         changes: dict[str, Any] = {}
@@ -98,10 +100,10 @@ def _keys(args: argparse.Namespace) -> int:
                 changes[name] = value or None  # 0 removes the limit
         if args.admin is not None:
             changes["is_admin"] = args.admin
-        return _print_found(await store.update(args.id, changes), args.id)
+        return _print_found(await store.update(await _ref(store, args.id), changes), args.id)
 
     async def revoke(store: KeyStore) -> int:
-        return _print_found(await store.revoke(args.id), args.id)
+        return _print_found(await store.revoke(await _ref(store, args.id)), args.id)
 
     actions = {"create": create, "list": listing, "show": show, "update": update,
                "revoke": revoke}
@@ -110,6 +112,14 @@ def _keys(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tram: {exc}", file=sys.stderr)
         return 2
+    except AmbiguousKeyName as exc:
+        print(f"tram: {exc.message}", file=sys.stderr)
+        return 2
+
+
+async def _ref(store: KeyStore, ref: str) -> str:
+    """A key id from an id or a key's name."""
+    return await store.resolve(ref) or ref
 
 
 def _usage(args: argparse.Namespace) -> int:
@@ -117,12 +127,16 @@ def _usage(args: argparse.Namespace) -> int:
 
     async def show(store: KeyStore) -> int:
         since = _expiry(-args.days) if args.days is not None else None
-        rows = await usage_summary(store.database, args.by, since, args.key, args.model)
-        print(f"{args.by:<24} {'requests':>9} {'prompt':>10} {'completion':>11} {'errors':>7} "
-              f"{'error %':>7} {'estimated':>9}")
+        key = await _ref(store, args.key) if args.key not in (None, "master") else args.key
+        rows = await usage_summary(store.database, args.by, since, key, args.model)
+        named = args.by == "key"
+        head = f"{'name':<20} {'owner':<14} " if named else ""
+        print(f"{head}{args.by:<24} {'requests':>9} {'prompt':>10} {'completion':>11} "
+              f"{'errors':>7} {'error %':>7} {'estimated':>9}")
         for row in rows:
-            print(f"{row[args.by] or '-':<24} {row['requests']:>9} {row['prompt_tokens']:>10} "
-                  f"{row['completion_tokens']:>11} {row['errors']:>7} "
+            names = f"{_cut(row['name'], 20):<20} {_cut(row['owner'], 14):<14} " if named else ""
+            print(f"{names}{row[args.by] or '-':<24} {row['requests']:>9} "
+                  f"{row['prompt_tokens']:>10} {row['completion_tokens']:>11} {row['errors']:>7} "
                   f"{row['error_rate'] * 100:>6.1f}% {row['estimated_requests']:>9}")
         if any(row["estimated_requests"] for row in rows):
             print("estimated: requests whose tokens the gateway counted because the engine never "
@@ -134,6 +148,14 @@ def _usage(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tram: {exc}", file=sys.stderr)
         return 2
+    except AmbiguousKeyName as exc:
+        print(f"tram: {exc.message}", file=sys.stderr)
+        return 2
+
+
+def _cut(text: str | None, width: int) -> str:
+    text = text or "-"
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def add_usage_parser(verbs: Any) -> None:
@@ -141,7 +163,8 @@ def add_usage_parser(verbs: Any) -> None:
                              description="Usage recorded in the store, one row per request.")
     usage.add_argument("--by", choices=["key", "model", "day", "route"], default="key")
     usage.add_argument("--days", type=float, help="only the last N days")
-    usage.add_argument("--key", help="only this key id (e.g. --by day --key key_…)")
+    usage.add_argument("--key", help="only this key, by id or name (e.g. --by day --key "
+                                     "billing-app)")
     usage.add_argument("--model", help="only this model alias")
     usage.add_argument("--config", type=_path, help="tram.yaml (for database.url)")
     usage.set_defaults(run=_usage)
@@ -159,9 +182,9 @@ def add_keys_parser(verbs: Any) -> None:
     create.add_argument("--expires-in-days", type=float)
     actions.add_parser("list", help="list keys (never the keys themselves)")
     show = actions.add_parser("show", help="one key's record")
-    show.add_argument("id")
+    show.add_argument("id", help="the key's id, or its name")
     update = actions.add_parser("update", help="change name, models or expiry")
-    update.add_argument("id")
+    update.add_argument("id", help="the key's id, or its name")
     update.add_argument("--name")
     update.add_argument("--model", action="append")
     update.add_argument("--all-models", action="store_true", help="allow every model")
@@ -179,7 +202,7 @@ def add_keys_parser(verbs: Any) -> None:
     update.add_argument("--admin", action=argparse.BooleanOptionalAction, default=None,
                         help="grant (--admin) or remove (--no-admin) admin access")
     revoke = actions.add_parser("revoke", help="revoke a key (at once, everywhere)")
-    revoke.add_argument("id")
+    revoke.add_argument("id", help="the key's id, or its name")
     for parser in (create, actions.choices["list"], show, update, revoke):
         parser.add_argument("--config", type=_path, help="tram.yaml (for database.url)")
     keys.set_defaults(run=_keys)

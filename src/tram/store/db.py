@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from tram.files import private_sqlite_file
 
 __all__ = ["HEAD_REVISION", "Database", "database_url"]
+
+logger = logging.getLogger("tram.store")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The newest migration; a test checks it against Alembic's own view of the scripts.
@@ -79,8 +82,11 @@ class Database:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
+        before = await self.schema_revision()
         async with self.engine.begin() as connection:
             await connection.run_sync(upgrade)
+        logger.info("database schema %s to revision %s",
+                    "upgraded from " + before if before else "created at", HEAD_REVISION)
 
     @property
     def local_file(self) -> Path | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, select
 
+from tram.errors import AmbiguousKeyName
 from tram.limits.base import KeyLimits, Period
 from tram.store.db import Database
 from tram.store.models import UsageEvent, VirtualKey
@@ -155,6 +156,23 @@ class KeyStore:
         async with self._db.sessions() as session:
             rows = await session.scalars(select(VirtualKey).order_by(VirtualKey.created_at))
             return [_record(row) for row in rows]
+
+    async def resolve(self, ref: str) -> str | None:
+        """A key's id from its id or its name (what people remember: `billing-app`); None if
+        neither; AmbiguousKeyName listing the candidates if several keys have that name."""
+        async with self._db.sessions() as session:
+            if await session.get(VirtualKey, ref) is not None:
+                return ref
+            rows = list(await session.scalars(select(VirtualKey).where(VirtualKey.name == ref)
+                                              .order_by(VirtualKey.created_at)))
+        if not rows:
+            return None
+        if len(rows) > 1:
+            candidates = ", ".join(
+                f"{row.id} (owner {row.owner or '-'}, {_record(row).status()})" for row in rows)
+            raise AmbiguousKeyName(f"{len(rows)} keys are named '{ref}': {candidates}. Use the "
+                                   "key's id.", param="key")
+        return rows[0].id
 
     async def get(self, key_id: str) -> KeyRecord | None:
         async with self._db.sessions() as session:

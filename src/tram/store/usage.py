@@ -38,7 +38,7 @@ from tram.config import UsageConfig
 from tram.requestlog import RequestRecord
 from tram.store.db import Database
 from tram.store.journal import Journal, ended_events, recover, store_legacy_spill
-from tram.store.models import UsageEvent
+from tram.store.models import UsageEvent, VirtualKey
 
 __all__ = ["UsageWriter", "usage_summary"]
 
@@ -391,11 +391,26 @@ async def usage_summary(database: Database, group_by: str, since: dt.datetime | 
         query = query.where(UsageEvent.model == model)
     async with database.sessions() as session:
         rows = (await session.execute(query)).all()
-    return [{group_by: str(r.group) if r.group is not None else None, "requests": r.requests,
+        names: dict[str, tuple[str, str | None]] = {}
+        if group_by == "key":  # people think in names: each id's name and owner beside it
+            ids = [str(r.group) for r in rows if r.group is not None]
+            found = await session.execute(select(VirtualKey.id, VirtualKey.name,
+                                                 VirtualKey.owner).where(VirtualKey.id.in_(ids)))
+            names = {row.id: (row.name, row.owner) for row in found}
+    summary = [_row(group_by, r) for r in rows]
+    if group_by == "key":
+        for row in summary:
+            key = row["key"]
+            row["name"], row["owner"] = names.get(
+                key, ("master key", None) if key == "master" else (None, None))
+    return summary
+
+
+def _row(group_by: str, r: Any) -> dict[str, Any]:
+    return {group_by: str(r.group) if r.group is not None else None, "requests": r.requests,
              "prompt_tokens": int(r.prompt_tokens), "completion_tokens": int(r.completion_tokens),
              "total_tokens": int(r.prompt_tokens) + int(r.completion_tokens),
              "errors": int(r.errors),
              # Requests whose tokens are the gateway's count, not the engine's (cut streams).
              "estimated_requests": int(r.estimated),
              "error_rate": round(int(r.errors) / r.requests, 4) if r.requests else 0.0}
-            for r in rows]
