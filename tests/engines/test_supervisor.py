@@ -37,6 +37,11 @@ def test_sigterm_stops_gateway_then_engine_and_leaves_no_process(tmp_path: Path)
     assert not any(alive(engine) for engine in engines)
     text = up.text()
     assert text.index("stopping: gateway first, then engines") < text.index("stopped")
+    # What a person sees on a first start: the banner after every start-up line, no Alembic
+    # chatter, one line about the new database.
+    assert text.index("Application startup complete") < text.index("Trạm is up")
+    assert "setup plugin" not in text and "Running upgrade" not in text
+    assert "database schema created at revision" in text
 
 
 def test_engine_dies_with_a_killed_supervisor(tmp_path: Path) -> None:

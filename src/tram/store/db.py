@@ -85,8 +85,10 @@ class Database:
         before = await self.schema_revision()
         async with self.engine.begin() as connection:
             await connection.run_sync(upgrade)
-        logger.info("database schema %s to revision %s",
-                    "upgraded from " + before if before else "created at", HEAD_REVISION)
+        if before:
+            logger.info("database schema upgraded from revision %s to %s", before, HEAD_REVISION)
+        else:
+            logger.info("database schema created at revision %s", HEAD_REVISION)
 
     @property
     def local_file(self) -> Path | None:

@@ -25,9 +25,10 @@ export function drawDays(container, rows) {
   rows.forEach((row, index) => {
     const bar = document.createElementNS(SVG, "rect");
     const tall = Math.max(2, (row.requests / most) * height);
-    bar.setAttribute("x", String(index * step + step * 0.15));
+    const wide = Math.min(step * 0.7, 40);  // a lone day is a bar, not a wall
+    bar.setAttribute("x", String(index * step + (step - wide) / 2));
     bar.setAttribute("y", String(height - tall));
-    bar.setAttribute("width", String(step * 0.7));
+    bar.setAttribute("width", String(wide));
     bar.setAttribute("height", String(tall));
     bar.setAttribute("class", row.errors ? "bar has-errors" : "bar");
     const title = document.createElementNS(SVG, "title");
