@@ -107,3 +107,23 @@ def test_log_lines_for_people_and_for_machines() -> None:
     assert "tokens=12+40" in line and "ttfb=81 ms" in line and line.endswith("id=r1")
     assert resolve_format("json") == "json" and resolve_format("text") == "text"
     assert resolve_format(None) == "json"  # stderr is not a terminal under pytest
+
+
+def test_what_the_pages_read_me_and_the_models_replicas(gateway: GatewayFactory) -> None:
+    with gateway() as url:
+        made = httpx.post(url + "/admin/keys", headers=AUTH, json={
+            "name": "reader", "owner": "team-r", "models": ["qwen-text"], "rpm": 7}).json()
+        mine = {"Authorization": f"Bearer {made['key']}"}
+        assert chat(url, mine).status_code == 200
+        me = httpx.get(url + "/v1/me", headers=mine).json()
+        assert (me["name"], me["owner"], me["is_admin"], me["models"]) == \
+            ("reader", "team-r", False, ["qwen-text"])
+        assert me["limits"]["rpm"] == 7 and made["key"] not in str(me)
+        assert [row["requests"] for row in me["usage_by_day"]] == [1]
+        master = httpx.get(url + "/v1/me", headers=AUTH).json()
+        assert master["is_master"] and master["is_admin"] and "m-echo" in master["models"]
+        assert httpx.get(url + "/admin/models", headers=mine).status_code == 403
+        models = {m["id"]: m for m in httpx.get(url + "/admin/models", headers=AUTH).json()["data"]}
+        replica = models["qwen-text"]["replicas"][0]
+        assert replica["healthy"] and replica["circuit"] == "healthy"
+        assert replica["in_flight"] == 0 and replica["served_name"] == "echo"

@@ -23,7 +23,11 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from tests.conftest import MASTER_KEY, GatewayFactory, fault_models
 from tests.support.fault_engine import EngineLog
 from tests.support.keys import key_with
+from tests.support.route_engine import RouteLog, route_engine
+from tests.support.servers import serve_app
 from tests.support.tram_up import TramUp
+from tram.app import create_app
+from tram.config import Settings, parse_config
 from tram.web import STATIC
 
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
@@ -264,3 +268,27 @@ def test_a_phone_width_and_a_label_for_every_control(browser: Browser, embedded:
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.tagName") in ("BUTTON", "SELECT", "INPUT",
                                                                 "TEXTAREA", "SUMMARY", "A")
+
+
+def test_thinking_is_asked_for_and_the_reasoning_shown_folded(browser: Browser,
+                                                              settings: Settings) -> None:
+    log = RouteLog()
+    with serve_app(route_engine(log)) as engine:
+        models = [{"name": "qwen-think", "upstreams": [{"url": engine + "/v1",
+                                                        "served_name": "qwen3"}]}]
+        with serve_app(create_app(settings, parse_config({"models": models}, "t"))) as url:
+            page = _page(browser)
+            _sign_in(page, url, MASTER_KEY)
+            page.check("#pg-thinking")
+            page.fill("#pg-input", "Why is the sky blue?")
+            page.click("#pg-send")
+            answer = page.locator(".message.assistant").last
+            expect(answer.locator(".answer")).to_have_text("route engine answer")
+            reasoning = answer.locator("details.reasoning")
+            expect(reasoning).to_be_visible()
+            assert reasoning.get_attribute("open") is None  # folded until opened
+            expect(reasoning.locator("p")).to_have_text("thinking it over")
+            reasoning.locator("summary").click()
+            expect(reasoning.locator("p")).to_be_visible()
+    sent = log.bodies("/v1/chat/completions")[-1]
+    assert sent["chat_template_kwargs"] == {"enable_thinking": True}
