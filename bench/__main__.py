@@ -8,14 +8,24 @@ import sys
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("engine", "gateway", "inprocess", "compare", "images",
-                                        "routes"):
+                                        "routes", "fleet", "routing"):
         print("usage: python -m bench engine|gateway [--quick] [--no-record]\n"
               "       python -m bench inprocess [--requests N] [--concurrency C]\n"
               "       python -m bench compare [--base REV] [--rounds R] [--seconds S]\n"
               "       python -m bench images [--seconds S]\n"
-              "       python -m bench routes [--rounds R] [--seconds S]",
+              "       python -m bench routes [--rounds R] [--seconds S]\n"
+              "       python -m bench fleet [--replicas N] [--seconds S] [--speed X] [--quick]\n"
+              "       python -m bench routing [--replicas N] [--prefixes P]",
               file=sys.stderr)
         return 2
+    if argv[0] == "routing":
+        from bench.routing_cost import main as routing_main
+
+        return routing_main(argv[1:])
+    if argv[0] == "fleet":
+        from bench.fleet import main as fleet_main
+
+        return fleet_main(argv[1:])
     if argv[0] == "routes":
         from bench.routes import main as routes_main
 

@@ -38,6 +38,7 @@ from tram.relay.forward import Forwarder
 from tram.relay.routes import ROUTES
 from tram.relay.service import RouteService
 from tram.routing.discovery import discover_forever
+from tram.routing.engine_load import scrape_forever
 from tram.routing.prober import probe_forever
 from tram.routing.registry import Registry
 from tram.routing.upstream import UpstreamClient
@@ -159,6 +160,7 @@ def create_app(settings: Settings, config: TramConfig, *,
             async with anyio.create_task_group() as background:
                 background.start_soon(probe_forever, state.registry, state.upstream)
                 background.start_soon(discover_forever, state.registry)  # idle without dns
+                background.start_soon(scrape_forever, state.registry, state.upstream)
                 background.start_soon(state.limiter.run)
                 if config.usage.retention_days is not None:
                     background.start_soon(state.usage.prune_forever, config.usage)

@@ -71,13 +71,36 @@ class RoutingConfig(_Strict):
     affinity: requests with the same `user`, else the same prompt prefix, go to the same
     replica (so the engine's prefix cache hits) while it is healthy and not overloaded;
     otherwise least outstanding.
+    cache_aware: where the prompt's prefix is most likely cached (learned from this gateway's
+    own decisions, and a consistent-hash owner every gateway agrees on), within a load bound
+    that reads the engines' /metrics (routing/prefix.py).
+    auto (default): cache_aware for a model with several replicas, else least_outstanding.
     """
 
-    policy: Literal["least_outstanding", "round_robin", "affinity"] = "least_outstanding"
+    policy: Literal["auto", "least_outstanding", "round_robin", "affinity", "cache_aware"] = \
+        "auto"
     affinity_prefix_chars: int = Field(2048, ge=16)
     # The sticky replica is skipped when it has this many more requests in flight than the
     # least busy one.
     affinity_overload: int = Field(4, ge=1)
+    # cache_aware: prompt blocks of this many characters (~128 tokens), up to max_blocks.
+    block_chars: int = Field(512, ge=16)
+    max_blocks: int = Field(64, ge=1, le=4096)
+    table_size: int = Field(200_000, ge=1000)  # learned block → replica entries kept
+    load_factor: float = Field(1.25, gt=1)  # no replica over this × the mean load …
+    load_slack: float = Field(2.0, ge=0)  # … plus this many requests
+    anchor_candidates: int = Field(3, ge=1)  # ring successors considered after the owner
+    prefix_weight: float = Field(2.0, ge=0)
+    prefix_half_chars: int = Field(4096, ge=1)  # a match this long scores prefix_weight / 2
+    anchor_weight: float = Field(1.0, ge=0)
+    load_weight: float = Field(1.0, ge=0)
+    # Engine load from each replica's /metrics (vLLM's or llama.cpp's names), scraped in the
+    # background: waiting requests and KV-cache pressure add to a replica's load.
+    scrape_metrics: bool = True
+    scrape_interval: float = Field(1.0, gt=0)
+    scrape_timeout: float = Field(0.5, gt=0)
+    queue_weight: float = Field(1.0, ge=0)
+    kv_weight: float = Field(4.0, ge=0)
 
 
 class HealthConfig(_Strict):

@@ -49,6 +49,20 @@ class Metrics:
             "(counted here only: they write nothing to the journal or the store)",
             ["code"], registry=r)
 
+        self.routing_decisions = Counter(
+            "tram_routing_decisions", "Replica choices of cache_aware routing, by reason: "
+            "prefix_hit (where this prompt's prefix was sent before), anchor_owner / "
+            "sticky_user (the conversation's consistent-hash owner), load_spill (the next "
+            "owner: the first was over the load bound), load_fallback (least loaded)",
+            ["model", "reason"], registry=r)
+        self.prefix_hit_estimate = Gauge(
+            "tram_replica_prefix_hit_estimate", "Share of routed prompts' blocks the gateway "
+            "expected this replica to hold (recent average)", ["model", "replica"], registry=r)
+        self.engine_penalty = Gauge(
+            "tram_replica_engine_load", "Load the replica's engine reports on /metrics "
+            "(waiting requests and KV pressure, in requests' worth)", ["model", "replica"],
+            registry=r)
+        self._decisions: dict[tuple[str, str], Any] = {}
         self._per_model: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {}
         self._per_status: dict[tuple[str, str, int], Any] = {}
 
@@ -75,6 +89,12 @@ class Metrics:
             prompt.inc(prompt_tokens)
         if completion_tokens:
             completion.inc(completion_tokens)
+
+    def count_decision(self, model: str, reason: str) -> None:
+        child = self._decisions.get((model, reason))
+        if child is None:
+            child = self._decisions[(model, reason)] = self.routing_decisions.labels(model, reason)
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -139,5 +139,6 @@ def test_revocation_is_immediate_across_workers_and_the_cli(
     # Both workers flushed their usage on shutdown: the 8 served requests are rows; the 8
     # refused ones (no valid key) cost no disk write, so they are no rows at all.
     usage = tram("usage", "--by", "key").stdout
-    assert any(line.startswith(key_id) and line.split()[1] == "8" for line in usage.splitlines())
+    # Columns: name, owner, key id, requests, …
+    assert any(line.split()[:4] == ["cli-app", "-", key_id, "8"] for line in usage.splitlines())
     assert not any(line.startswith("-") for line in usage.splitlines())

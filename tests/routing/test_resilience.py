@@ -72,8 +72,10 @@ def test_refused_connection_is_retried_on_another_replica_then_ejected(
         tmp_path: Path, fleet: list[tuple[str, EngineLog]]) -> None:
     (good, log), = fleet[:1]
     upstreams = [{"url": CLOSED, "served_name": "echo"}, {"url": good, "served_name": "echo"}]
+    # Least outstanding spreads the same prompt over both (cache_aware would send it to one).
     with gateway(tmp_path, upstreams, health={"eject_after": 2, "eject_seconds": 60,
-                                              "probe_interval": 60}) as url:
+                                              "probe_interval": 60},
+                 routing={"policy": "least_outstanding"}) as url:
         answers = [chat(url) for _ in range(12)]
         assert {a.status_code for a in answers} == {200}
         assert len(log.received) == 12
@@ -130,7 +132,7 @@ def test_slow_replica_does_not_collect_a_queue(tmp_path: Path,
                                                fleet: list[tuple[str, EngineLog]]) -> None:
     (slow, slow_log), (fast, fast_log) = fleet[:2]
     upstreams = [{"url": slow, "served_name": "slow-json"}, {"url": fast, "served_name": "echo"}]
-    with gateway(tmp_path, upstreams) as url:
+    with gateway(tmp_path, upstreams, routing={"policy": "least_outstanding"}) as url:
         # Occupy the slow replica (a request that lands on the fast one just returns).
         deadline = time.monotonic() + 10
         while not slow_log.received:

@@ -51,4 +51,9 @@ async def metrics(request: Request) -> Response:
         for replica in pool.replicas:
             state.metrics.healthy.labels(pool.name, replica.url).set(1 if replica.is_healthy() else 0)
             state.metrics.in_flight.labels(pool.name, replica.url).set(replica.outstanding)
+            if len(pool.replicas) > 1:
+                state.metrics.prefix_hit_estimate.labels(pool.name, replica.url).set(
+                    round(replica.prefix_hit_estimate, 4))
+                state.metrics.engine_penalty.labels(pool.name, replica.url).set(
+                    replica.engine_penalty)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")

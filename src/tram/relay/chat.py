@@ -35,6 +35,7 @@ from tram.relay.stream import ChunkStream, StreamHandler, UsageAsked, rewrite_an
 from tram.relay.validation import invalid_request_from
 from tram.requestlog import RequestRecord
 from tram.routing.policies import RoutingHints
+from tram.routing.prefix import prefix_key
 from tram.routing.registry import ModelPool, Registry
 from tram.routing.upstream import UpstreamClient
 from tram.vision.decode import ImageWorkers
@@ -216,13 +217,20 @@ def _ask_for_usage(pool: ModelPool, request: ChatCompletionRequest,
 
 
 def _hints(pool: ModelPool, request: ChatCompletionRequest) -> RoutingHints:
-    """The affinity key, computed only for pools routed by affinity: the `user` field, else
-    the start of the conversation (system prompt and first turns: what a prefix cache reuses)."""
-    if pool.config.routing.policy != "affinity":
+    """What the pool's policy routes by, computed only for the policies that use it: the
+    prompt's prefix blocks (cache_aware, with several replicas), or the affinity key (the
+    `user` field, else the start of the conversation: what a prefix cache reuses)."""
+    routing = pool.config.routing
+    if routing.policy in ("auto", "cache_aware"):
+        if len(pool.replicas) < 2:
+            return RoutingHints()
+        return RoutingHints(prefix=prefix_key(request.messages, routing.block_chars,
+                                              routing.max_blocks, request.user))
+    if routing.policy != "affinity":
         return RoutingHints()
     if request.user:
         return RoutingHints(affinity_key="user:" + request.user)
-    limit = pool.config.routing.affinity_prefix_chars
+    limit = routing.affinity_prefix_chars
     pieces: list[str] = []
     size = 0
     for message in request.messages:

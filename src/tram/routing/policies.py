@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tram.config import RoutingConfig
+from tram.routing.prefix import CacheAware, PrefixKey
 
 __all__ = [
     "Affinity",
@@ -36,6 +37,7 @@ class RoutingHints:
     """What a request says about where it would be best served."""
 
     affinity_key: str | None = None
+    prefix: PrefixKey | None = None  # cache_aware: the prompt's blocks and anchor
 
 
 class RoutingPolicy(Protocol):
@@ -96,6 +98,10 @@ def make_policy(config: RoutingConfig) -> RoutingPolicy:
         return WeightedRoundRobin()
     if config.policy == "affinity":
         return Affinity(config.affinity_overload)
+    if config.policy in ("cache_aware", "auto"):
+        # auto: with one replica this is the least loaded one (the prompt is not even hashed:
+        # relay/chat.py asks for the prefix only when a pool has several replicas).
+        return CacheAware(config)
     return LeastOutstanding()
 
 

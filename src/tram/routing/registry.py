@@ -33,6 +33,22 @@ class Replica:
     available: bool = True
     health: ReplicaHealth | None = None
     ca_file: str | None = None
+    # cache_aware routing: load the engine reports on /metrics (waiting, KV pressure), as
+    # requests' worth (routing/engine_load.py); and the share of routed prompts' blocks this
+    # gateway expected it to hold (an average over recent decisions).
+    engine_penalty: float = 0.0
+    engine_running: float = 0.0
+    prefix_hit_estimate: float = 0.0
+    routing_load: float = 0.0  # see update_load
+
+    def update_load(self) -> None:
+        """What cache_aware routing weighs (routing/prefix.py): the engine's running count
+        when it reports one (every gateway's requests), else this gateway's in flight; plus
+        its queue and KV pressure. Kept as one attribute, so that a decision over 64
+        replicas reads it in one C-level pass."""
+        running = self.engine_running if self.engine_running > self.outstanding \
+            else self.outstanding
+        self.routing_load = running + self.engine_penalty
 
     @classmethod
     def from_config(cls, upstream: UpstreamConfig, default_name: str) -> Replica:
@@ -95,6 +111,12 @@ class ModelPool:
         assert self.policy is not None
         chosen = self.policy.choose(candidates, hints)
         assert isinstance(chosen, Replica)
+        reason = getattr(self.policy, "last_reason", None)
+        if reason is not None and hints.prefix is not None:
+            match: float = self.policy.last_match  # type: ignore[attr-defined]
+            chosen.prefix_hit_estimate += 0.05 * (match - chosen.prefix_hit_estimate)
+            if self.metrics is not None:
+                self.metrics.count_decision(self.name, reason)
         if chosen.health is not None:
             chosen.health.on_chosen()
         return chosen
@@ -111,10 +133,12 @@ class ModelPool:
     @contextmanager
     def lease(self, replica: Replica) -> Iterator[Replica]:
         replica.outstanding += 1  # also the in-flight gauge, read when /metrics is scraped
+        replica.update_load()
         try:
             yield replica
         finally:
             replica.outstanding -= 1
+            replica.update_load()
 
 
 class Registry:

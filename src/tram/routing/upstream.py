@@ -124,6 +124,27 @@ class UpstreamClient:
             return False
         return response.status_code == 200
 
+    async def get(self, replica: Replica, path: str, limit_s: float,
+                  at_root: bool = False) -> bytes | None:
+        """GET a small document (an engine's /metrics); None unless a 200 within `limit_s`."""
+        target = _target(replica.url, replica.ca_file)
+        base = target.root_path if at_root else target.base_path
+        head = f"GET {base}{path} HTTP/1.1\r\nhost: {target.host_header}\r\n"
+        if replica.api_key:
+            head += f"authorization: Bearer {replica.api_key}\r\n"
+        try:
+            async with asyncio.timeout(limit_s):
+                response = await self._pool.request(target.host, target.port, target.tls,
+                                                    (head + "\r\n").encode("latin-1"), b"",
+                                                    limit_s)
+                try:
+                    body = await response.aread()
+                finally:
+                    response.close()
+        except (OSError, TimeoutError):
+            return None
+        return body if response.status_code == 200 else None
+
     async def read_body(self, response: UpstreamResponse, limit: float) -> bytes:
         try:
             async with self.deadlines.timeout(limit):

@@ -1,0 +1,311 @@
+"""Routing policies on a simulated vLLM fleet: throughput, time to first token, cache hits.
+
+    python -m bench fleet [--replicas 4] [--seconds 40] [--speed 4] [--quick]
+
+For each workload the fleet (bench/fleet_sim.py) is started fresh, its capacity measured once
+(closed loop, least outstanding: completed requests per second at saturation), and each
+policy then gets the same open-loop Poisson arrivals at 80% of that rate through `tram serve`
+(one gateway process, then four with `--workers 4`). Figures are in simulated time.
+
+Workloads (random text, fixed seeds):
+  chat     agent-like conversations of 8 turns: one of 4 shared system prompts (~1,500
+           tokens), a first message (~300 tokens), then tool output or pasted text each turn
+           (~200 tokens); each turn resends the whole conversation (up to ~4,000 tokens)
+  rag      one of 48 documents (~4,000 tokens each: together more than one replica's KV
+           cache holds; popularity 1/sqrt(rank)) and a unique question
+  unique   unrelated ~1,500-token prompts (the control: nothing to reuse)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from bench.gateway import _start, _wait, stop_processes
+from bench.loadgen import KEY, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = [f"{a}{b}" for a in "bcdfghklmnprstvz" for b in ("a", "e", "i", "o", "u", "an", "on")]
+MAX_TOKENS = 24
+
+
+def _text(rng: random.Random, tokens: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(tokens))  # ~4 characters a word
+
+
+@dataclass
+class Stats:
+    ttft: list[float] = field(default_factory=list)  # simulated ms
+    tokens: int = 0
+    requests: int = 0
+    errors: int = 0
+
+
+class Load:
+    def __init__(self, url: str, speed: float, workload: str, seed: int = 7) -> None:
+        self.url = url
+        self.speed = speed
+        self.workload = workload
+        self.rng = random.Random(seed)
+        shared = random.Random(1)
+        self.systems = [_text(shared, 1500) for _ in range(4)]
+        self.docs = [_text(shared, 4000) for _ in range(48)]
+        self.popularity = [1 / (i + 1) ** 0.5 for i in range(48)]
+        self.stats = Stats()
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+
+    async def turn(self, messages: list[dict[str, str]]) -> str:
+        """One streamed request on a fresh connection (a raw asyncio client: httpx's pool
+        cost more CPU than the fleet with a few hundred connections open)."""
+        body = orjson.dumps({"model": "sim", "messages": messages, "max_tokens": MAX_TOKENS,
+                             "stream": True})
+        request = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: {self.host}\r\n"
+                   f"authorization: Bearer {KEY}\r\ncontent-type: application/json\r\n"
+                   f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+        started = time.perf_counter()
+        first = None
+        chunks: list[bytes] = []
+        try:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+        except OSError:
+            self.stats.errors += 1
+            return ""
+        try:
+            writer.write(request)
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                if first is None and b'"content"' in data:
+                    first = time.perf_counter()
+                chunks.append(data)
+        except OSError:
+            pass
+        finally:
+            writer.close()
+        raw = b"".join(chunks)
+        if first is None or not raw.startswith(b"HTTP/1.1 200") or b"data: [DONE]" not in raw:
+            self.stats.errors += 1
+            return ""
+        self.stats.ttft.append((first - started) * 1000 * self.speed)
+        self.stats.tokens += MAX_TOKENS
+        self.stats.requests += 1
+        text = []
+        for line in raw.split(b"\n"):
+            if line.startswith(b"data: {"):
+                choices = orjson.loads(line[6:]).get("choices") or [{}]
+                text.append(choices[0].get("delta", {}).get("content") or "")
+        return "".join(text)
+
+    async def session(self) -> None:
+        """One arrival: a conversation (chat), or one request (rag, unique)."""
+        rng = self.rng
+        if self.workload == "chat":
+            messages = [{"role": "system", "content": rng.choice(self.systems)},
+                        {"role": "user", "content": _text(rng, 300)}]
+            for _ in range(8):
+                answer = await self.turn(messages)
+                messages += [{"role": "assistant", "content": answer},
+                             {"role": "user", "content": _text(rng, 200)}]
+        elif self.workload == "rag":
+            doc = rng.choices(self.docs, weights=self.popularity)[0]
+            await self.turn([{"role": "system", "content": "Answer from the document."},
+                             {"role": "user", "content": f"{doc}\nQuestion: {_text(rng, 30)}"}])
+        else:
+            await self.turn([{"role": "user", "content": _text(rng, 1500)}])
+
+    async def open_loop(self, rate: float, seconds: float) -> float:
+        """Poisson arrivals of sessions at `rate` per real second; the real time it took."""
+        started = time.perf_counter()
+        tasks = []
+        while time.perf_counter() - started < seconds:
+            tasks.append(asyncio.ensure_future(self.session()))
+            await asyncio.sleep(self.rng.expovariate(rate))
+        await asyncio.gather(*tasks)
+        return time.perf_counter() - started
+
+    async def closed_loop(self, workers: int, seconds: float) -> float:
+        """Sessions back to back on `workers` clients: sessions completed per real second."""
+        started = time.perf_counter()
+        done = 0
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() - started < seconds:
+                await self.session()
+                done += 1
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        return done / (time.perf_counter() - started)
+
+
+def _fleet(replicas: int, speed: float) -> tuple[subprocess.Popen[bytes], list[str]]:
+    # Below the ephemeral range (where free_port finds the gateway's): no collision.
+    port = 20000 + random.Random().randrange(0, 2000) * 8
+    while any(_busy(port + i) for i in range(replicas)):
+        port += 8
+    process = _start([sys.executable, "-m", "bench.fleet_sim", "--replicas", str(replicas),
+                      "--port", str(port), "--speed", str(speed)], "0", cwd=ROOT)
+    urls = [f"http://127.0.0.1:{port + i}" for i in range(replicas)]
+    for url in urls:
+        _wait(url, "/v1/models")
+    return process, urls
+
+
+def _busy(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _gateway(urls: list[str], policy: str, workers: int, workdir: Path
+             ) -> tuple[subprocess.Popen[bytes], str]:
+    upstreams = "".join(f"\n      - {{url: '{u}/v1', served_name: sim}}" for u in urls)
+    (workdir / "tram.yaml").write_text(
+        f"models:\n  - name: sim\n    upstreams:{upstreams}\n"
+        f"    routing: {{policy: {policy}}}\n    health: {{probe_interval: 3600}}\n"
+        "    timeouts: {first_byte: 600, total: 1200}\n    retries: 0\n")
+    port = free_port()
+    env = {**os.environ, "TRAM_MASTER_KEY": KEY, "TRAM_DATA_DIR": str(workdir / "data")}
+    process = _start([sys.executable, "-m", "tram", "serve", "--config", "tram.yaml", "--host",
+                      "127.0.0.1", "--port", str(port), "--workers", str(workers),
+                      "--log-level", "warning"], "1", env=env, cwd=workdir)
+    url = f"http://127.0.0.1:{port}"
+    _wait(url)
+    return process, url
+
+
+def _hit_rates(urls: list[str]) -> list[float]:
+    rates = []
+    for url in urls:
+        text = httpx.get(url + "/metrics").text
+        values = {line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+                  for line in text.splitlines() if line}
+        queries = values.get("vllm:prefix_cache_queries_total", 0.0)
+        rates.append(values.get("vllm:prefix_cache_hits_total", 0.0) / queries if queries else 0)
+    return rates
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
+
+
+@dataclass
+class Row:
+    workload: str
+    policy: str
+    gateways: int
+    throughput: float  # output tokens per simulated second
+    ttft: tuple[float, float, float]  # p50, p90, p99 simulated ms
+    hits: list[float]
+    requests: int
+    errors: int
+
+
+def run_one(workload: str, policy: str, workers: int, replicas: int, speed: float,
+            rate: float | None, seconds: float) -> tuple[Row | None, float]:
+    """One fresh fleet and gateway; with rate None, the capacity probe (sessions/s)."""
+    processes: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="tram-fleet-") as tmp:
+        try:
+            fleet, urls = _fleet(replicas, speed)
+            processes.append(fleet)
+            gateway, url = _gateway(urls, policy, workers, Path(tmp))
+            processes.append(gateway)
+            load = Load(url, speed, workload)
+            if rate is None:
+                capacity = asyncio.run(load.closed_loop(replicas * 48, seconds))
+                return None, capacity
+            elapsed = asyncio.run(load.open_loop(rate, seconds))
+            stats = load.stats
+            row = Row(workload, policy, workers, stats.tokens / (elapsed * speed),
+                      (_percentile(stats.ttft, .5), _percentile(stats.ttft, .9),
+                       _percentile(stats.ttft, .99)), _hit_rates(urls), stats.requests,
+                      stats.errors)
+            return row, rate
+        finally:
+            stop_processes(processes)
+
+
+def run(replicas: int, seconds: float, speed: float, quick: bool) -> str:
+    os.sched_setaffinity(0, {0})
+    lines = [f"python -m bench fleet --replicas {replicas} --seconds {seconds:g} "
+             f"--speed {speed:g}{' --quick' if quick else ''}", ""]
+    table = ["| workload | policy | gateways | output tok/s | TTFT p50 / p90 / p99 ms | "
+             "prefix hit rate per replica | requests (errors) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    capacities = ["| workload | round_robin | least_outstanding | cache_aware | "
+                  "cache_aware / round_robin |", "| --- | --- | --- | --- | --- |"]
+    rows: list[Row] = []
+    for workload in ("chat", "rag", "unique"):
+        # Saturation: closed loop, 48 clients per replica (sessions per real second).
+        measured = {policy: run_one(workload, policy, 1, replicas, speed, None, seconds / 2)[1]
+                    for policy in ("round_robin", "least_outstanding", "cache_aware")}
+        capacities.append(f"| {workload} | " + " | ".join(
+            f"{measured[p]:.2f}" for p in ("round_robin", "least_outstanding", "cache_aware"))
+            + f" | {measured['cache_aware'] / measured['round_robin']:.2f}× |")
+        print(capacities[-1], flush=True)
+        rate = 0.8 * max(measured.values())  # 80% of what the fleet can do
+        plans = [("round_robin", 1), ("least_outstanding", 1), ("cache_aware", 1)]
+        if workload != "unique" and not quick:
+            plans += [("round_robin", 4), ("cache_aware", 4)]
+        for policy, workers in plans:
+            row, _ = run_one(workload, policy, workers, replicas, speed, rate, seconds)
+            assert row is not None
+            rows.append(row)
+            hits = " ".join(f"{h:.0%}" for h in row.hits)
+            table.append(f"| {workload} ({rate:.2f} sessions/s) | {policy} | {workers} | "
+                         f"{row.throughput:.0f} | {row.ttft[0]:.0f} / {row.ttft[1]:.0f} / "
+                         f"{row.ttft[2]:.0f} | {hits} | {row.requests} ({row.errors}) |")
+            print(table[-1], flush=True)
+    lines += ["Capacity (sessions per real second at saturation, one gateway):", "",
+              *capacities, "", "Open loop at 80% of the best capacity:", "", *table, "",
+              _verdict(rows)]
+    return "\n".join(lines)
+
+
+def _verdict(rows: list[Row]) -> str:
+    def find(workload: str, policy: str, gateways: int) -> Row | None:
+        return next((r for r in rows if (r.workload, r.policy, r.gateways)
+                     == (workload, policy, gateways)), None)
+
+    out = []
+    for workload in ("chat", "rag"):
+        for gateways in (1, 4):
+            new, rr = find(workload, "cache_aware", gateways), find(workload, "round_robin",
+                                                                     gateways)
+            if new and rr:
+                out.append(f"- {workload}, {gateways} gateway(s): throughput "
+                           f"{new.throughput / rr.throughput:.2f}× round robin, p90 TTFT "
+                           f"{rr.ttft[1] / max(new.ttft[1], 1e-9):.1f}× lower")
+    new, lo = find("unique", "cache_aware", 1), find("unique", "least_outstanding", 1)
+    if new and lo:
+        out.append(f"- unique (control): throughput {new.throughput / lo.throughput:.3f}× least "
+                   f"outstanding, p90 TTFT {new.ttft[1] / max(lo.ttft[1], 1e-9):.2f}×")
+    return "\n".join(out)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench fleet")
+    parser.add_argument("--replicas", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=40.0)
+    parser.add_argument("--speed", type=float, default=4.0)
+    parser.add_argument("--quick", action="store_true", help="one gateway only")
+    args = parser.parse_args(argv)
+    print(run(args.replicas, args.seconds, args.speed, args.quick))
+    return 0

@@ -1,0 +1,113 @@
+"""Engine load, read from each replica's `/metrics` in the background (cache_aware routing).
+
+The gateway's own in-flight counts see only its own requests; with several gateways (or
+`--workers N`) an engine's waiting queue and KV usage say how busy it is with everyone's. Each
+replica of a model that routes by cache (`routing.policy` auto or cache_aware, several
+replicas, `scrape_metrics`) is scraped every `scrape_interval` seconds, each scrape bounded by
+`scrape_timeout`; the result is two numbers on the replica, `engine_running` (requests it is
+running, from every gateway) and `engine_penalty` (waiting requests × `queue_weight` + KV
+pressure above 80% × `kv_weight`), which routing reads without any I/O. A
+replica whose /metrics is missing, slow or unparsable has no penalty once its last reading is
+three intervals old: routing is never slowed or blocked by a scrape.
+
+vLLM's names (`vllm:num_requests_waiting`, `vllm:kv_cache_usage_perc`) and llama.cpp's
+(`llamacpp:requests_deferred`, `llamacpp:kv_cache_usage_ratio`) are read.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import anyio
+
+from tram.config import RoutingConfig
+from tram.routing.registry import ModelPool, Registry, Replica
+from tram.routing.upstream import UpstreamClient
+
+__all__ = ["EngineLoad", "parse_metrics", "penalty", "scrape_forever", "scrape_once"]
+
+_WAITING = (b"vllm:num_requests_waiting", b"llamacpp:requests_deferred")
+_KV = (b"vllm:kv_cache_usage_perc", b"vllm:gpu_cache_usage_perc", b"llamacpp:kv_cache_usage_ratio")
+_RUNNING = (b"vllm:num_requests_running", b"llamacpp:requests_processing")
+
+
+@dataclass(frozen=True)
+class EngineLoad:
+    waiting: float = 0.0
+    running: float = 0.0
+    kv_usage: float = 0.0  # 0..1
+
+
+def parse_metrics(text: bytes) -> EngineLoad | None:
+    """The load figures of a Prometheus exposition (summed over label sets); None if it has
+    none of them (not an engine's /metrics)."""
+    found: dict[str, float] = {}
+    for line in text.split(b"\n"):
+        if not line or line[0] == 35:  # '#'
+            continue
+        name = line.split(b"{", 1)[0].split(b" ", 1)[0]
+        kind = "waiting" if name in _WAITING else "kv" if name in _KV else \
+            "running" if name in _RUNNING else None
+        if kind is None:
+            continue
+        try:
+            value = float(line.rsplit(b" ", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        found[kind] = max(found.get(kind, 0.0), value) if kind == "kv" \
+            else found.get(kind, 0.0) + value
+    if not found:
+        return None
+    return EngineLoad(found.get("waiting", 0.0), found.get("running", 0.0),
+                      min(max(found.get("kv", 0.0), 0.0), 1.0))
+
+
+def penalty(load: EngineLoad, config: RoutingConfig) -> float:
+    """An engine's load as requests' worth, added to the gateway's own in-flight count."""
+    pressure = max(0.0, (load.kv_usage - 0.8) / 0.2)
+    return config.queue_weight * load.waiting + config.kv_weight * pressure
+
+
+def _scraped(pool: ModelPool) -> bool:
+    routing = pool.config.routing
+    return routing.policy in ("auto", "cache_aware") and routing.scrape_metrics \
+        and len(pool.replicas) > 1
+
+
+async def scrape_once(registry: Registry, client: UpstreamClient,
+                      seen: dict[int, float]) -> None:
+    """Scrape every replica of the pools that route by cache (`seen`: when each replica last
+    answered, by id)."""
+    now = time.monotonic()
+    async with anyio.create_task_group() as group:
+        for pool in registry:
+            if not _scraped(pool):
+                continue
+            config = pool.config.routing
+            for replica in pool.replicas:
+
+                async def run(r: Replica = replica, c: RoutingConfig = config) -> None:
+                    body = await client.get(r, "/metrics", c.scrape_timeout, at_root=True)
+                    load = parse_metrics(body) if body is not None else None
+                    if load is not None:
+                        r.engine_penalty = penalty(load, c)
+                        r.engine_running = load.running
+                        r.update_load()
+                        seen[id(r)] = time.monotonic()
+                    elif now - seen.get(id(r), 0.0) > 3 * c.scrape_interval:
+                        # Unknown: the gateway's own count alone.
+                        r.engine_penalty = r.engine_running = 0.0
+                        r.update_load()
+
+                group.start_soon(run)
+
+
+async def scrape_forever(registry: Registry, client: UpstreamClient) -> None:
+    seen: dict[int, float] = {}
+    while True:
+        interval = min((pool.config.routing.scrape_interval for pool in registry
+                        if _scraped(pool)), default=1.0)
+        with anyio.move_on_after(interval * 2):
+            await scrape_once(registry, client, seen)
+        await anyio.sleep(interval)

@@ -1,0 +1,226 @@
+"""Cache- and load-aware routing: send a request where its prompt's prefix is likely cached,
+unless that replica is busier than its fair share.
+
+A request's prompt (its messages, rendered as a chat template would lay them out) is cut into
+fixed-size blocks of characters, each hashed together with everything before it (CRC-32
+chained: the hash of block i names the whole prefix up to i, and is the same in every gateway
+process). Three signals decide:
+
+* the table this gateway has learned from its own decisions (block hash → the replica it sent
+  that prefix to; SGLang's router keeps an approximate tree the same way): the deepest block
+  found names the replica most likely to hold the longest part of this prompt;
+* the conversation's anchor (everything up to the end of the first user message, or the
+  `user` field) placed on a consistent-hash ring of the replicas: every gateway computes the
+  same owner without sharing any state, so a conversation's turns meet the same cache however
+  many gateways run;
+* load: the gateway's own requests in flight per replica plus what the engines report on
+  their `/metrics` (waiting queue, KV usage; scraped in the background by `engine_load`).
+
+Candidates over the load bound (Mirrokni et al.'s consistent hashing with bounded loads: at
+most `load_factor` × the mean, plus `load_slack` requests so that a quiet fleet is not
+reshuffled by one request) are passed over; the rest are scored
+`prefix_weight × saved(match) + anchor_weight / ring rank − load_weight × load /
+bound`, with weights from tram.yaml (`routing:`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import operator
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tram.config import RoutingConfig
+
+__all__ = ["CacheAware", "PrefixKey", "prefix_key"]
+
+_VNODES = 64  # ring points per replica: an even spread of anchors
+
+
+@dataclass(frozen=True)
+class PrefixKey:
+    blocks: tuple[int, ...]  # chained hashes of the prompt's complete blocks
+    anchor: int  # the conversation's identity (first user message, or `user`)
+    sticky_user: bool = False
+
+
+def prefix_key(messages: Sequence[Any], block_chars: int, max_blocks: int,
+               user: str | None = None) -> PrefixKey:
+    """The blocks and anchor of a chat request's messages (pydantic messages or dicts)."""
+    parts: list[str] = []
+    anchor_end = -1
+    size = 0
+    limit = block_chars * max_blocks
+    for message in messages:
+        if isinstance(message, dict):
+            role, content = message.get("role"), message.get("content")
+        else:  # the validated request's messages
+            role, content = message.role, message.content
+        if not isinstance(content, str):
+            content = "".join(_part_text(part) for part in content or ())
+        parts.append(f"<|{role}|>{content}")
+        size += len(parts[-1])
+        if anchor_end < 0 and role == "user":
+            anchor_end = size
+        if size >= limit:
+            break
+    data = "".join(parts)[:limit].encode("utf-8", "surrogatepass")
+    view = memoryview(data)
+    blocks = []
+    crc = 0
+    for start in range(0, len(data) - block_chars + 1, block_chars):
+        crc = zlib.crc32(view[start:start + block_chars], crc)
+        blocks.append(crc)
+    if user:
+        return PrefixKey(tuple(blocks), zlib.crc32(user.encode()), sticky_user=True)
+    anchor = zlib.crc32(view[:anchor_end if anchor_end >= 0 else len(data)])
+    return PrefixKey(tuple(blocks), anchor)
+
+
+def _field(message: Any, name: str) -> Any:
+    return message.get(name) if isinstance(message, dict) else getattr(message, name, None)
+
+
+def _part_text(part: Any) -> str:
+    text = _field(part, "text")
+    if isinstance(text, str):
+        return text
+    image = _field(part, "image_url")
+    url = _field(image, "url") if image is not None else None
+    return f"<image:{url[:256]}>" if isinstance(url, str) else ""
+
+
+_LOAD = operator.attrgetter("routing_load")
+
+
+def _least_loaded(candidates: Sequence[Any]) -> Any:
+    return min(candidates, key=_LOAD)
+
+
+class LoadAware(Protocol):
+    url: str
+    # Requests in flight on the replica: the engine's own count when it reports one (every
+    # gateway's requests, so that gateways agree on who is busy), else this gateway's; plus
+    # its waiting queue and KV pressure. Kept up to date by the registry (registry.py).
+    routing_load: float
+
+
+class _Ring:
+    """Replicas on a consistent-hash ring (`_VNODES` points each)."""
+
+    def __init__(self, urls: tuple[str, ...]) -> None:
+        points = sorted((zlib.crc32(f"{url}#{v}".encode()), index)
+                        for index, url in enumerate(urls) for v in range(_VNODES))
+        self.hashes = [h for h, _ in points]
+        self.owners = [index for _, index in points]
+        self.count = len(urls)
+        self.index = {url: i for i, url in enumerate(urls)}
+
+    def order(self, key: int, wanted: int) -> list[int]:
+        """The first `wanted` distinct replicas (indices) clockwise from `key`."""
+        found: list[int] = []
+        start = bisect.bisect_left(self.hashes, key)
+        total = len(self.hashes)
+        for step in range(total):
+            owner = self.owners[(start + step) % total]
+            if owner not in found:
+                found.append(owner)
+                if len(found) == wanted:
+                    break
+        return found
+
+
+class CacheAware:
+    """The policy (routing.policy: cache_aware). `last_reason` and `last_match` describe the
+    last decision, for the pool's metrics."""
+
+    def __init__(self, config: RoutingConfig) -> None:
+        self._config = config
+        self._table: dict[int, str] = {}
+        self._rings: dict[tuple[int, int, int, int], _Ring] = {}
+        self.last_reason = "none"
+        self.last_match = 0.0
+
+    def choose(self, candidates: Sequence[Any], hints: Any) -> Any:
+        key: PrefixKey | None = getattr(hints, "prefix", None)
+        if key is None or len(candidates) == 1:
+            self.last_reason, self.last_match = "load_fallback", 0.0
+            return _least_loaded(candidates)
+        config = self._config
+        ring = self._ring(candidates)
+        # Only the few scored candidates' loads are read; the bound needs the total (two
+        # C-level passes over the candidates: a decision stays cheap with 64 replicas).
+        total = sum(map(_LOAD, candidates))
+        bound = config.load_factor * total / len(candidates) + config.load_slack
+        matched, depth = self._deepest(key.blocks, ring)
+        order = ring.order(key.anchor, min(config.anchor_candidates, len(candidates)))
+        scored: dict[int, float] = {}
+        for rank, index in enumerate(order):
+            scored[index] = config.anchor_weight / (rank + 1)
+        if matched is not None:
+            # What the match saves, in characters; a short shared prefix (a system prompt,
+            # soon cached everywhere) counts for little beside the conversation's owner, a
+            # long one (its own history, a shared document) for more.
+            chars = depth * config.block_chars
+            scored[matched] = scored.get(matched, 0.0) \
+                + config.prefix_weight * chars / (chars + config.prefix_half_chars)
+        best, best_score = -1, float("-inf")
+        for index, bonus in scored.items():
+            load = candidates[index].routing_load
+            if load > bound:
+                continue
+            score = bonus - config.load_weight * load / bound
+            if score > best_score:
+                best, best_score = index, score
+        if best < 0:  # every favoured replica is over the bound: the least loaded one
+            chosen = _least_loaded(candidates)
+            reason = "load_fallback"
+        else:
+            chosen = candidates[best]
+            if best == matched:
+                reason = "prefix_hit"
+            elif best == order[0]:
+                reason = "sticky_user" if key.sticky_user else "anchor_owner"
+            else:
+                reason = "load_spill"
+        self.last_reason = reason
+        self.last_match = depth / max(len(key.blocks), 1) if reason == "prefix_hit" else 0.0
+        self._learn(key.blocks, chosen.url)
+        return chosen
+
+    def _ring(self, candidates: Sequence[Any]) -> _Ring:
+        """The ring of these candidates, built once per set of replicas, known by its size and
+        three members' identities (O(1): hashing 64 URLs per request cost more than the rest
+        of the decision). A set that changed only inside, at the same size, keeps the old
+        ring until its ends change: still a valid replica each time, briefly another one."""
+        middle = candidates[len(candidates) // 2]
+        key = (len(candidates), id(candidates[0]), id(middle), id(candidates[-1]))
+        ring = self._rings.get(key)
+        if ring is None:
+            if len(self._rings) > 64:
+                self._rings.clear()
+            ring = self._rings[key] = _Ring(tuple(c.url for c in candidates))
+        return ring
+
+    def _deepest(self, blocks: tuple[int, ...], ring: _Ring) -> tuple[int | None, int]:
+        """The candidate (index) this gateway sent the longest part of this prompt to."""
+        table = self._table
+        for depth in range(len(blocks), 0, -1):
+            url = table.get(blocks[depth - 1])
+            if url is not None:
+                index = ring.index.get(url)
+                if index is not None:
+                    return index, depth
+        return None, 0
+
+    def _learn(self, blocks: tuple[int, ...], url: str) -> None:
+        table = self._table
+        for block in blocks:
+            table[block] = url
+        if len(table) > self._config.table_size:
+            # Forget the older half (a dict keeps insertion order): an approximate LRU that
+            # costs nothing per request.
+            for stale in list(table)[:len(table) // 2]:
+                del table[stale]
