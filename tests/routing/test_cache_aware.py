@@ -86,10 +86,9 @@ def test_a_shared_document_goes_where_it_was_read_before() -> None:
 def test_the_load_bound_passes_over_a_busy_replica() -> None:
     config = RoutingConfig(policy="cache_aware", load_factor=1.25)
     policy, fleet = CacheAware(config), _fleet(4)
-    hints = _hints(_conversation(1, 2), config)
-    owner = policy.choose(fleet, hints)
+    owner = policy.choose(fleet, _hints(_conversation(1, 1), config))
     owner.outstanding = 10  # far over 1.25 × the mean
-    other = policy.choose(fleet, hints)
+    other = policy.choose(fleet, _hints(_conversation(1, 2), config))
     assert other is not owner and policy.last_reason in ("load_spill", "load_fallback")
     owner.outstanding = 0
     # The conversation's last turn is now cached where it spilled: it stays there.

@@ -8,7 +8,8 @@ process). Three signals decide:
 
 * the table this gateway has learned from its own decisions (block hash → the replica it sent
   that prefix to; SGLang's router keeps an approximate tree the same way): the deepest block
-  found names the replica most likely to hold the longest part of this prompt;
+  found names the replica most likely to hold the longest part of this prompt, unless that
+  block went to several replicas (a shared system prompt: cached everywhere, no clue);
 * the conversation's anchor (everything up to the end of the first user message, or the
   `user` field) placed on a consistent-hash ring of the replicas: every gateway computes the
   same owner without sharing any state, so a conversation's turns meet the same cache however
@@ -93,6 +94,7 @@ def _part_text(part: Any) -> str:
 
 
 _LOAD = operator.attrgetter("routing_load")
+_SHARED = "*"  # a learned block that went to several replicas
 
 
 def _least_loaded(candidates: Sequence[Any]) -> Any:
@@ -205,20 +207,29 @@ class CacheAware:
         return ring
 
     def _deepest(self, blocks: tuple[int, ...], ring: _Ring) -> tuple[int | None, int]:
-        """The candidate (index) this gateway sent the longest part of this prompt to."""
+        """The candidate (index) this gateway sent the longest part of this prompt to; none
+        when that part went to several replicas (a system prompt every conversation shares:
+        likely cached everywhere, it says nothing about where this one belongs)."""
         table = self._table
         for depth in range(len(blocks), 0, -1):
             url = table.get(blocks[depth - 1])
-            if url is not None:
-                index = ring.index.get(url)
-                if index is not None:
-                    return index, depth
+            if url is None:
+                continue
+            if url is _SHARED:
+                return None, 0
+            index = ring.index.get(url)
+            if index is not None:
+                return index, depth
         return None, 0
 
     def _learn(self, blocks: tuple[int, ...], url: str) -> None:
         table = self._table
         for block in blocks:
-            table[block] = url
+            known = table.get(block)
+            if known is None or known is url or known == url:
+                table[block] = url
+            else:
+                table[block] = _SHARED  # sent to more than one replica
         if len(table) > self._config.table_size:
             # Forget the older half (a dict keeps insertion order): an approximate LRU that
             # costs nothing per request.
