@@ -58,7 +58,9 @@ class Load:
         self.url = url
         self.speed = speed
         self.workload = workload
-        self.rng = random.Random(seed)
+        self.seed = seed
+        self.arrivals = random.Random(seed)  # the same arrival times for every policy
+        self.sessions = 0
         shared = random.Random(1)
         self.systems = [_text(shared, 1500) for _ in range(4)]
         self.docs = [_text(shared, 4000) for _ in range(48)]
@@ -111,8 +113,10 @@ class Load:
         return "".join(text)
 
     async def session(self) -> None:
-        """One arrival: a conversation (chat), or one request (rag, unique)."""
-        rng = self.rng
+        """One arrival: a conversation (chat), or one request (rag, unique); its content
+        depends only on its number, not on what ran before it."""
+        self.sessions += 1
+        rng = random.Random(self.seed * 1_000_003 + self.sessions)
         if self.workload == "chat":
             messages = [{"role": "system", "content": rng.choice(self.systems)},
                         {"role": "user", "content": _text(rng, 300)}]
@@ -133,7 +137,7 @@ class Load:
         tasks = []
         while time.perf_counter() - started < seconds:
             tasks.append(asyncio.ensure_future(self.session()))
-            await asyncio.sleep(self.rng.expovariate(rate))
+            await asyncio.sleep(self.arrivals.expovariate(rate))
         await asyncio.gather(*tasks)
         return time.perf_counter() - started
 
@@ -154,7 +158,7 @@ class Load:
 
 def _fleet(replicas: int, speed: float) -> tuple[subprocess.Popen[bytes], list[str]]:
     # Below the ephemeral range (where free_port finds the gateway's): no collision.
-    port = 20000 + random.Random().randrange(0, 2000) * 8
+    port = 20000 + random.Random().randrange(0, 1200) * 8
     while any(_busy(port + i) for i in range(replicas)):
         port += 8
     process = _start([sys.executable, "-m", "bench.fleet_sim", "--replicas", str(replicas),

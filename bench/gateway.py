@@ -58,7 +58,7 @@ http {{
 
 
 def _wait(url: str, path: str = "/v1/models") -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             if httpx.get(url + path, headers={"Authorization": f"Bearer {KEY}"},

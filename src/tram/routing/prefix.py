@@ -15,7 +15,8 @@ process). Three signals decide:
   same owner without sharing any state, so a conversation's turns meet the same cache however
   many gateways run;
 * load: the gateway's own requests in flight per replica plus what the engines report on
-  their `/metrics` (waiting queue, KV usage; scraped in the background by `engine_load`).
+  their `/metrics` (waiting queue and KV usage, i.e. every gateway's overload; scraped in the
+  background by `engine_load`).
 
 Candidates over the load bound (Mirrokni et al.'s consistent hashing with bounded loads: at
 most `load_factor` × the mean, plus `load_slack` requests so that a quiet fleet is not
@@ -103,9 +104,8 @@ def _least_loaded(candidates: Sequence[Any]) -> Any:
 
 class LoadAware(Protocol):
     url: str
-    # Requests in flight on the replica: the engine's own count when it reports one (every
-    # gateway's requests, so that gateways agree on who is busy), else this gateway's; plus
-    # its waiting queue and KV pressure. Kept up to date by the registry (registry.py).
+    # This gateway's requests in flight on the replica plus the engine's queue and KV
+    # pressure (everyone's). Kept up to date by the registry (Replica.update_load).
     routing_load: float
 
 

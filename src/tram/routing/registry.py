@@ -42,13 +42,13 @@ class Replica:
     routing_load: float = 0.0  # see update_load
 
     def update_load(self) -> None:
-        """What cache_aware routing weighs (routing/prefix.py): the engine's running count
-        when it reports one (every gateway's requests), else this gateway's in flight; plus
-        its queue and KV pressure. Kept as one attribute, so that a decision over 64
-        replicas reads it in one C-level pass."""
-        running = self.engine_running if self.engine_running > self.outstanding \
-            else self.outstanding
-        self.routing_load = running + self.engine_penalty
+        """What cache_aware routing weighs (routing/prefix.py): this gateway's requests in
+        flight, plus the engine's queue and KV pressure from its /metrics (everyone's). Not
+        the engine's running count: a batch that is full but not queueing is not overloaded,
+        and bounding on it made gateways with differently-timed scrapes move conversations
+        apart (bench/RESULTS.md). One attribute, so that a decision over 64 replicas reads it
+        in one C-level pass."""
+        self.routing_load = self.outstanding + self.engine_penalty
 
     @classmethod
     def from_config(cls, upstream: UpstreamConfig, default_name: str) -> Replica:
