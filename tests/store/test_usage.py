@@ -60,7 +60,8 @@ def test_one_row_per_request_with_engine_counts(gateway: GatewayFactory, auth: d
     # ...but counted.
     assert by_key == [{"key": key["id"], "requests": 5, "prompt_tokens": 3 * 7 + 7,
                        "completion_tokens": 3 * 2 + 4, "total_tokens": 38, "errors": 1,
-                       "estimated_requests": 0, "error_rate": 0.2}]
+                       "estimated_requests": 0, "error_rate": 0.2,
+                       "name": key["name"], "owner": key["owner"]}]
     assert by_model["m-stream"]["completion_tokens"] == 4
     assert by_model["qwen-text"]["requests"] == 4
     assert by_day[0]["requests"] == 5
@@ -317,7 +318,9 @@ def test_tram_usage_counts_what_a_dead_gateway_left_in_its_journal(tmp_path: Pat
     shown = subprocess.run([sys.executable, "-m", "tram", "usage", "--by", "key"],
                            env=clean_env(TRAM_DATA_DIR=str(tmp_path)), cwd=tmp_path,
                            capture_output=True, text=True, timeout=60, check=True).stdout
-    assert any(line.split()[:2] == ["key_dead", "4"] for line in shown.splitlines()), shown
+    # Columns: name, owner (none for a key the store does not know), key, requests, …
+    assert any(line.split()[:4] == ["-", "-", "key_dead", "4"] for line in shown.splitlines()), \
+        shown
 
 
 async def test_a_writer_that_fails_on_a_bug_says_so_and_starts_again(

@@ -219,7 +219,7 @@ def test_console_keys_usage_and_live_replicas(browser: Browser, embedded: TramUp
     _sign_in(page, embedded.url, MASTER_KEY)
     page.click("#tab-console")
     page.click("#key-create summary")
-    page.fill("#key-name", "billing-app")
+    page.fill("#key-name", "console-billing")
     page.fill("#key-owner", "team-a")
     page.fill("#key-rpm", "60")
     page.click("#key-form button[type=submit]")
@@ -228,12 +228,12 @@ def test_console_keys_usage_and_live_replicas(browser: Browser, embedded: TramUp
     key = secret.text_content() or ""
     assert httpx.get(embedded.url + "/v1/models",
                      headers={"Authorization": f"Bearer {key}"}).status_code == 200
-    row = page.locator("#keys-table tbody tr", has_text="billing-app")
+    row = page.locator("#keys-table tbody tr", has_text="console-billing")
     expect(row).to_contain_text("rpm=60")
     page.fill("#key-search", "no-such-key")
     expect(page.locator("#keys-table tbody tr")).to_have_count(0)
-    page.fill("#key-search", "billing")
-    row.get_by_role("button", name="Edit key billing-app").click()
+    page.fill("#key-search", "console-bill")
+    row.get_by_role("button", name="Edit key console-billing").click()
     page.fill("#keys-table input[name=rpm]", "120")
     page.click("#keys-table button[type=submit]")
     expect(row).to_contain_text("rpm=120")
