@@ -83,7 +83,9 @@ class ResponseStore:
                 async with self._db.engine.begin() as connection:
                     await connection.execute(insert(StoredResponse),
                                              [row for row, _ in batch])
-            except (SQLAlchemyError, OSError) as exc:
+            except Exception as exc:  # every waiter gets an answer, never a hang
+                if not isinstance(exc, (SQLAlchemyError, OSError)):
+                    logger.exception("responses: storing failed unexpectedly")
                 logger.error("responses: could not store %d responses (%s)", len(batch),
                              type(exc).__name__)
                 for _, done in batch:
