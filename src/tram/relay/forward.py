@@ -110,15 +110,15 @@ class Forwarder:
             raise ModelOverloaded(f"The model '{pool.name}' has {limit} requests in flight, its "
                                   "limit; retry shortly.")
 
-    async def run(self, pool: ModelPool, call: Call, record: RequestRecord,
-                  only: Replica | None = None) -> JSONResult | StreamResult:
-        """Forward to a replica the policy picks (or to `only`), retrying another on a
+    async def run(self, pool: ModelPool, call: Call,
+                  record: RequestRecord) -> JSONResult | StreamResult:
+        """Forward to a replica the policy picks, retrying another on a
         failure before the first byte, as the model's `retries` allow."""
         deadline = time.monotonic() + pool.config.timeouts.total
         tried: list[Replica] = []
         last: _Retryable | None = None
         while True:
-            replica = _pick(pool, call, tried, only)
+            replica = pool.pick(call.hints, exclude=tried)
             if replica is None:
                 if last is not None:
                     raise last.error
@@ -180,13 +180,6 @@ class Forwarder:
         await resources.aclose()
         record.mark_first_byte()
         return JSONResult(call.answer(raw))
-
-
-def _pick(pool: ModelPool, call: Call, tried: list[Replica],
-          only: Replica | None) -> Replica | None:
-    if only is not None:
-        return None if tried else only
-    return pool.pick(call.hints, exclude=tried)
 
 
 async def _refusal(call: Call, replica: Replica, response: UpstreamResponse) -> Exception:

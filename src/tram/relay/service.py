@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from tram.auth.keys import Principal
 from tram.config import ResponsesConfig
-from tram.errors import EngineBadResponse, InvalidRequest, RouteNotServed
+from tram.errors import InvalidRequest, RouteNotServed
 from tram.protocol.routes import ResponsesRequest
 from tram.relay.bridges import messages as messages_bridge
 from tram.relay.bridges import responses as responses_bridge
@@ -34,7 +34,7 @@ from tram.relay.forward import (
 from tram.relay.multipart import Form
 from tram.relay.responses import ResponsesTurn
 from tram.relay.routes import Route
-from tram.relay.stream import ChunkStream, StreamHandler, UsageAsked
+from tram.relay.stream import ChunkStream, StreamHandler, UsageAsked, engine_answer
 from tram.relay.validation import invalid_request_from
 from tram.requestlog import RequestRecord
 from tram.routing.registry import ModelPool, Registry
@@ -88,7 +88,8 @@ class RouteService:
         if mode == "bridge" or (mode == "auto" and route.name in pool.lacking):
             return await self._bridge(route, principal, pool, payload, record, turn)
         self._forwarder.check_in_flight(pool)
-        call = self._call(route, pool, payload, form, record, stream, turn)
+        answered: list[dict[str, Any]] = []
+        call = self._call(route, pool, payload, form, record, stream, turn, answered)
         try:
             result = await self._forwarder.run(pool, call, record)
         except EngineLacksRoute as lack:
@@ -98,8 +99,8 @@ class RouteService:
                 return await self._bridge(route, principal, pool, payload, record, turn)
             raise _not_served(route, pool, f"its engine answered: {lack.error.message}") \
                 from None
-        if turn is not None and isinstance(result, JSONResult):
-            await turn.finish(orjson.loads(result.body))  # stored before the client has it
+        if turn is not None and answered:
+            await turn.finish(answered[0])  # stored before the client has it
         return result
 
     def _model_name(self, route: Route, principal: Principal, fields: Any) -> str:
@@ -113,7 +114,8 @@ class RouteService:
                              code="missing_required_parameter")
 
     def _call(self, route: Route, pool: ModelPool, payload: Any, form: Form | None,
-              record: RequestRecord, stream: bool, turn: ResponsesTurn | None) -> Call:
+              record: RequestRecord, stream: bool, turn: ResponsesTurn | None,
+              answered: list[dict[str, Any]]) -> Call:
         alias = pool.name
         if form is not None:
             content_type = f"multipart/form-data; boundary={form.boundary}"
@@ -130,7 +132,11 @@ class RouteService:
                 return orjson.dumps(payload)
 
         def answer(raw: bytes) -> bytes:
-            return _rewrite_answer(raw, alias, record, turn)
+            engine = engine_answer(raw, alias, record)
+            if turn is not None:
+                turn.rewrite(engine)
+                answered.append(engine)  # stored after, without parsing it again
+            return orjson.dumps(engine)
 
         def handler() -> StreamHandler:
             if route.events == "chunks":
@@ -211,20 +217,3 @@ def _ask_for_usage(pool: ModelPool, payload: dict[str, Any]) -> UsageAsked:
         wanted["continuous_usage_stats"] = True
     payload["stream_options"] = {**options, **wanted}
     return asked
-
-
-def _rewrite_answer(raw: bytes, alias: str, record: RequestRecord,
-                    turn: ResponsesTurn | None) -> bytes:
-    """An engine's JSON answer with the alias as its model and its usage taken."""
-    try:
-        answer = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise EngineBadResponse("The engine's answer is not valid JSON.") from None
-    if not isinstance(answer, dict):
-        raise EngineBadResponse("The engine's answer is not a JSON object.")
-    if "model" in answer:
-        answer["model"] = alias
-    record.take_usage(answer.get("usage"))
-    if turn is not None:
-        turn.rewrite(answer)
-    return orjson.dumps(answer)

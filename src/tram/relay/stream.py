@@ -17,7 +17,8 @@ from tram.relay.sse import DONE, SSEDecoder, data_frame, done_frame, error_frame
 from tram.requestlog import RequestRecord
 from tram.routing.upstream import UpstreamResponse
 
-__all__ = ["ChunkStream", "StreamHandler", "UsageAsked", "mirror_reasoning", "relay_stream",
+__all__ = ["ChunkStream", "StreamHandler", "UsageAsked", "engine_answer", "mirror_reasoning",
+           "relay_stream",
            "rewrite_answer",
            "rewritten_answer"]
 
@@ -26,9 +27,9 @@ def rewrite_answer(raw: bytes, alias: str, record: RequestRecord) -> bytes:
     return orjson.dumps(rewritten_answer(raw, alias, record))
 
 
-def rewritten_answer(raw: bytes, alias: str, record: RequestRecord) -> dict[str, Any]:
-    """A chat (or completions) answer with the alias as its model and reasoning under both
-    names; its usage taken into the record."""
+def engine_answer(raw: bytes, alias: str, record: RequestRecord) -> dict[str, Any]:
+    """An engine's JSON answer (any route) as an object, with the alias as its model and its
+    usage taken into the record; a 502 if it is not a JSON object."""
     try:
         answer = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -37,10 +38,17 @@ def rewritten_answer(raw: bytes, alias: str, record: RequestRecord) -> dict[str,
         raise EngineBadResponse("The engine's answer is not a JSON object.")
     if "model" in answer:
         answer["model"] = alias
+    record.take_usage(answer.get("usage"))
+    return answer
+
+
+def rewritten_answer(raw: bytes, alias: str, record: RequestRecord) -> dict[str, Any]:
+    """A chat (or completions) answer with the alias as its model and reasoning under both
+    names; its usage taken into the record."""
+    answer = engine_answer(raw, alias, record)
     for choice in answer.get("choices") or ():
         if isinstance(choice, dict) and isinstance(message := choice.get("message"), dict):
             mirror_reasoning(message)
-    record.take_usage(answer.get("usage"))
     if not record.usage_final:  # an engine that reports no usage: count what it answered
         record.relayed_deltas = _answer_tokens(answer)
     return answer

@@ -107,22 +107,7 @@ class UpstreamClient:
 
     async def probe(self, replica: Replica, limit_s: float) -> bool:
         """Whether the replica answers GET <url>/models with 200 within `limit_s`."""
-        target = _target(replica.url, replica.ca_file)
-        head = f"GET {target.base_path}/models HTTP/1.1\r\nhost: {target.host_header}\r\n"
-        if replica.api_key:
-            head += f"authorization: Bearer {replica.api_key}\r\n"
-        try:
-            async with asyncio.timeout(limit_s):
-                response = await self._pool.request(target.host, target.port, target.tls,
-                                                    (head + "\r\n").encode("latin-1"), b"",
-                                                    limit_s)
-                try:
-                    await response.aread()
-                finally:
-                    response.close()
-        except (OSError, TimeoutError):
-            return False
-        return response.status_code == 200
+        return await self.get(replica, "/models", limit_s) is not None
 
     async def get(self, replica: Replica, path: str, limit_s: float,
                   at_root: bool = False) -> bytes | None:
