@@ -2,10 +2,14 @@
 
     python -m bench fleet [--replicas 4] [--seconds 40] [--speed 4] [--quick]
 
-For each workload the fleet (bench/fleet_sim.py) is started fresh, its capacity measured once
-(closed loop, least outstanding: completed requests per second at saturation), and each
-policy then gets the same open-loop Poisson arrivals at 80% of that rate through `tram serve`
-(one gateway process, then four with `--workers 4`). Figures are in simulated time.
+For each workload the fleet's capacity is measured first: the highest rate of open-loop
+arrivals that least outstanding (a plain load balancer) sustains, found by raising the rate
+25% a step until the fleet falls behind (a backlog still draining 10% of the window after
+arrivals stop, or p90 time to first token over 2 s). Each policy then gets the same
+open-loop Poisson arrivals at 80% of that capacity through `tram serve` (one gateway process,
+then four with `--workers 4`), each on a fresh fleet. Throughput counts only the turns
+finished inside the arrival window, so a policy that falls behind shows it; time to first
+token is every request's, backlog included. Figures are in simulated time.
 
 Workloads (random text, fixed seeds):
   chat     agent-like conversations of 8 turns: one of 4 shared system prompts (~1,500
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import random
 import subprocess
@@ -48,9 +53,11 @@ def _text(rng: random.Random, tokens: int) -> str:
 @dataclass
 class Stats:
     ttft: list[float] = field(default_factory=list)  # simulated ms
+    finished: list[float] = field(default_factory=list)  # perf_counter() of each good turn
     tokens: int = 0
     requests: int = 0
     errors: int = 0
+    why: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
 class Load:
@@ -82,8 +89,9 @@ class Load:
         chunks: list[bytes] = []
         try:
             reader, writer = await asyncio.open_connection(self.host, self.port)
-        except OSError:
+        except OSError as exc:
             self.stats.errors += 1
+            self.stats.why[f"connect: {exc}"] += 1
             return ""
         try:
             writer.write(request)
@@ -101,8 +109,10 @@ class Load:
         raw = b"".join(chunks)
         if first is None or not raw.startswith(b"HTTP/1.1 200") or b"data: [DONE]" not in raw:
             self.stats.errors += 1
+            self.stats.why[raw[:12].decode(errors="replace") or "no answer"] += 1
             return ""
         self.stats.ttft.append((first - started) * 1000 * self.speed)
+        self.stats.finished.append(time.perf_counter())
         self.stats.tokens += MAX_TOKENS
         self.stats.requests += 1
         text = []
@@ -131,29 +141,17 @@ class Load:
         else:
             await self.turn([{"role": "user", "content": _text(rng, 1500)}])
 
-    async def open_loop(self, rate: float, seconds: float) -> float:
-        """Poisson arrivals of sessions at `rate` per real second; the real time it took."""
+    async def open_loop(self, rate: float, seconds: float) -> tuple[float, float]:
+        """Poisson arrivals of sessions at `rate` per real second for `seconds`: when they
+        started and how long the backlog took to drain after the last arrival (real s)."""
         started = time.perf_counter()
         tasks = []
         while time.perf_counter() - started < seconds:
             tasks.append(asyncio.ensure_future(self.session()))
             await asyncio.sleep(self.arrivals.expovariate(rate))
+        window_end = time.perf_counter()
         await asyncio.gather(*tasks)
-        return time.perf_counter() - started
-
-    async def closed_loop(self, workers: int, seconds: float) -> float:
-        """Sessions back to back on `workers` clients: sessions completed per real second."""
-        started = time.perf_counter()
-        done = 0
-
-        async def worker() -> None:
-            nonlocal done
-            while time.perf_counter() - started < seconds:
-                await self.session()
-                done += 1
-
-        await asyncio.gather(*(worker() for _ in range(workers)))
-        return done / (time.perf_counter() - started)
+        return started, time.perf_counter() - window_end
 
 
 def _fleet(replicas: int, speed: float) -> tuple[subprocess.Popen[bytes], list[str]]:
@@ -214,16 +212,24 @@ class Row:
     workload: str
     policy: str
     gateways: int
-    throughput: float  # output tokens per simulated second
+    rate: float  # sessions per real second offered
+    throughput: float  # output tokens per simulated second, turns finished in the window
     ttft: tuple[float, float, float]  # p50, p90, p99 simulated ms
     hits: list[float]
     requests: int
     errors: int
+    drain: float  # simulated s the backlog took after the last arrival
+    why: collections.Counter[str] = field(default_factory=collections.Counter)
+    share: float = 0.8  # of the fleet's capacity
+
+
+SLO_P90_MS = 2000.0  # the fleet "sustains" a rate while p90 time to first token stays under
+FIRST_GUESS = {"chat": 6.0, "rag": 16.0, "unique": 20.0}  # sessions/s, 4 replicas, speed 0.5
 
 
 def run_one(workload: str, policy: str, workers: int, replicas: int, speed: float,
-            rate: float | None, seconds: float) -> tuple[Row | None, float]:
-    """One fresh fleet and gateway; with rate None, the capacity probe (sessions/s)."""
+            rate: float, seconds: float) -> Row:
+    """One fresh fleet and gateway, open-loop arrivals at `rate` sessions per real second."""
     processes: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="tram-fleet-") as tmp:
         try:
@@ -232,69 +238,89 @@ def run_one(workload: str, policy: str, workers: int, replicas: int, speed: floa
             gateway, url = _gateway(urls, policy, workers, Path(tmp))
             processes.append(gateway)
             load = Load(url, speed, workload)
-            if rate is None:
-                capacity = asyncio.run(load.closed_loop(replicas * 48, seconds))
-                return None, capacity
-            elapsed = asyncio.run(load.open_loop(rate, seconds))
+            started, drain = asyncio.run(load.open_loop(rate, seconds))
             stats = load.stats
-            row = Row(workload, policy, workers, stats.tokens / (elapsed * speed),
-                      (_percentile(stats.ttft, .5), _percentile(stats.ttft, .9),
-                       _percentile(stats.ttft, .99)), _hit_rates(urls), stats.requests,
-                      stats.errors)
-            return row, rate
+            in_window = sum(1 for t in stats.finished if t - started <= seconds)
+            return Row(workload, policy, workers, rate,
+                       in_window * MAX_TOKENS / (seconds * speed),
+                       (_percentile(stats.ttft, .5), _percentile(stats.ttft, .9),
+                        _percentile(stats.ttft, .99)), _hit_rates(urls), stats.requests,
+                       stats.errors, drain * speed, stats.why)
         finally:
             stop_processes(processes)
+
+
+def capacity(workload: str, replicas: int, speed: float, seconds: float
+             ) -> tuple[float, list[str]]:
+    """The highest rate least outstanding sustains (p90 TTFT under the SLO), stepping 25%."""
+    rate = FIRST_GUESS[workload] * replicas / 4 * speed / 0.5
+    steps: list[str] = []
+    best = 0.0
+    while True:
+        row = run_one(workload, "least_outstanding", 1, replicas, speed, rate, seconds)
+        ok = row.ttft[1] <= SLO_P90_MS and row.errors == 0
+        steps.append(f"{rate:.2f} {'✓' if ok else '✗'} (p90 {row.ttft[1]:.0f} ms"
+                     + (f", {row.errors} errors: {row.why.most_common(1)[0][0]})" if row.errors
+                        else ")"))
+        print(f"capacity {workload}: {steps[-1]}", flush=True)
+        if ok:
+            best = rate
+            rate *= 1.25
+        elif best:
+            return best, steps
+        else:
+            rate *= 0.8
 
 
 def run(replicas: int, seconds: float, speed: float, quick: bool) -> str:
     os.sched_setaffinity(0, {0})
     lines = [f"python -m bench fleet --replicas {replicas} --seconds {seconds:g} "
              f"--speed {speed:g}{' --quick' if quick else ''}", ""]
-    table = ["| workload | policy | gateways | output tok/s | TTFT p50 / p90 / p99 ms | "
-             "prefix hit rate per replica | requests (errors) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    capacities = ["| workload | round_robin | least_outstanding | cache_aware | "
-                  "cache_aware / round_robin |", "| --- | --- | --- | --- | --- |"]
+    table = ["| workload (sessions/s) | policy | gateways | output tok/s | "
+             "TTFT p50 / p90 / p99 ms | prefix hit rate per replica | requests (errors) | "
+             "drain s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    capacities = ["| workload | rates tried (least outstanding, ✓ p90 TTFT ≤ 2 s) | capacity "
+                  "| 80% |", "| --- | --- | --- | --- |"]
     rows: list[Row] = []
     for workload in ("chat", "rag", "unique"):
-        # Saturation: closed loop, 48 clients per replica (sessions per real second).
-        measured = {policy: run_one(workload, policy, 1, replicas, speed, None, seconds / 2)[1]
-                    for policy in ("round_robin", "least_outstanding", "cache_aware")}
-        capacities.append(f"| {workload} | " + " | ".join(
-            f"{measured[p]:.2f}" for p in ("round_robin", "least_outstanding", "cache_aware"))
-            + f" | {measured['cache_aware'] / measured['round_robin']:.2f}× |")
-        print(capacities[-1], flush=True)
-        rate = 0.8 * max(measured.values())  # 80% of what the fleet can do
-        plans = [("round_robin", 1), ("least_outstanding", 1), ("cache_aware", 1)]
+        fleet_capacity, steps = capacity(workload, replicas, speed, seconds / 2)
+        capacities.append(f"| {workload} | {', '.join(steps)} | {fleet_capacity:.2f} | "
+                          f"{0.8 * fleet_capacity:.2f} |")
+        plans = [(0.8, "round_robin", 1), (0.8, "least_outstanding", 1),
+                 (0.8, "cache_aware", 1)]
         if workload != "unique" and not quick:
-            plans += [("round_robin", 4), ("cache_aware", 4)]
-        for policy, workers in plans:
-            row, _ = run_one(workload, policy, workers, replicas, speed, rate, seconds)
-            assert row is not None
+            plans += [(0.8, "round_robin", 4), (0.8, "cache_aware", 4),
+                      (1.25, "round_robin", 1), (1.25, "least_outstanding", 1),
+                      (1.25, "cache_aware", 1)]
+        for share, policy, workers in plans:
+            row = run_one(workload, policy, workers, replicas, speed, share * fleet_capacity,
+                          seconds)
+            row.share = share
             rows.append(row)
             hits = " ".join(f"{h:.0%}" for h in row.hits)
-            table.append(f"| {workload} ({rate:.2f} sessions/s) | {policy} | {workers} | "
+            table.append(f"| {workload} ({row.rate:.2f}, {share:.0%}) | {policy} | {workers} | "
                          f"{row.throughput:.0f} | {row.ttft[0]:.0f} / {row.ttft[1]:.0f} / "
-                         f"{row.ttft[2]:.0f} | {hits} | {row.requests} ({row.errors}) |")
+                         f"{row.ttft[2]:.0f} | {hits} | {row.requests} ({row.errors}) | "
+                         f"{row.drain:.1f} |")
             print(table[-1], flush=True)
-    lines += ["Capacity (sessions per real second at saturation, one gateway):", "",
-              *capacities, "", "Open loop at 80% of the best capacity:", "", *table, "",
+    lines += ["Fleet capacity (sessions per real second, one gateway):", "", *capacities, "",
+              "Open loop at 80% (and 125%) of the fleet's capacity:", "", *table, "",
               _verdict(rows)]
     return "\n".join(lines)
 
 
 def _verdict(rows: list[Row]) -> str:
-    def find(workload: str, policy: str, gateways: int) -> Row | None:
-        return next((r for r in rows if (r.workload, r.policy, r.gateways)
-                     == (workload, policy, gateways)), None)
+    def find(workload: str, policy: str, gateways: int, share: float = 0.8) -> Row | None:
+        return next((r for r in rows if (r.workload, r.policy, r.gateways, r.share)
+                     == (workload, policy, gateways, share)), None)
 
     out = []
     for workload in ("chat", "rag"):
-        for gateways in (1, 4):
-            new, rr = find(workload, "cache_aware", gateways), find(workload, "round_robin",
-                                                                     gateways)
+        for gateways, share in ((1, 0.8), (4, 0.8), (1, 1.25)):
+            new = find(workload, "cache_aware", gateways, share)
+            rr = find(workload, "round_robin", gateways, share)
             if new and rr:
-                out.append(f"- {workload}, {gateways} gateway(s): throughput "
+                out.append(f"- {workload}, {share:.0%} load, {gateways} gateway(s): throughput "
                            f"{new.throughput / rr.throughput:.2f}× round robin, p90 TTFT "
                            f"{rr.ttft[1] / max(new.ttft[1], 1e-9):.1f}× lower")
     new, lo = find("unique", "cache_aware", 1), find("unique", "least_outstanding", 1)

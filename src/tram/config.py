@@ -90,6 +90,8 @@ class RoutingConfig(_Strict):
     load_factor: float = Field(1.25, gt=1)  # no replica over this × the mean load …
     load_slack: float = Field(2.0, ge=0)  # … plus this many requests
     anchor_candidates: int = Field(3, ge=1)  # ring successors considered after the owner
+    # A conversation's anchor: what precedes its first user message and this much of it.
+    anchor_chars: int = Field(1024, ge=16)
     prefix_weight: float = Field(2.0, ge=0)
     prefix_half_chars: int = Field(4096, ge=1)  # a match this long scores prefix_weight / 2
     anchor_weight: float = Field(1.0, ge=0)

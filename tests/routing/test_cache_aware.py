@@ -83,6 +83,23 @@ def test_a_shared_document_goes_where_it_was_read_before() -> None:
         assert again is first and policy.last_reason == "prefix_hit"
 
 
+def test_gateways_that_share_nothing_send_a_document_to_one_replica() -> None:
+    config = RoutingConfig(policy="cache_aware")
+    fleet = _fleet(8)
+    documents = [f"Contract {n}: " + f"clause {n} applies to the supplier. " * 200
+                 for n in range(40)]
+    homes = []
+    for n, document in enumerate(documents):
+        # Each question about the document reaches a gateway that never saw it before.
+        chosen = {CacheAware(config).choose(fleet, _hints(
+            [{"role": "system", "content": "Answer from the document."},
+             {"role": "user", "content": f"{document}\nQuestion {q} about {n}?"}], config)).url
+            for q in range(6)}
+        assert len(chosen) == 1, n
+        homes.append(chosen.pop())
+    assert len(set(homes)) >= 6  # documents spread over the fleet, not piled on one replica
+
+
 def test_the_load_bound_passes_over_a_busy_replica() -> None:
     config = RoutingConfig(policy="cache_aware", load_factor=1.25)
     policy, fleet = CacheAware(config), _fleet(4)

@@ -225,7 +225,8 @@ def _hints(pool: ModelPool, request: ChatCompletionRequest) -> RoutingHints:
         if len(pool.replicas) < 2:
             return RoutingHints()
         return RoutingHints(prefix=prefix_key(request.messages, routing.block_chars,
-                                              routing.max_blocks, request.user))
+                                              routing.max_blocks, request.user,
+                                              routing.anchor_chars))
     if routing.policy != "affinity":
         return RoutingHints()
     if request.user:

@@ -10,10 +10,12 @@ process). Three signals decide:
   that prefix to; SGLang's router keeps an approximate tree the same way): the deepest block
   found names the replica most likely to hold the longest part of this prompt, unless that
   block went to several replicas (a shared system prompt: cached everywhere, no clue);
-* the conversation's anchor (everything up to the end of the first user message, or the
-  `user` field) placed on a consistent-hash ring of the replicas: every gateway computes the
-  same owner without sharing any state, so a conversation's turns meet the same cache however
-  many gateways run;
+* the conversation's anchor (what precedes the first user message and that message's first
+  `anchor_chars` characters, or the `user` field) placed on a consistent-hash ring of the
+  replicas: every gateway computes the same owner without sharing any state, so a
+  conversation's turns meet the same cache however many gateways run. The opening of the
+  first message tells conversations that share a system prompt apart, and names a document a
+  prompt opens with (RAG), so every request about one document meets it in one cache;
 * load: the gateway's own requests in flight per replica plus what the engines report on
   their `/metrics` (waiting queue and KV usage, i.e. every gateway's overload; scraped in the
   background by `engine_load`).
@@ -44,12 +46,12 @@ _VNODES = 64  # ring points per replica: an even spread of anchors
 @dataclass(frozen=True)
 class PrefixKey:
     blocks: tuple[int, ...]  # chained hashes of the prompt's complete blocks
-    anchor: int  # the conversation's identity (first user message, or `user`)
+    anchor: int  # the conversation's identity (opening of the first user message, or `user`)
     sticky_user: bool = False
 
 
 def prefix_key(messages: Sequence[Any], block_chars: int, max_blocks: int,
-               user: str | None = None) -> PrefixKey:
+               user: str | None = None, anchor_chars: int = 1024) -> PrefixKey:
     """The blocks and anchor of a chat request's messages (pydantic messages or dicts)."""
     parts: list[str] = []
     anchor_end = -1
@@ -62,10 +64,10 @@ def prefix_key(messages: Sequence[Any], block_chars: int, max_blocks: int,
             role, content = message.role, message.content
         if not isinstance(content, str):
             content = "".join(_part_text(part) for part in content or ())
+        if anchor_end < 0 and role == "user":
+            anchor_end = size + len(role) + 4 + min(len(content), anchor_chars)
         parts.append(f"<|{role}|>{content}")
         size += len(parts[-1])
-        if anchor_end < 0 and role == "user":
-            anchor_end = size
         if size >= limit:
             break
     data = "".join(parts)[:limit].encode("utf-8", "surrogatepass")
