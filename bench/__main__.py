@@ -8,16 +8,21 @@ import sys
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("engine", "gateway", "inprocess", "compare", "images",
-                                        "routes", "fleet", "routing"):
+                                        "routes", "fleet", "routing", "floors"):
         print("usage: python -m bench engine|gateway [--quick] [--no-record]\n"
               "       python -m bench inprocess [--requests N] [--concurrency C]\n"
               "       python -m bench compare [--base REV] [--rounds R] [--seconds S]\n"
               "       python -m bench images [--seconds S]\n"
               "       python -m bench routes [--rounds R] [--seconds S]\n"
               "       python -m bench fleet [--replicas N] [--seconds S] [--speed X] [--quick]\n"
-              "       python -m bench routing [--replicas N] [--prefixes P]",
+              "       python -m bench routing [--replicas N] [--prefixes P]\n"
+              "       python -m bench floors [--seconds S] [--rounds R]",
               file=sys.stderr)
         return 2
+    if argv[0] == "floors":
+        from bench.floors import main as floors_main
+
+        return floors_main(argv[1:])
     if argv[0] == "routing":
         from bench.routing_cost import main as routing_main
 

@@ -17,6 +17,14 @@ import orjson
 CHUNK = orjson.dumps({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
                       "model": "bench", "choices": [{"index": 0, "delta": {"content": "hello"},
                                                      "finish_reason": None}]})
+# What vLLM sends when asked for running usage (as the gateway asks it): the usage is the
+# chunk's last member, to be taken out when the client did not ask for it.
+VLLM_CHUNK = orjson.dumps({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+                           "model": "Qwen/Qwen3-8B", "choices": [
+                               {"index": 0, "delta": {"content": "hello"}, "logprobs": None,
+                                "finish_reason": None}],
+                           "usage": {"prompt_tokens": 12, "total_tokens": 15,
+                                     "completion_tokens": 3}})
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -40,7 +48,16 @@ def measure() -> dict[str, float]:
             _best(lambda: RequestRecord("r", "POST", "/v1/chat/completions").as_usage()),
         "relay one stream chunk":
             _best(lambda: stream._rewrite_chunk(CHUNK, "alias", record, progress, last)),
-    }
+    } | _chunk_stream(stream, record)
+
+
+def _chunk_stream(stream: Any, record: Any) -> dict[str, float]:
+    """The whole per-chunk step (ChunkStream.event: rewrite and frame), where it exists."""
+    if not hasattr(stream, "ChunkStream"):
+        return {}
+    relay = stream.ChunkStream("alias", record, stream.UsageAsked(final=False, running=False))
+    return {"relay one vLLM chunk with running usage (ChunkStream.event)":
+            _best(lambda: relay.event(VLLM_CHUNK))}
 
 
 if __name__ == "__main__":

@@ -37,6 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 BODY = orjson.dumps({"model": "bench", "messages": [{"role": "user", "content": "hi"}]})
 STREAM_BODY = orjson.dumps({"model": "bench", "stream": True,
                             "messages": [{"role": "user", "content": "hi"}]})
+# The same stream with the engine writing one chunk a millisecond (as engines do: a token at a
+# time), so each chunk is read, relayed and sent on its own.
+PACED_BODY = orjson.dumps({"model": "bench", "stream": True, "bench_delay_ms": 1,
+                           "messages": [{"role": "user", "content": "hi"}]})
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
@@ -156,7 +160,8 @@ async def _measure(engine: str, workdir: Path, requests: int, concurrency: int,
             ("floor: forward only", floor, KEY, BODY, requests),
             ("tram, master key", app, KEY, BODY, requests),
             ("tram, virtual key + limits", app, virtual, BODY, requests),
-            ("tram, master key, stream of 20", app, KEY, STREAM_BODY, requests // 4)]
+            ("tram, master key, stream of 20", app, KEY, STREAM_BODY, requests // 4),
+            ("tram, master key, stream of 20 paced 1 ms", app, KEY, PACED_BODY, requests // 8)]
         # Interleaved rounds, so that the machine's load drifts over all paths alike.
         samples: dict[str, list[tuple[float, float]]] = {name: [] for name, *_ in paths}
         ablations = _ablations(app) if ablate else {}

@@ -6,7 +6,6 @@ and timings.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import time
@@ -14,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from tram.stamps import utc_stamp
 
 __all__ = ["RequestRecord", "log_request"]
 
@@ -94,7 +95,7 @@ class RequestRecord:
         """The usage event of this request (ids, counts and timings only)."""
         return {
             "event_id": self.event_id,
-            "ts": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
+            "ts": utc_stamp(),
             "request_id": self.request_id,
             "key_id": self.key_id, "model": self.model, "served_model": self.served_model,
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,

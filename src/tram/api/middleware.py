@@ -6,8 +6,6 @@ import logging
 import os
 import re
 
-from starlette.datastructures import Headers
-
 from tram.auth.keys import Authenticator, bearer_token
 from tram.errors import InternalError, TramError, error_response
 from tram.metrics import Metrics
@@ -15,7 +13,7 @@ from tram.requestlog import RequestRecord, log_request
 from tram.store.usage import UsageWriter
 from tram.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["AuthMiddleware", "RequestIdMiddleware", "record_of"]
+__all__ = ["AuthMiddleware", "RequestIdMiddleware", "header", "record_of"]
 
 logger = logging.getLogger("tram.app")
 
@@ -25,6 +23,16 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 def record_of(scope: Scope) -> RequestRecord:
     record: RequestRecord = scope["state"]["tram.record"]
     return record
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """A request header's first value (`name` in lower case, as ASGI servers give names).
+    A plain loop over the raw pairs: Starlette's `Headers(scope).get` decoded every name
+    (~2 µs a call, three calls a request)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def observe(metrics: Metrics, record: RequestRecord) -> None:
@@ -49,7 +57,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = Headers(scope=scope).get("x-request-id")
+        incoming = header(scope, b"x-request-id")
         request_id = incoming if incoming and _VALID_ID.match(incoming) else os.urandom(16).hex()
         record = RequestRecord(request_id, scope["method"], scope["path"])
         scope.setdefault("state", {})["tram.record"] = record
@@ -105,10 +113,9 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            headers = Headers(scope=scope)
-            authorization = headers.get("authorization")
+            authorization = header(scope, b"authorization")
             # Anthropic's clients send the key as `x-api-key` (Claude Code, the anthropic SDK).
-            api_key = headers.get("x-api-key") if authorization is None else None
+            api_key = header(scope, b"x-api-key") if authorization is None else None
             token = api_key.strip() if api_key else bearer_token(authorization)
             principal = await self.authenticator.authenticate(token)
         except TramError as error:

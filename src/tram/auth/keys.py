@@ -81,7 +81,7 @@ class Authenticator:
 
     async def _lookup(self, keys: KeyStore, token: str, digest: bytes) -> KeyRecord | None:
         try:
-            record = await keys.find(token)
+            record = await keys.find(token, digest.hex())  # hash_key's form: hashed once
         except (SQLAlchemyError, OSError):
             cached = self._recent.get(digest)
             if cached is not None and self._clock() - cached[1] < STALE_IF_ERROR:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, Callable
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 from tram.auth.keys import Principal
@@ -48,18 +47,44 @@ class JSONResult:
     status: int = 200
 
 
+class _Held:
+    """What one attempt holds until its answer is read: the request counted in flight for the
+    model and on the replica, and the engine's response (its connection). Plain code, not an
+    AsyncExitStack of context managers: that cost ~4% of a request's CPU (bench/RESULTS.md,
+    issue 16)."""
+
+    __slots__ = ("_pool", "_replica", "response")
+
+    def __init__(self, pool: ModelPool, replica: Replica) -> None:
+        pool.hold(replica)
+        self._pool: ModelPool | None = pool
+        self._replica = replica
+        self.response: UpstreamResponse | None = None
+
+    def release(self) -> None:
+        """Once: close the response (back to the pool if read to its end) and uncount."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            if self.response is not None:
+                self.response.close()
+        finally:
+            pool.release(self._replica)
+
+
 class StreamResult:
     """SSE frames; `aclose` releases the engine connection even if the frames were never read."""
 
-    def __init__(self, frames: AsyncGenerator[bytes, None], resources: AsyncExitStack) -> None:
+    def __init__(self, frames: AsyncGenerator[bytes, None], held: _Held) -> None:
         self.frames = frames
-        self._resources = resources
+        self._held = held
 
     async def aclose(self) -> None:
         try:
             await self.frames.aclose()
         finally:
-            await self._resources.aclose()
+            self._held.release()
 
 
 class EngineLacksRoute(Exception):
@@ -143,10 +168,8 @@ class Forwarder:
         body = call.body(replica.served_name)
         timeouts = pool.config.timeouts
         health = replica.health
-        resources = AsyncExitStack()
+        held = _Held(pool, replica)
         try:
-            resources.enter_context(pool.admit())
-            resources.enter_context(pool.lease(replica))
             wait, message = _first_byte_wait(call.stream, timeouts, deadline)
             record.engine_working = True  # from here, a cancelled request has cost the engine
             try:
@@ -162,7 +185,7 @@ class Forwarder:
                 if health is not None:
                     health.record_failure()
                 raise
-            resources.callback(response.close)
+            held.response = response
             if response.status_code >= 300:
                 record.engine_working = False  # refused: nothing generated to charge
                 raise await _refusal(call, replica, response)
@@ -172,12 +195,12 @@ class Forwarder:
                 on_failure = health.record_failure if health is not None else _nothing
                 frames = relay_stream(response, call.handler(), timeouts, deadline, record,
                                       on_failure, self._upstream.deadlines)
-                return StreamResult(frames, resources)
+                return StreamResult(frames, held)
             raw = await self._upstream.read_body(response, max(deadline - time.monotonic(), 0.001))
         except BaseException:
-            await resources.aclose()
+            held.release()
             raise
-        await resources.aclose()
+        held.release()
         record.mark_first_byte()
         return JSONResult(call.answer(raw))
 

@@ -28,6 +28,8 @@ class SSEDecoder:
 
 
 def _data_of(event: bytes) -> bytes | None:
+    if event.startswith(b"data: ") and b"\n" not in event:
+        return event[6:]  # what engines send: one `data: ` line per event
     data: list[bytes] = []
     for line in event.split(b"\n"):
         if line.startswith(b"data:"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any, Protocol
 import orjson
 
 from tram.config import Timeouts
-from tram.deadlines import Ticker
+from tram.deadlines import Ticker, Watch
 from tram.errors import EngineBadResponse, EngineTimeout, TramError
 from tram.relay.accounting import CHARS_PER_TOKEN, is_generated
 from tram.relay.sse import DONE, SSEDecoder, data_frame, done_frame, error_frame
@@ -211,18 +212,19 @@ async def relay_stream(response: UpstreamResponse, handler: StreamHandler, timeo
     A stream the engine breaks off or lets go silent counts against the replica's health.
     """
     decoder = SSEDecoder()
-    chunks = response.aiter_raw()
+    read = response.reader()
+    watch = Watch(deadlines)
     failure: TramError | None = None
     try:
         while True:
             remaining = deadline - time.monotonic()
             wait = min(timeouts.idle, remaining)
+            watch.arm(deadlines.now() + max(wait, 0.001))
             try:
-                async with deadlines.timeout(max(wait, 0.001)):
-                    chunk = await anext(chunks)
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
+                chunk = await read()
+            except asyncio.CancelledError:
+                if not watch.timed_out():
+                    raise
                 if wait >= remaining:
                     failure = EngineTimeout(
                         f"The answer exceeded the total time limit of {timeouts.total:g}s.")
@@ -230,6 +232,10 @@ async def relay_stream(response: UpstreamResponse, handler: StreamHandler, timeo
                     failure = EngineTimeout(
                         f"The engine sent nothing for {timeouts.idle:g}s in the middle of the "
                         "stream.")
+                break
+            finally:
+                watch.disarm()
+            if not chunk:
                 break
             frames = []
             for payload in decoder.feed(chunk):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httptools
 
@@ -152,6 +152,10 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = False
 
 
+async def _at_end() -> bytes:
+    return b""
+
+
 class PooledResponse:
     """An engine's response whose headers have arrived."""
 
@@ -164,6 +168,12 @@ class PooledResponse:
         async for chunk in self.aiter_raw():
             parts.append(chunk)
         return b"".join(parts)
+
+    def reader(self) -> Callable[[], Awaitable[bytes]]:
+        """What returns the body bytes that have arrived (at least one), b"" at the end: the
+        relay awaits it directly (an async iterator in between cost a generator step a chunk)."""
+        connection = self._connection
+        return connection.read_chunk if connection is not None else _at_end
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
         connection = self._connection

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from tram.config import ModelConfig, UpstreamConfig
@@ -121,24 +120,18 @@ class ModelPool:
             chosen.health.on_chosen()
         return chosen
 
-    @contextmanager
-    def admit(self) -> Iterator[None]:
-        """Count a request in flight for this model (for `max_in_flight`)."""
+    def hold(self, replica: Replica) -> None:
+        """Count a request in flight for this model (`max_in_flight`) and on the replica
+        (routing load; the in-flight gauge read when /metrics is scraped). Undone by
+        `release`, exactly once (relay/forward.py's `_Held`)."""
         self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
-
-    @contextmanager
-    def lease(self, replica: Replica) -> Iterator[Replica]:
-        replica.outstanding += 1  # also the in-flight gauge, read when /metrics is scraped
+        replica.outstanding += 1
         replica.update_load()
-        try:
-            yield replica
-        finally:
-            replica.outstanding -= 1
-            replica.update_load()
+
+    def release(self, replica: Replica) -> None:
+        self.in_flight -= 1
+        replica.outstanding -= 1
+        replica.update_load()
 
 
 class Registry:

@@ -197,12 +197,14 @@ class KeyStore:
         os.replace(fresh, self._revision_file)
         self._cache.clear()
 
-    async def find(self, key: str) -> KeyRecord | None:
-        """The record of a presented key (by digest), whatever its status.
+    async def find(self, key: str, digest: str | None = None) -> KeyRecord | None:
+        """The record of a presented key (by digest: `hash_key(key)`, passed in when the
+        caller has it), whatever its status.
 
         A Core query on a plain connection (no ORM session), or the cache described above.
         """
-        digest = hash_key(key)
+        if digest is None:
+            digest = hash_key(key)
         if self._revision_file is not None:
             revision = self._revision()
             if revision != self._cache_revision:

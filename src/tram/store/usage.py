@@ -23,6 +23,7 @@ import collections
 import contextlib
 import datetime as dt
 import logging
+import operator
 import os
 import time
 from collections.abc import Iterable
@@ -36,6 +37,7 @@ from sqlalchemy.sql.expression import Executable
 
 from tram.config import UsageConfig
 from tram.requestlog import RequestRecord
+from tram.stamps import utc_stamp
 from tram.store.db import Database
 from tram.store.journal import Journal, ended_events, recover, store_legacy_spill
 from tram.store.models import UsageEvent, VirtualKey
@@ -63,6 +65,21 @@ def _sqlite_stamp(ts: str | dt.datetime) -> str:
     if when.tzinfo is not None:
         when = when.astimezone(dt.UTC)
     return when.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+_ROW = operator.itemgetter(*_COLUMNS)
+_TS = _COLUMNS.index("ts")
+
+
+def _sqlite_row(event: dict[str, Any]) -> tuple[Any, ...]:
+    """An event as the insert's parameters: one C-level lookup of every column for the events
+    of this version (a per-column loop cost ~15 µs a row), defaults for older journals'."""
+    try:
+        row = list(_ROW(event))
+    except KeyError:
+        row = [event.get(column, _DEFAULTS.get(column)) for column in _COLUMNS]
+    row[_TS] = _sqlite_stamp(row[_TS])
+    return tuple(row)
 
 
 # Past this size (bytes), the journal is replaced by a fresh one once its events are stored.
@@ -121,7 +138,7 @@ class UsageWriter:
             return
         journal.begin(record.event_id, {
             "event_id": record.event_id,
-            "ts": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
+            "ts": utc_stamp(),
             "request_id": record.request_id, "key_id": record.key_id,
             "model": model[:200] if isinstance(model, str) else None,
             "stream": stream if isinstance(stream, bool) else None,
@@ -169,8 +186,7 @@ class UsageWriter:
     async def _write_sqlite(self, events: list[dict[str, Any]]) -> None:
         """The same insert as a plain executemany: SQLAlchemy's per-row parameter processing
         cost a third of the CPU of writing a row (measured: 40 → 28 µs per row)."""
-        rows = [tuple(_sqlite_stamp(e["ts"]) if column == "ts" else e.get(column, _DEFAULTS.get(column))
-                      for column in _COLUMNS) for e in events]
+        rows = [_sqlite_row(e) for e in events]
         async with self._db.engine.begin() as connection:
             await connection.exec_driver_sql(_SQLITE_INSERT, rows)
         self.written += len(rows)
