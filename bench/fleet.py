@@ -7,9 +7,11 @@ arrivals that least outstanding (a plain load balancer) sustains, found by raisi
 25% a step until the fleet falls behind (a backlog still draining 10% of the window after
 arrivals stop, or p90 time to first token over 2 s). Each policy then gets the same
 open-loop Poisson arrivals at 80% of that capacity through `tram serve` (one gateway process,
-then four with `--workers 4`), each on a fresh fleet. Throughput counts only the turns
-finished inside the arrival window, so a policy that falls behind shows it; time to first
-token is every request's, backlog included. Figures are in simulated time.
+then four with `--workers 4`), each on a fresh fleet. Every run first warms the fleet for
+half its window (the same arrivals, not counted: a fleet in service has its popular prefixes
+cached), then counts the turns that start in the window: throughput is those finished
+inside it, so a policy that falls behind shows it; time to first token is every counted
+turn's, backlog included. Figures are in simulated time.
 
 Workloads (random text, fixed seeds):
   chat     agent-like conversations of 8 turns: one of 4 shared system prompts (~1,500
@@ -73,6 +75,7 @@ class Load:
         self.docs = [_text(shared, 4000) for _ in range(48)]
         self.popularity = [1 / (i + 1) ** 0.5 for i in range(48)]
         self.stats = Stats()
+        self.window_start = float("inf")  # set by open_loop
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
 
@@ -85,13 +88,15 @@ class Load:
                    f"authorization: Bearer {KEY}\r\ncontent-type: application/json\r\n"
                    f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
         started = time.perf_counter()
+        # Turns that start during the warm-up load the fleet but are not counted.
+        stats = self.stats if started >= self.window_start else Stats()
         first = None
         chunks: list[bytes] = []
         try:
             reader, writer = await asyncio.open_connection(self.host, self.port)
         except OSError as exc:
-            self.stats.errors += 1
-            self.stats.why[f"connect: {exc}"] += 1
+            stats.errors += 1
+            stats.why[f"connect: {exc}"] += 1
             return ""
         try:
             writer.write(request)
@@ -108,13 +113,13 @@ class Load:
             writer.close()
         raw = b"".join(chunks)
         if first is None or not raw.startswith(b"HTTP/1.1 200") or b"data: [DONE]" not in raw:
-            self.stats.errors += 1
-            self.stats.why[raw[:12].decode(errors="replace") or "no answer"] += 1
+            stats.errors += 1
+            stats.why[raw[:12].decode(errors="replace") or "no answer"] += 1
             return ""
-        self.stats.ttft.append((first - started) * 1000 * self.speed)
-        self.stats.finished.append(time.perf_counter())
-        self.stats.tokens += MAX_TOKENS
-        self.stats.requests += 1
+        stats.ttft.append((first - started) * 1000 * self.speed)
+        stats.finished.append(time.perf_counter())
+        stats.tokens += MAX_TOKENS
+        stats.requests += 1
         text = []
         for line in raw.split(b"\n"):
             if line.startswith(b"data: {"):
@@ -141,17 +146,20 @@ class Load:
         else:
             await self.turn([{"role": "user", "content": _text(rng, 1500)}])
 
-    async def open_loop(self, rate: float, seconds: float) -> tuple[float, float]:
-        """Poisson arrivals of sessions at `rate` per real second for `seconds`: when they
-        started and how long the backlog took to drain after the last arrival (real s)."""
+    async def open_loop(self, rate: float, seconds: float, warmup: float
+                        ) -> tuple[float, float]:
+        """Poisson arrivals of sessions at `rate` per real second for `warmup` + `seconds`;
+        turns that start in the last `seconds` are counted. When that window started, and
+        how long the backlog took to drain after the last arrival (real s)."""
         started = time.perf_counter()
+        self.window_start = started + warmup
         tasks = []
-        while time.perf_counter() - started < seconds:
+        while time.perf_counter() - started < warmup + seconds:
             tasks.append(asyncio.ensure_future(self.session()))
             await asyncio.sleep(self.arrivals.expovariate(rate))
         window_end = time.perf_counter()
         await asyncio.gather(*tasks)
-        return started, time.perf_counter() - window_end
+        return self.window_start, time.perf_counter() - window_end
 
 
 def _fleet(replicas: int, speed: float) -> tuple[subprocess.Popen[bytes], list[str]]:
@@ -238,7 +246,7 @@ def run_one(workload: str, policy: str, workers: int, replicas: int, speed: floa
             gateway, url = _gateway(urls, policy, workers, Path(tmp))
             processes.append(gateway)
             load = Load(url, speed, workload)
-            started, drain = asyncio.run(load.open_loop(rate, seconds))
+            started, drain = asyncio.run(load.open_loop(rate, seconds, seconds / 2))
             stats = load.stats
             in_window = sum(1 for t in stats.finished if t - started <= seconds)
             return Row(workload, policy, workers, rate,
