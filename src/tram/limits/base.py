@@ -45,8 +45,9 @@ class KeyLimits:
     budget_period: Period | None = None
 
     def any(self) -> bool:
-        return any(v is not None for v in (self.rpm, self.tpm, self.max_concurrency,
-                                           self.max_total_tokens, self.budget_tokens))
+        return (self.rpm is not None or self.tpm is not None
+                or self.max_concurrency is not None or self.max_total_tokens is not None
+                or self.budget_tokens is not None)
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,8 @@ class MemoryLimiter:
 
     async def admit(self, key_id: str, limits: KeyLimits, reserve: int) -> Ticket:
         state = self._state(key_id)
-        budgets = budgets_of(limits, self._wall_clock())
+        # The date matters only to a budget per period (reading the wall clock is not free).
+        budgets = budgets_of(limits, self._wall_clock() if limits.budget_tokens else None)
         for budget in budgets:
             loaded = state.loaded.get(budget.field)
             if loaded is None or self._clock() - loaded > RELOAD:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import mmap
 import os
 import secrets
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,18 +114,47 @@ def _period(value: str | None) -> Period | None:
     return None
 
 
+class _SharedRevision:
+    """Eight bytes every process of a SQLite store maps from one file (MAP_SHARED: a write by
+    one is seen by all at once): a key change writes new random bytes, each lookup compares
+    them with what its cache was filled under, reading memory rather than calling stat(2)
+    (that system call was ~3% of a virtual-key request's CPU; bench/RESULTS.md, issue 16)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._map: mmap.mmap | None = None
+
+    def _mapped(self) -> mmap.mmap:
+        if self._map is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                if os.fstat(fd).st_size < 8:
+                    os.ftruncate(fd, 8)  # zeros; a file of an older version is longer: kept
+                self._map = mmap.mmap(fd, 8)
+            finally:
+                os.close(fd)  # the mapping stays
+        return self._map
+
+    def read(self) -> bytes:
+        return self._mapped()[:8]
+
+    def bump(self) -> None:
+        self._mapped()[:8] = os.urandom(8)
+
+
 class KeyStore:
     """Keys in the store. With a `revision_file` (a SQLite store: every process on one host),
-    looked-up keys are cached in memory until any process changes a key, which replaces that
-    file: a revocation is seen by every worker on its next request, without a database read
+    looked-up keys are cached in memory until any process changes a key, which writes new
+    bytes into that file (`_SharedRevision`): a revocation is seen by every worker on its next request, without a database read
     per request. Without one (PostgreSQL, possibly several hosts) every request reads the store.
     """
 
     def __init__(self, database: Database, revision_file: Path | None = None) -> None:
         self._db = database
-        self._revision_file = revision_file
+        self._revision = _SharedRevision(revision_file) if revision_file is not None else None
         self._cache: dict[str, KeyRecord | None] = {}
-        self._cache_revision: tuple[int, int] | None = None
+        self._cache_revision: bytes | None = None
         self._find_query = select(*VirtualKey.__table__.columns).where(
             VirtualKey.__table__.c.key_hash == bindparam("digest"))
 
@@ -179,22 +208,10 @@ class KeyStore:
             row = await session.get(VirtualKey, key_id)
             return _record(row) if row is not None else None
 
-    def _revision(self) -> tuple[int, int]:
-        assert self._revision_file is not None
-        try:
-            stat = os.stat(self._revision_file)
-        except FileNotFoundError:
-            return (0, 0)
-        return (stat.st_ino, stat.st_mtime_ns)
-
     def _changed(self) -> None:
-        """Tell every process sharing the store that keys changed (a new file each time)."""
-        if self._revision_file is None:
-            return
-        self._revision_file.parent.mkdir(parents=True, exist_ok=True)
-        fresh = self._revision_file.with_suffix(f".{os.getpid()}.tmp")
-        fresh.write_text(str(time.time_ns()))
-        os.replace(fresh, self._revision_file)
+        """Tell every process sharing the store that keys changed."""
+        if self._revision is not None:
+            self._revision.bump()
         self._cache.clear()
 
     async def find(self, key: str, digest: str | None = None) -> KeyRecord | None:
@@ -205,8 +222,8 @@ class KeyStore:
         """
         if digest is None:
             digest = hash_key(key)
-        if self._revision_file is not None:
-            revision = self._revision()
+        if self._revision is not None:
+            revision = self._revision.read()
             if revision != self._cache_revision:
                 self._cache.clear()
                 self._cache_revision = revision
@@ -216,7 +233,7 @@ class KeyStore:
             result = await connection.execute(self._find_query, {"digest": digest})
             row = result.first()
         record = _record(row) if row is not None else None  # type: ignore[arg-type]
-        if self._revision_file is not None:
+        if self._revision is not None:
             if len(self._cache) >= _MAX_CACHED:
                 self._cache.clear()
             self._cache[digest] = record
