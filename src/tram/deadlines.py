@@ -5,7 +5,10 @@ started and stopped, and the request path used two per request and one per strea
 (~9% of the gateway's CPU per request in the profile). Here each use only joins a set; one
 ticker, running only while something waits, cancels the tasks whose deadline passed, then the
 context manager turns that cancellation into `TimeoutError`, exactly as `asyncio.timeout` does.
-Deadlines fire up to `resolution` late, which is nothing next to timeouts of seconds.
+Deadlines fire up to `resolution` late, which is nothing next to timeouts of seconds. Times are
+on the event loop's clock, which is `time.monotonic()`'s (asyncio's loop.time() is that
+function; uvloop's is libuv's monotonic clock, the same one in milliseconds), so a caller that
+already read `time.monotonic()` may arm a deadline with it.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ class Watch:
     the task and its cancel count are taken once, and each wait costs two set operations, not
     an async context manager (~3 µs of a ~24 µs relayed chunk; bench/RESULTS.md, issue 16).
 
-        watch.arm(ticker.now() + seconds)
+        watch.arm(time.monotonic() + seconds)
         try:
             data = await read()
         except asyncio.CancelledError:

@@ -17,19 +17,30 @@ class SSEDecoder:
     """Feed bytes, get back the `data` payload of each complete event (comments dropped)."""
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._buffer = b""  # an unfinished event, its line ends already made LF
+        self._after_cr = False  # the last chunk ended with CR: an LF next completes a CRLF
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        self._buffer += chunk
-        if b"\r" in self._buffer:
-            self._buffer = self._buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        *events, self._buffer = self._buffer.split(b"\n\n")
-        return [payload for event in events if (payload := _data_of(event)) is not None]
+        if not chunk:
+            return []
+        if self._after_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        self._after_cr = chunk.endswith(b"\r")
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buffer = self._buffer + chunk if self._buffer else chunk
+        events = buffer.split(b"\n\n")
+        self._buffer = events.pop()
+        payloads = []
+        for event in events:
+            if event.startswith(b"data: ") and b"\n" not in event:
+                payloads.append(event[6:])  # what engines send: one `data: ` line an event
+            elif (payload := _data_of(event)) is not None:
+                payloads.append(payload)
+        return payloads
 
 
 def _data_of(event: bytes) -> bytes | None:
-    if event.startswith(b"data: ") and b"\n" not in event:
-        return event[6:]  # what engines send: one `data: ` line per event
     data: list[bytes] = []
     for line in event.split(b"\n"):
         if line.startswith(b"data:"):

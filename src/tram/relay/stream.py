@@ -217,9 +217,10 @@ async def relay_stream(response: UpstreamResponse, handler: StreamHandler, timeo
     failure: TramError | None = None
     try:
         while True:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()  # the event loop's clock too (Ticker's docstring)
+            remaining = deadline - now
             wait = min(timeouts.idle, remaining)
-            watch.arm(deadlines.now() + max(wait, 0.001))
+            watch.arm(now + max(wait, 0.001))
             try:
                 chunk = await read()
             except asyncio.CancelledError:

@@ -62,7 +62,9 @@ class _Connection(asyncio.Protocol):
         self._complete = False
         self._got_bytes = False
         self._error: BaseException | None = None
-        self._readable = asyncio.Event()
+        # The reader's wait for more body bytes: a bare future, not an asyncio.Event (whose
+        # wait() is a coroutine and a list of waiters, per relayed chunk).
+        self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self.status = 0
         self.keep_alive = False
@@ -96,7 +98,7 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
         self._buffered += len(body)
-        self._readable.set()
+        self._wake()
         if self._buffered > _PAUSE_ABOVE and self.transport is not None and not self._paused:
             self._paused = True
             self.transport.pause_reading()
@@ -104,14 +106,19 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self._complete = True
         self.keep_alive = self._parser.should_keep_alive()
-        self._readable.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # use
     def _fail(self, error: BaseException) -> None:
         self._error = error
         if self._headers_done is not None and not self._headers_done.done():
             self._headers_done.set_exception(error)
-        self._readable.set()
+        self._wake()
         if self.transport is not None:
             self.transport.close()
 
@@ -137,8 +144,11 @@ class _Connection(asyncio.Protocol):
                 return b""
             if self._error is not None:
                 raise self._error
-            self._readable.clear()
-            await self._readable.wait()
+            self._waiter = waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
 
     def reset(self) -> None:
         self._parser = httptools.HttpResponseParser(self)

@@ -146,8 +146,9 @@ class _SharedRevision:
 class KeyStore:
     """Keys in the store. With a `revision_file` (a SQLite store: every process on one host),
     looked-up keys are cached in memory until any process changes a key, which writes new
-    bytes into that file (`_SharedRevision`): a revocation is seen by every worker on its next request, without a database read
-    per request. Without one (PostgreSQL, possibly several hosts) every request reads the store.
+    bytes into that file (`_SharedRevision`): a revocation is seen by every worker on its next
+    request, without a database read per request. Without one (PostgreSQL, possibly several
+    hosts) every request reads the store.
     """
 
     def __init__(self, database: Database, revision_file: Path | None = None) -> None:
