@@ -202,6 +202,13 @@ class ChunkStream:
         return None
 
 
+def _timed_out(timeouts: Timeouts, total: bool) -> EngineTimeout:
+    if total:
+        return EngineTimeout(f"The answer exceeded the total time limit of {timeouts.total:g}s.")
+    return EngineTimeout(f"The engine sent nothing for {timeouts.idle:g}s in the middle of the "
+                         "stream.")
+
+
 async def relay_stream(response: UpstreamResponse, handler: StreamHandler, timeouts: Timeouts,
                        deadline: float, record: RequestRecord,
                        on_engine_failure: Callable[[], None],
@@ -226,13 +233,7 @@ async def relay_stream(response: UpstreamResponse, handler: StreamHandler, timeo
             except asyncio.CancelledError:
                 if not watch.timed_out():
                     raise
-                if wait >= remaining:
-                    failure = EngineTimeout(
-                        f"The answer exceeded the total time limit of {timeouts.total:g}s.")
-                else:
-                    failure = EngineTimeout(
-                        f"The engine sent nothing for {timeouts.idle:g}s in the middle of the "
-                        "stream.")
+                failure = _timed_out(timeouts, total=wait >= remaining)
                 break
             finally:
                 watch.disarm()

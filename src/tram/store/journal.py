@@ -8,9 +8,9 @@ A line waits at most until the loop's next turn, i.e. until the request's answer
 (microseconds); a killed process's writes are then in the kernel's page cache, so they survive
 it (an OS crash or a power cut is what fsync would be for; that trade is deliberate, it would
 cost a disk flush per request). The process holds an exclusive flock on its file for its whole
-life; a file whose lock can be taken belongs to a dead process, and the next gateway to start recovers it: its
-events are written to the store, and every `B` without an `E` (a request in flight when the
-process died) is counted, logged and recorded as `gateway_interrupted`.
+life; a file whose lock can be taken belongs to a dead process, and the next gateway to start
+recovers it: its events are written to the store, and every `B` without an `E` (a request in
+flight when the process died) is counted, logged and recorded as `gateway_interrupted`.
 
 Once every event of the current file is in the database, the file is replaced by a fresh one
 that starts with the `B` lines of the requests still in flight, so it stays small. The journal is
