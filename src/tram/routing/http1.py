@@ -174,10 +174,13 @@ class PooledResponse:
         self.status_code = connection.status
 
     async def aread(self) -> bytes:
+        connection = self._connection
+        if connection is None:
+            return b""
         parts = []
-        async for chunk in self.aiter_raw():
+        while chunk := await connection.read_chunk():  # no async iterator in between
             parts.append(chunk)
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def reader(self) -> Callable[[], Awaitable[bytes]]:
         """What returns the body bytes that have arrived (at least one), b"" at the end: the
