@@ -48,7 +48,46 @@ def measure() -> dict[str, float]:
             _best(lambda: RequestRecord("r", "POST", "/v1/chat/completions").as_usage()),
         "relay one stream chunk":
             _best(lambda: stream._rewrite_chunk(CHUNK, "alias", record, progress, last)),
-    } | _chunk_stream(stream, record)
+    } | _chunk_stream(stream, record) | _access_line()
+
+
+def _access_line() -> dict[str, float]:
+    """One access line as `tram serve` writes it by default (INFO, JSON, to stderr: here
+    /dev/null), 64 lines a turn of an event loop as under load."""
+    import asyncio
+    import logging
+    import os
+    import time
+
+    from tram.logs import setup_logging
+    from tram.requestlog import RequestRecord, log_request
+
+    record = RequestRecord("196e9addfd23eb0d8ed54872cbea2b8d", "POST", "/v1/chat/completions")
+    record.status, record.key_id, record.model, record.route = 200, "master", "bench", "chat"
+    saved_stderr, root = sys.stderr, logging.getLogger()
+    saved = root.handlers[:], root.level
+    with open(os.devnull, "w") as sink:
+        sys.stderr = sink
+        try:
+            setup_logging("INFO", "json")
+
+            async def turns() -> float:
+                best = float("inf")
+                for _ in range(7):
+                    started = time.perf_counter()
+                    for _ in range(300):
+                        for _ in range(64):
+                            log_request(record)
+                        await asyncio.sleep(0)
+                    best = min(best, (time.perf_counter() - started) / (300 * 64) * 1e6)
+                return best
+
+            cost = asyncio.run(turns())
+        finally:
+            sys.stderr = saved_stderr
+            root.handlers[:], level = saved
+            root.setLevel(level)
+    return {"write one access line (JSON, at INFO)": cost}
 
 
 def _chunk_stream(stream: Any, record: Any) -> dict[str, float]:

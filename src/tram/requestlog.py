@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from tram.logs import ACCESS, access_text
 from tram.stamps import utc_stamp
 
 __all__ = ["RequestRecord", "log_request"]
@@ -118,5 +119,14 @@ _NOT_LOGGED = frozenset({"started", "event_id", "engine_working", "usage_final",
 
 
 def log_request(record: RequestRecord) -> None:
-    if logger.isEnabledFor(logging.INFO):
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handler = ACCESS.target()
+    if handler is None:  # logging set up otherwise (a test's capture, an embedding program)
         logger.info(orjson.dumps(record.as_log()).decode())
+        return
+    entry = record.as_log()
+    if ACCESS.text:
+        handler.write_line(f"{time.strftime('%H:%M:%S')} {access_text(entry)}")
+    else:
+        handler.write_line(orjson.dumps(entry).decode())
