@@ -1,14 +1,22 @@
 """`python -m bench engine|gateway [--quick] [--no-record]`, `python -m bench inprocess`,
-`python -m bench compare [--base REV]`, `python -m bench images`, `python -m bench routes`."""
+`python -m bench compare [--base REV]`, `python -m bench images`, `python -m bench routes`,
+`python -m bench fleet`, `python -m bench routing`, `python -m bench floors`."""
 
 from __future__ import annotations
 
+import importlib
 import sys
+
+# Each command's module and whether its `main` takes the command's own name too.
+_COMMANDS = {"engine": ("bench.engine", True), "gateway": ("bench.gateway", False),
+             "inprocess": ("bench.inprocess", False), "compare": ("bench.compare", False),
+             "images": ("bench.images", False), "routes": ("bench.routes", False),
+             "fleet": ("bench.fleet", False), "routing": ("bench.routing_cost", False),
+             "floors": ("bench.floors", False)}
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("engine", "gateway", "inprocess", "compare", "images",
-                                        "routes", "fleet", "routing", "floors"):
+    if not argv or argv[0] not in _COMMANDS:
         print("usage: python -m bench engine|gateway [--quick] [--no-record]\n"
               "       python -m bench inprocess [--requests N] [--concurrency C]\n"
               "       python -m bench compare [--base REV] [--rounds R] [--seconds S]\n"
@@ -19,41 +27,10 @@ def main(argv: list[str]) -> int:
               "       python -m bench floors [--seconds S] [--rounds R]",
               file=sys.stderr)
         return 2
-    if argv[0] == "floors":
-        from bench.floors import main as floors_main
-
-        return floors_main(argv[1:])
-    if argv[0] == "routing":
-        from bench.routing_cost import main as routing_main
-
-        return routing_main(argv[1:])
-    if argv[0] == "fleet":
-        from bench.fleet import main as fleet_main
-
-        return fleet_main(argv[1:])
-    if argv[0] == "routes":
-        from bench.routes import main as routes_main
-
-        return routes_main(argv[1:])
-    if argv[0] == "images":
-        from bench.images import main as images_main
-
-        return images_main(argv[1:])
-    if argv[0] == "compare":
-        from bench.compare import main as compare_main
-
-        return compare_main(argv[1:])
-    if argv[0] == "inprocess":
-        from bench.inprocess import main as inprocess_main
-
-        return inprocess_main(argv[1:])
-    if argv[0] == "engine":
-        from bench.engine import main as engine_main
-
-        return engine_main(argv)
-    from bench.gateway import main as gateway_main
-
-    return gateway_main(argv[1:])
+    module, with_name = _COMMANDS[argv[0]]
+    command_main = importlib.import_module(module).main  # imported only when asked for
+    result: int = command_main(argv if with_name else argv[1:])
+    return result
 
 
 if __name__ == "__main__":

@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from typing import Any
 
-import httptools
 import orjson
 import uvloop
+
+from bench.httpproto import RequestProtocol, chunked, http_response
 
 ANSWER = orjson.dumps({
     "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "bench",
@@ -26,17 +26,14 @@ ANSWER = orjson.dumps({
                  "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
 })
-JSON_RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                 + str(len(ANSWER)).encode() + b"\r\n\r\n" + ANSWER)
+JSON_RESPONSE = http_response(ANSWER)
 MODELS = b'{"object":"list","data":[{"id":"bench","object":"model"}]}'
-MODELS_RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                   + str(len(MODELS)).encode() + b"\r\n\r\n" + MODELS)
+MODELS_RESPONSE = http_response(MODELS)
 # Any other route (embeddings, rerank, responses, messages, …): one fixed JSON answer with a
 # model and usage, which is all the gateway reads of it.
 OTHER = orjson.dumps({"object": "list", "model": "bench", "data": [{"index": 0}],
                       "usage": {"prompt_tokens": 5, "total_tokens": 5}})
-OTHER_RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                  + str(len(OTHER)).encode() + b"\r\n\r\n" + OTHER)
+OTHER_RESPONSE = http_response(OTHER)
 # /v1/responses: a completed response object (what the gateway stores when asked).
 RESPONSE = orjson.dumps({
     "id": "resp_bench", "object": "response", "created_at": 0, "status": "completed",
@@ -44,14 +41,9 @@ RESPONSE = orjson.dumps({
                                   "status": "completed", "content": [
                                       {"type": "output_text", "text": "ok", "annotations": []}]}],
     "usage": {"input_tokens": 5, "output_tokens": 1, "total_tokens": 6}})
-RESPONSE_RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                     + str(len(RESPONSE)).encode() + b"\r\n\r\n" + RESPONSE)
+RESPONSE_RESPONSE = http_response(RESPONSE)
 STREAM_HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                b"transfer-encoding: chunked\r\n\r\n")
-
-
-def _chunked(data: bytes) -> bytes:
-    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
 def stream_frames(chunks: int, chunk_size: int) -> list[bytes]:
@@ -61,46 +53,26 @@ def stream_frames(chunks: int, chunk_size: int) -> list[bytes]:
         body = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0,
                 "model": "bench", "choices": [{"index": 0, "delta": {"content": content},
                                                "finish_reason": None}]}
-        frames.append(_chunked(b"data: " + orjson.dumps(body) + b"\n\n"))
+        frames.append(chunked(b"data: " + orjson.dumps(body) + b"\n\n"))
     final = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0,
              "model": "bench", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
              "usage": {"prompt_tokens": 5, "completion_tokens": chunks, "total_tokens": 5 + chunks}}
-    frames.append(_chunked(b"data: " + orjson.dumps(final) + b"\n\n"))
-    frames.append(_chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+    frames.append(chunked(b"data: " + orjson.dumps(final) + b"\n\n"))
+    frames.append(chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
     return frames
 
 
-class EngineProtocol(asyncio.Protocol):
+class EngineProtocol(RequestProtocol):
     def __init__(self, settings: argparse.Namespace, cache: dict[tuple[int, int], list[bytes]]) -> None:
+        super().__init__()
         self.settings = settings
         self.cache = cache
-        self.parser = httptools.HttpRequestParser(self)
-        self.transport: Any = None
-        self.url = b""
-        self.body: list[bytes] = []
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # uvloop's transport is not an asyncio.Transport subclass
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            if self.transport:
-                self.transport.close()
-
-    def on_url(self, url: bytes) -> None:
-        self.url = url
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-
-    def on_message_complete(self) -> None:
+    def request(self, url: bytes, body: bytes) -> None:
         assert self.transport is not None
-        body, self.body = b"".join(self.body), []
-        if not self.url.endswith(b"/chat/completions"):
-            self.transport.write(MODELS_RESPONSE if self.url.endswith(b"/models")
-                                 else RESPONSE_RESPONSE if self.url.endswith(b"/responses")
+        if not url.endswith(b"/chat/completions"):
+            self.transport.write(MODELS_RESPONSE if url.endswith(b"/models")
+                                 else RESPONSE_RESPONSE if url.endswith(b"/responses")
                                  else OTHER_RESPONSE)
             return
         if b'"stream":true' not in body.replace(b" ", b""):

@@ -31,8 +31,9 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import httptools
 import orjson
+
+from bench.httpproto import RequestProtocol, chunked, http_response
 
 __all__ = ["FleetConfig", "SimReplica", "render", "serve_fleet"]
 
@@ -189,55 +190,26 @@ class SimReplica:
                 f"vllm:prefix_cache_hits_total{{{name}}} {self.hits}\n").encode()
 
 
-def _response(status: bytes, body: bytes, kind: bytes = b"application/json") -> bytes:
-    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: " + kind + b"\r\ncontent-length: "
-            + str(len(body)).encode() + b"\r\n\r\n" + body)
-
-
-def _chunked(data: bytes) -> bytes:
-    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
-
-
-class _Protocol(asyncio.Protocol):
+class _Protocol(RequestProtocol):
     def __init__(self, replica: SimReplica) -> None:
+        super().__init__()
         self.replica = replica
-        self.parser = httptools.HttpRequestParser(self)
-        self.transport: Any = None
-        self.url = b""
-        self.body: list[bytes] = []
         self.current: _Request | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.current is not None:
             self.current.cancelled = True  # the client left: the engine stops working for it
         self.transport = None
 
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            if self.transport:
-                self.transport.close()
-
-    def on_url(self, url: bytes) -> None:
-        self.url = url
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        body, self.body = b"".join(self.body), []
-        if self.url.endswith(b"/metrics"):
-            self.transport.write(_response(b"200 OK", self.replica.metrics(), b"text/plain"))
-        elif self.url.endswith(b"/chat/completions"):
+    def request(self, url: bytes, body: bytes) -> None:
+        if url.endswith(b"/metrics"):
+            self.transport.write(http_response(self.replica.metrics(), kind=b"text/plain"))
+        elif url.endswith(b"/chat/completions"):
             asyncio.get_running_loop().create_task(self._chat(orjson.loads(body)))
-        elif self.url.endswith((b"/models", b"/health")):
-            self.transport.write(_response(b"200 OK", b'{"object":"list","data":[]}'))
+        elif url.endswith((b"/models", b"/health")):
+            self.transport.write(http_response(b'{"object":"list","data":[]}'))
         else:
-            self.transport.write(_response(b"404 Not Found", b'{"error":{"message":"no"}}'))
+            self.transport.write(http_response(b'{"error":{"message":"no"}}', b"404 Not Found"))
 
     async def _chat(self, body: dict[str, Any]) -> None:
         text = render(body.get("messages") or [])
@@ -263,7 +235,7 @@ class _Protocol(asyncio.Protocol):
                 chunk = {"id": "sim", "object": "chat.completion.chunk", "model": model,
                          "choices": [{"index": 0, "delta": delta, "finish_reason":
                                       "length" if count == max_tokens else None}]}
-                self.transport.write(_chunked(b"data: " + orjson.dumps(chunk) + b"\n\n"))
+                self.transport.write(chunked(b"data: " + orjson.dumps(chunk) + b"\n\n"))
                 sent = count
             if count == max_tokens:
                 break
@@ -280,14 +252,14 @@ class _Protocol(asyncio.Protocol):
                                                   "model": model, "choices": [],
                                                   "usage": usage}) + b"\n\n"
             tail += b"data: [DONE]\n\n"
-            self.transport.write(_chunked(tail) + b"0\r\n\r\n")
+            self.transport.write(chunked(tail) + b"0\r\n\r\n")
         else:
             answer = {"id": "sim", "object": "chat.completion", "created": int(time.time()),
                       "model": model, "usage": usage, "choices": [{
                           "index": 0, "finish_reason": "length", "message": {
                               "role": "assistant",
                               "content": "".join(f"w{i} " for i in range(max_tokens))}}]}
-            self.transport.write(_response(b"200 OK", orjson.dumps(answer)))
+            self.transport.write(http_response(orjson.dumps(answer)))
 
 
 async def serve_fleet(replicas: int, port: int, config: FleetConfig,

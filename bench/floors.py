@@ -34,6 +34,8 @@ from urllib.parse import urlsplit
 import httptools
 import uvloop
 
+from bench.httpproto import RequestProtocol, http_response
+
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("proto-fixed", "asgi-fixed", "proto-forward-raw", "proto-forward-tram",
          "asgi-forward-tram")
@@ -43,34 +45,14 @@ FIXED = (b'{"id":"chatcmpl-bench","object":"chat.completion","created":0,"model"
          b'"total_tokens":6}}')
 
 
-def _response(body: bytes) -> bytes:
-    return (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
-            % len(body)) + body
-
-
-class _Server(asyncio.Protocol):
-    """Requests in (httptools); `answer(body, reply)` decides what goes back."""
+class _Server(RequestProtocol):
+    """Requests in; `answer(body, reply)` decides what goes back."""
 
     def __init__(self, answer: Callable[[bytes, Callable[[bytes], None]], Any]) -> None:
+        super().__init__()
         self._answer = answer
-        self._parser = httptools.HttpRequestParser(self)
-        self._body: list[bytes] = []
-        self.transport: Any = None
 
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.transport.close()
-
-    def on_body(self, body: bytes) -> None:
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        body, self._body = b"".join(self._body), []
+    def request(self, url: bytes, body: bytes) -> None:
         self._answer(body, self.transport.write)
 
 
@@ -94,7 +76,7 @@ class _RawUpstream(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         body, self._body = b"".join(self._body), []
-        self.replies.pop(0)(_response(body))
+        self.replies.pop(0)(http_response(body))
 
 
 Answer = Callable[[bytes, Callable[[bytes], None]], None]
@@ -108,7 +90,7 @@ def _spawn(coroutine: Any) -> None:
 
 
 def _fixed(body: bytes, reply: Callable[[bytes], None]) -> None:
-    reply(_response(FIXED))
+    reply(http_response(FIXED))
 
 
 def _raw_server(engine: str) -> _Server:
@@ -151,7 +133,7 @@ def _tram_forward(engine: str) -> Answer:
             answer = await client.read_body(response, 60.0)
         finally:
             response.close()
-        reply(_response(answer))
+        reply(http_response(answer))
 
     return lambda body, reply: _spawn(one(body, reply))
 
