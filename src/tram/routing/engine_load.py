@@ -4,9 +4,9 @@ The gateway's own in-flight counts see only its own requests; with several gatew
 `--workers N`) an engine's waiting queue and KV usage say how busy it is with everyone's. Each
 replica of a model that routes by cache (`routing.policy` auto or cache_aware, several
 replicas, `scrape_metrics`) is scraped every `scrape_interval` seconds, each scrape bounded by
-`scrape_timeout`; the result is two numbers on the replica, `engine_running` (requests it is
-running, from every gateway) and `engine_penalty` (waiting requests × `queue_weight` + KV
-pressure above 80% × `kv_weight`), which routing reads without any I/O. A
+`scrape_timeout`; the result is one number on the replica, `engine_penalty` (waiting
+requests × `queue_weight` + KV pressure above 80% × `kv_weight`), which routing reads without
+any I/O (not the running count: see `Replica.update_load`). A
 replica whose /metrics is missing, slow or unparsable has no penalty once its last reading is
 three intervals old: routing is never slowed or blocked by a scrape.
 
@@ -92,12 +92,11 @@ async def scrape_once(registry: Registry, client: UpstreamClient,
                     load = parse_metrics(body) if body is not None else None
                     if load is not None:
                         r.engine_penalty = penalty(load, c)
-                        r.engine_running = load.running
                         r.update_load()
                         seen[id(r)] = time.monotonic()
                     elif now - seen.get(id(r), 0.0) > 3 * c.scrape_interval:
                         # Unknown: the gateway's own count alone.
-                        r.engine_penalty = r.engine_running = 0.0
+                        r.engine_penalty = 0.0
                         r.update_load()
 
                 group.start_soon(run)

@@ -36,7 +36,6 @@ class Replica:
     # requests' worth (routing/engine_load.py); and the share of routed prompts' blocks this
     # gateway expected it to hold (an average over recent decisions).
     engine_penalty: float = 0.0
-    engine_running: float = 0.0
     prefix_hit_estimate: float = 0.0
     routing_load: float = 0.0  # see update_load
 
