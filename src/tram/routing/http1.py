@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import httptools
 
@@ -187,13 +187,6 @@ class PooledResponse:
         relay awaits it directly (an async iterator in between cost a generator step a chunk)."""
         connection = self._connection
         return connection.read_chunk if connection is not None else _at_end
-
-    async def aiter_raw(self) -> AsyncIterator[bytes]:
-        connection = self._connection
-        if connection is None:
-            return
-        while chunk := await connection.read_chunk():
-            yield chunk
 
     def close(self) -> None:
         """Return the connection to the pool if the answer was read to its end and the engine
