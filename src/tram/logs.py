@@ -14,7 +14,6 @@ line, which walks the stack; thread and process names) are not collected. An acc
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -22,6 +21,8 @@ import time
 from typing import Any
 
 import orjson
+
+from tram.turns import PerTurn
 
 __all__ = ["ACCESS", "AccessWriter", "TurnBufferedHandler", "access_text", "resolve_format",
            "setup_logging"]
@@ -123,8 +124,7 @@ class TurnBufferedHandler(logging.Handler):
     def __init__(self, stream: Any) -> None:
         super().__init__()
         self.stream = stream
-        self._lines: list[str] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lines: PerTurn[str] = PerTurn(self._write, on_turn_end=self.flush)
 
     def emit(self, record: logging.LogRecord) -> None:  # called under self.lock
         try:
@@ -132,44 +132,26 @@ class TurnBufferedHandler(logging.Handler):
         except Exception:  # noqa: BLE001 (logging's contract: report it, never raise)
             self.handleError(record)
             return
-        self._queue(line)
+        self._lines.add(line)
 
     def write_line(self, line: str) -> None:
         """A line formatted already (the access log's own path: no LogRecord to build)."""
         self.acquire()
         try:
-            self._queue(line)
+            self._lines.add(line)
         finally:
             self.release()
-
-    def _queue(self, line: str) -> None:
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if self._lines and loop is not self._loop:
-            self._write()  # queued under another loop (or none): first, in order
-        self._lines.append(line)
-        if loop is None:
-            self._write()
-        elif len(self._lines) == 1:
-            self._loop = loop
-            loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self.acquire()
         try:
-            self._write()
+            self._lines.flush()
         finally:
             self.release()
 
-    def _write(self) -> None:
-        if not self._lines:
-            return
-        data = "\n".join(self._lines) + "\n"
-        self._lines.clear()
+    def _write(self, lines: list[str]) -> None:
         try:
-            self.stream.write(data)
+            self.stream.write("\n".join(lines) + "\n")
             self.stream.flush()
         except (OSError, ValueError):  # stderr closed or gone: nowhere left to report it
             pass

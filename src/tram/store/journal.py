@@ -2,7 +2,7 @@
 
 Each gateway process appends to its own file a `B` line when a chat request begins and an `E`
 line (the full usage event) when it ends, no fsync. Lines are written with one write(2) per
-turn of the event loop (all the lines of the requests that began or ended in that turn): two
+turn of the event loop (turns.py: all the lines of the requests that began or ended in it): two
 write(2) per request were ~10% of the gateway's CPU per request (bench/RESULTS.md, issue 16).
 A line waits at most until the loop's next turn, i.e. until the request's answer has left
 (microseconds); a killed process's writes are then in the kernel's page cache, so they survive
@@ -22,7 +22,6 @@ with the database down.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import fcntl
@@ -37,6 +36,7 @@ from typing import Any
 import orjson
 
 from tram.files import private_dir
+from tram.turns import PerTurn
 
 __all__ = ["JOURNAL_GLOB", "Journal", "Recovered", "ended_events", "recover",
            "store_legacy_spill"]
@@ -57,8 +57,7 @@ class Journal:
         self.path, self._fd = self._open()
         self.size = 0
         self.intact = True  # False once a write failed: the file no longer holds every event
-        self._pending: list[bytes] = []  # lines of this turn of the event loop
-        self._flush_loop: asyncio.AbstractEventLoop | None = None
+        self._lines: PerTurn[bytes] = PerTurn(self._write_lines)
 
     def _open(self) -> tuple[Path, int]:
         name = f"usage-{os.getpid()}-{secrets.token_hex(4)}.journal"
@@ -81,25 +80,14 @@ class Journal:
         self._write(_END + orjson.dumps(event, default=str) + b"\n")
 
     def _write(self, line: bytes) -> None:
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:  # no event loop (recovery, tools): written at once
-            loop = None
-        if self._pending and loop is not self._flush_loop:
-            self.flush()  # queued under a loop that is gone (tests, tools)
-        self._pending.append(line)
-        if loop is None:
-            self.flush()
-        elif len(self._pending) == 1:
-            loop.call_soon(self.flush)
-            self._flush_loop = loop
+        self._lines.add(line)  # written at the end of this turn of the event loop
 
     def flush(self) -> None:
-        """Write the lines queued in this turn of the event loop (one write(2))."""
-        if not self._pending:
-            return
-        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-        self._pending.clear()
+        """Write the lines gathered in this turn of the event loop now."""
+        self._lines.flush()
+
+    def _write_lines(self, lines: list[bytes]) -> None:
+        data = lines[0] if len(lines) == 1 else b"".join(lines)
         try:
             os.write(self._fd, data)
             self.size += len(data)
@@ -118,8 +106,7 @@ class Journal:
         self.path, self._fd = self._open()
         self.size = 0
         self.intact = True
-        self._write(b"".join(self._in_flight.values()))
-        self.flush()
+        self._write_lines([b"".join(self._in_flight.values())])
         return old
 
     def rotate(self) -> None:
