@@ -12,10 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from starlette.datastructures import Headers
-
 from tram.api.body import ClientGone, parse_json, read_body
-from tram.api.middleware import record_of
+from tram.api.middleware import header, record_of
 from tram.api.state import AppState
 from tram.api.streaming import SSEResponse, cancel_on_disconnect
 from tram.auth.keys import Principal
@@ -162,7 +160,7 @@ class RouteEndpoint(_ModelEndpoint):
     def _parse(self, scope: Scope, raw: bytes) -> tuple[Any, Any]:
         if self._route.schema is not None:
             return parse_json(raw), None  # images stay in the body: a bridge sends them on
-        form = Form(raw, boundary_of(Headers(scope=scope).get("content-type")))
+        form = Form(raw, boundary_of(header(scope, b"content-type")))
         return dict(form.fields), form
 
     async def _create(self, principal: Principal, payload: Any, record: RequestRecord,
