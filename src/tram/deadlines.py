@@ -28,38 +28,6 @@ class Expiring(Protocol):
     def expire(self) -> None: ...
 
 
-class Deadline:
-    __slots__ = ("_cancelling", "_expired", "_task", "_ticker", "when")
-
-    def __init__(self, ticker: Ticker, when: float) -> None:
-        self._ticker = ticker
-        self.when = when
-        self._task: asyncio.Task[object] | None = None
-        self._expired = False
-        self._cancelling = 0
-
-    async def __aenter__(self) -> Deadline:
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("Deadline must be used inside a task")
-        self._task = task
-        self._cancelling = task.cancelling()
-        self._ticker.add(self)
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        traceback: TracebackType | None) -> None:
-        self._ticker.discard(self)
-        if self._expired and self._task is not None and \
-                self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
-            raise TimeoutError from exc
-
-    def expire(self) -> None:
-        if not self._expired and self._task is not None:
-            self._expired = True
-            self._task.cancel()
-
-
 class Watch:
     """One deadline armed again for each wait of a loop (a stream's reads from its engine):
     the task and its cancel count are taken once, and each wait costs two set operations, not
@@ -104,6 +72,27 @@ class Watch:
         """After a CancelledError in an armed wait: whether this watch caused it (its
         cancellation is then taken back, as `asyncio.timeout` does)."""
         return self._expired and self._task.uncancel() <= self._cancelling
+
+
+class Deadline(Watch):
+    """`async with ticker.timeout(seconds):` a Watch armed once, for one block; its
+    expiry's cancellation turned into TimeoutError as `asyncio.timeout` does."""
+
+    __slots__ = ()
+
+    def __init__(self, ticker: Ticker, when: float) -> None:
+        super().__init__(ticker)
+        self.when = when
+
+    async def __aenter__(self) -> Deadline:
+        self.arm(self.when)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        self.disarm()
+        if self.timed_out() and exc_type is asyncio.CancelledError:
+            raise TimeoutError from exc
 
 
 class Ticker:
