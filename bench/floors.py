@@ -17,6 +17,9 @@ process's CPU over the requests wrk completed. From the cheapest to Trạm's own
                       request: what tasks, futures and the pooled client add
   asgi-forward-tram   uvicorn + the forward-only ASGI app with Trạm's engine client
                       (bench/floor_server.py: the gateway bench's "python floor")
+  tram-fixed          asgi-fixed on Trạm's own HTTP protocol (tram/server) instead of
+                      uvicorn's: what Trạm's gateway pays to serve a request
+  tram-forward-tram   asgi-forward-tram on Trạm's own HTTP protocol
 
     python -m bench.floors serve KIND ENGINE_URL PORT     # one server, for a look by hand
 """
@@ -37,8 +40,8 @@ import uvloop
 from bench.httpproto import RequestProtocol, http_response
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = ("proto-fixed", "asgi-fixed", "proto-forward-raw", "proto-forward-tram",
-         "asgi-forward-tram")
+KINDS = ("proto-fixed", "asgi-fixed", "tram-fixed", "proto-forward-raw", "proto-forward-tram",
+         "asgi-forward-tram", "tram-forward-tram")
 FIXED = (b'{"id":"chatcmpl-bench","object":"chat.completion","created":0,"model":"bench",'
          b'"choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},'
          b'"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,'
@@ -146,15 +149,19 @@ async def _fixed_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 async def _serve(kind: str, engine: str, port: int) -> None:
-    if kind.startswith("asgi"):
+    if kind.startswith(("asgi", "tram")):
         import uvicorn
 
         from bench.inprocess import floor_app
+        from tram.server import HttpConnection
 
-        app = _fixed_app if kind == "asgi-fixed" else floor_app(engine)
+        app = _fixed_app if kind.endswith("-fixed") else floor_app(engine)
+        # Trạm's protocol, or uvicorn's own as uvicorn runs by default.
+        protocol = {"http": HttpConnection, "proxy_headers": False} \
+            if kind.startswith("tram") else {"http": "httptools"}
         config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="none",
-                                http="httptools", access_log=False, log_level="warning",
-                                lifespan="off")
+                                access_log=False, log_level="warning", lifespan="off",
+                                **protocol)  # type: ignore[arg-type]
         await uvicorn.Server(config).serve()
         return
     make: Callable[[], _Server]

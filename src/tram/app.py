@@ -30,7 +30,6 @@ from tram.auth.keys import Authenticator
 from tram.config import ConfigError, Settings, TramConfig
 from tram.errors import InternalError, MethodNotAllowed, NotFound, TramError, error_response
 from tram.files import private_dir
-from tram.httpserver import ConnectionGuard
 from tram.limits import build_limiter
 from tram.metrics import Metrics
 from tram.relay.chat import ChatService
@@ -42,6 +41,7 @@ from tram.routing.engine_load import scrape_forever
 from tram.routing.prober import probe_forever
 from tram.routing.registry import Registry
 from tram.routing.upstream import UpstreamClient
+from tram.server import ConnectionGuard
 from tram.store.db import Database, database_url
 from tram.store.keys import KeyStore, revision_file_of
 from tram.store.responses import ResponseStore

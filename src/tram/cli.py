@@ -79,7 +79,7 @@ def _serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format)
     # Migrate once here, before any worker starts (workers would race on a fresh database).
     asyncio.run(_migrate(settings, config))
-    from tram.httpserver import uvicorn_options
+    from tram.server import uvicorn_options
 
     common: dict[str, object] = {"host": host, "port": port, **uvicorn_options(config.server)}
     if workers > 1:

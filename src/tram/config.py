@@ -302,7 +302,7 @@ class ServerConfig(_Strict):
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024)
     # On SIGTERM: stop accepting, let in-flight requests and streams finish for this long.
     shutdown_grace: int = Field(30, ge=0)
-    # Bounds on every client, enforced by the HTTP server before any app code (httpserver.py):
+    # Bounds on every client, enforced by the HTTP server before any app code (server/):
     # the request line + headers (bytes; larger → 431), the seconds a head may take to arrive,
     # the seconds a body may pause between reads (→ 408, connection closed), the connections
     # one process holds (one more → 503), and the seconds an idle keep-alive connection stays.

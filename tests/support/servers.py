@@ -25,11 +25,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_app(app: Any, port: int | None = None) -> Iterator[str]:
-    """Yield `http://127.0.0.1:PORT` while uvicorn serves `app`; stop it afterwards."""
+def serve_app(app: Any, port: int | None = None, *, tram_server: bool | None = None,
+              **options: Any) -> Iterator[str]:
+    """Yield `http://127.0.0.1:PORT` while uvicorn serves `app`; stop it afterwards. A Trạm
+    app (or any app with `tram_server=True`) runs on Trạm's own HTTP protocol, as `tram serve`
+    runs it; the test engines on uvicorn's."""
+    from tram.app import TramApp
+    from tram.server import HttpConnection
+
     port = port or free_port()
+    if tram_server or (tram_server is None and isinstance(app, TramApp)):
+        options.setdefault("http", HttpConnection)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                            lifespan="on", timeout_graceful_shutdown=2)
+                            lifespan="on", timeout_graceful_shutdown=2, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

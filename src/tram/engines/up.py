@@ -26,8 +26,8 @@ from tram.engines.launchers import (
 )
 from tram.engines.requant import q8_0_copy
 from tram.engines.supervisor import EngineStartError, ManagedEngine, stop_all
-from tram.httpserver import uvicorn_options
 from tram.routing.registry import Registry, Replica
+from tram.server import uvicorn_options
 
 __all__ = [
     "EMBEDDED_DESCRIPTION",

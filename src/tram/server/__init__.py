@@ -1,0 +1,30 @@
+"""The HTTP/1.1 server of the gateway: uvicorn runs the sockets, workers, lifespan and graceful
+shutdown; each connection is Trạm's own protocol (connection.py), which bounds every client
+(guard.py) and runs each request's ASGI cycle (cycle.py). Why a protocol of our own rather than
+uvicorn's with a subclass, or another server: docs/decisions.md ("Bounding clients in the
+server", "An HTTP/1.1 protocol of our own")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tram.config import ServerConfig
+from tram.server.connection import HttpConnection
+from tram.server.guard import ConnectionGuard
+
+__all__ = ["ConnectionGuard", "HttpConnection", "uvicorn_options"]
+
+
+def uvicorn_options(config: ServerConfig) -> dict[str, Any]:
+    """The uvicorn settings every Trạm gateway runs with (`tram serve`, `tram up`)."""
+    return {
+        "http": HttpConnection,
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        # Trạm reads no client address (nor X-Forwarded-*): uvicorn's proxy-headers wrapper
+        # would only cost every request a pass over its headers.
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": config.shutdown_grace,
+        "timeout_keep_alive": config.keep_alive_timeout,
+    }

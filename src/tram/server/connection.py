@@ -1,0 +1,379 @@
+"""One client connection: llhttp's parser (httptools) fed from an asyncio Protocol, a `Cycle`
+per request, and the guard's bounds applied where the bytes arrive.
+
+It plugs into uvicorn as its `http` protocol class (uvicorn keeps the sockets, the workers,
+the lifespan and the graceful shutdown; see `shutdown()`), in place of uvicorn's own
+`HttpToolsProtocol`, which cost ~35 µs a request over a bare Protocol on this machine
+(`python -m bench floors`: asgi-fixed against proto-fixed). Bounds (ConnectionGuard):
+
+- the head (request line + headers) is at most `max_head_bytes`, counted on the raw bytes
+  before the parser buffers them → 431;
+- the first head must arrive whole within `head_timeout` of the connection, and a later one
+  within `head_timeout` of its first byte → 408 and the connection closed (a connection that
+  said nothing is only closed);
+- a body may pause at most `body_timeout` between two reads → 408 (if no answer started) and
+  the connection closed; a body paused because the app has not read it yet is not timed out;
+- an idle keep-alive connection is closed after `keep_alive_timeout`;
+- at most `max_connections` connections per process; one more is answered 503 at once.
+
+Every deadline is kept by one timer per connection that is re-armed only when it fires early
+(a timestamp update per request instead of a timer made and cancelled per request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import urllib.parse
+from collections import deque
+from typing import Any, cast
+
+import httptools
+
+from tram.errors import (
+    HeadersTooLarge,
+    MalformedHTTP,
+    RequestTimeout,
+    ServerBusy,
+    TramError,
+    raw_http_response,
+)
+from tram.server.cycle import Cycle
+from tram.server.guard import ConnectionGuard, guard_of
+from tram.types import ASGIApp
+
+__all__ = ["HttpConnection"]
+
+logger = logging.getLogger("tram.server")
+
+_HEAD_END = b"\r\n\r\n"
+
+
+class HttpConnection(asyncio.Protocol):
+    """uvicorn's `http` protocol interface: `__init__(config, server_state, app_state)`,
+    `shutdown()`, membership of `server_state.connections` and of `.tasks` while a request
+    runs."""
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        if not config.loaded:
+            config.load()
+        self.app: ASGIApp = config.loaded_app
+        self.loop = _loop or asyncio.get_event_loop()
+        self._server_state = server_state
+        self._connections: set[Any] = server_state.connections
+        self._tasks: set[asyncio.Task[None]] = server_state.tasks
+        self._app_state = app_state
+        self._root_path: str = config.root_path
+        self._keep_alive_timeout: float = config.timeout_keep_alive
+        self._guard: ConnectionGuard = guard_of(self.app)
+        self._parser = httptools.HttpRequestParser(self)
+        self._parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self._server: tuple[str, int] | None = None
+        self._client: tuple[str, int] | None = None
+        self._scheme = "http"
+        self.cycle: Cycle | None = None
+        self._pipeline: deque[Cycle] = deque()
+        # The request whose head is being parsed.
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._continue = False
+        # Flow control.
+        self._read_paused = False
+        self.write_paused = False
+        self._drained: asyncio.Future[None] | None = None
+        # The guard's state: bytes of the head so far, its last 3 bytes (a terminator may
+        # straddle two reads), when the current wait began, the one timer.
+        self._awaiting_head = True
+        self._requests = 0  # heads parsed on this connection
+        self._head_bytes = 0
+        self._tail = b""
+        self._since = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._refused = False
+
+    # -- connection life -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (uvloop's transports are not subclasses of asyncio.Transport, only shaped like it.)
+        self.transport = cast(asyncio.Transport, transport)
+        self._connections.add(self)
+        socket_info = transport.get_extra_info("socket")
+        if socket_info is not None:
+            self._server = _address(socket_info.getsockname())
+            self._client = _address(socket_info.getpeername())
+        self._scheme = "https" if transport.get_extra_info("sslcontext") else "http"
+        if len(self._connections) > self._guard.max_connections:
+            self._refuse(ServerBusy(
+                f"This gateway process already holds {self._guard.max_connections} "
+                "connections, its limit; retry shortly."), "over_capacity")
+            return
+        self._since = self.loop.time()
+        self._need_check(self._since + self._guard.head_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for cycle in (self.cycle, *self._pipeline):
+            if cycle is not None:
+                if not cycle.response_complete:
+                    cycle.disconnected = True
+                cycle.wake()
+        self._pipeline.clear()
+        self.resume_writing()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._awaiting_head:
+            if self._head_bytes == 0 and self._requests:
+                self._since = self.loop.time()  # a later head: its own time to arrive
+            if not self._head_fits(data):
+                self._refuse(HeadersTooLarge(
+                    f"The request line and headers exceed {self._guard.max_head_bytes} bytes."),
+                    "head_too_large")
+                return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # No upgrade is served (no WebSocket route): the request was answered as plain
+            # HTTP, and the connection ends with that answer.
+            if self.cycle is not None:
+                self.cycle.keep_alive = False
+            return
+        except httptools.HttpParserError:
+            self._malformed()
+            return
+        if self._awaiting_head:
+            if self._head_bytes:
+                self._tail = (self._tail + data)[-3:]
+                self._need_check(self._since + self._guard.head_timeout)
+        elif self.cycle is not None and self.cycle.more_body \
+                and not self.cycle.response_complete:
+            self._since = self.loop.time()  # progress: the body's pause starts again
+            self._need_check(self._since + self._guard.body_timeout)
+
+    def _head_fits(self, data: bytes) -> bool:
+        self._head_bytes += len(data)
+        if self._head_bytes <= self._guard.max_head_bytes:
+            return True
+        # Over the limit with this read, unless the head ends inside the allowed part of it.
+        before = self._head_bytes - len(data) - len(self._tail)
+        end = (self._tail + data).find(_HEAD_END)
+        return end != -1 and before + end + len(_HEAD_END) <= self._guard.max_head_bytes
+
+    def _malformed(self) -> None:
+        self._guard.count("invalid_http")
+        self._refused = True
+        self.transport.write(raw_http_response(MalformedHTTP(
+            "The HTTP request is malformed (e.g. both Content-Length and Transfer-Encoding, an "
+            "invalid length or chunk size, or a forbidden character in a header).")))
+        self.transport.close()
+
+    def _refuse(self, error: TramError, reason: str) -> None:
+        self._refused = True
+        self._guard.count(reason)
+        self.transport.write(raw_http_response(error))
+        self.transport.close()
+
+    # -- parser callbacks ------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._continue = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self._continue = True
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_head = False
+        self._requests += 1
+        self._head_bytes = 0
+        self._tail = b""
+        parser = self._parser
+        url = self._url
+        if url[:1] == b"/" and url[1:2] != b"/" and b"?" not in url and b"%" not in url \
+                and b"#" not in url:
+            raw_path, query = url, b""  # nearly every request: no parsing needed
+        else:
+            parsed = httptools.parse_url(url)
+            raw_path, query = parsed.path, parsed.query or b""
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        version = parser.get_http_version()
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": version,
+            "server": self._server,
+            "client": self._client,
+            "scheme": self._scheme,
+            "root_path": self._root_path,
+            "headers": self._headers,
+            "state": self._app_state.copy(),
+            "method": parser.get_method().decode("ascii"),
+            "path": self._root_path + path if self._root_path else path,
+            "raw_path": self._root_path.encode("ascii") + raw_path if self._root_path
+            else raw_path,
+            "query_string": query,
+        }
+        cycle = Cycle(self, scope, version != "1.0" and parser.should_keep_alive(),
+                      self._continue)
+        if self.cycle is None or self.cycle.response_complete:
+            self.cycle = cycle
+            self._start(cycle)
+        else:
+            # A pipelined request: it waits for the answer before it.
+            self.pause_reading()
+            self._pipeline.append(cycle)
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self._pipeline[-1] if self._pipeline else self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.add_body(body)
+
+    def on_message_complete(self) -> None:
+        # From here on, bytes are the next head's (pipelined or not): bounded as such.
+        self._awaiting_head = True
+        cycle = self._pipeline[-1] if self._pipeline else self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.body_complete()
+
+    def _start(self, cycle: Cycle) -> None:
+        # In uvicorn's task set while it runs (its graceful shutdown waits for that set to
+        # empty); the cycle takes itself out when done (cheaper than a done callback).
+        cycle.task = task = self.loop.create_task(cycle.run(self.app, self._tasks))
+        self._tasks.add(task)
+
+    # -- from the cycle --------------------------------------------------------------------
+
+    def response_complete(self, cycle: Cycle) -> None:
+        self._server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.resume_reading()
+        if self._pipeline:
+            self.cycle = self._pipeline.popleft()
+            self._start(self.cycle)
+            return
+        self._since = self.loop.time()
+        self._need_check(self._since + self._keep_alive_timeout)
+
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        headers: list[tuple[bytes, bytes]] = self._server_state.default_headers
+        return headers
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def close(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def closing(self) -> bool:
+        return self.transport.is_closing()
+
+    # -- flow control ----------------------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        if not self._read_paused:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._read_paused and not self.transport.is_closing():
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    async def drain(self) -> None:
+        if self._drained is None:
+            self._drained = self.loop.create_future()
+        await self._drained
+
+    # -- uvicorn's graceful shutdown -------------------------------------------------------
+
+    def shutdown(self) -> None:
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
+        else:
+            self.cycle.keep_alive = False
+
+    # -- the one timer ---------------------------------------------------------------------
+
+    def _need_check(self, when: float) -> None:
+        """Make sure the timer fires by `when` (an earlier one re-arms itself if needed)."""
+        if self._timer is None or self._timer_at > when:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = when
+            self._timer = self.loop.call_at(when, self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        now = self.loop.time()
+        cycle = self.cycle
+        idle = cycle is None or cycle.response_complete
+        if self._awaiting_head and (idle or self._head_bytes):
+            first = self._requests == 0
+            if self._head_bytes == 0:
+                limit = self._guard.head_timeout if first else self._keep_alive_timeout
+                if now < self._since + limit:
+                    self._need_check(self._since + limit)
+                    return
+                if first:  # connected and silent: nothing to answer, a socket to give back
+                    self._guard.count("head_timeout")
+                self.transport.close()
+                return
+            if now < self._since + self._guard.head_timeout:
+                self._need_check(self._since + self._guard.head_timeout)
+                return
+            self._refuse(RequestTimeout(
+                f"The request head did not arrive within {self._guard.head_timeout:g}s."),
+                "head_timeout")
+            return
+        if cycle is None or not cycle.more_body or cycle.response_complete:
+            return  # the app is working: no deadline of the client's
+        if self._read_paused or now < self._since + self._guard.body_timeout:
+            # (Paused: the app has not read what arrived, which is not the client's fault.)
+            self._need_check(max(now, self._since) + self._guard.body_timeout)
+            return
+        self._guard.count("body_timeout")
+        self._refused = True
+        if not cycle.response_started:
+            # The app waits in receive(); with the connection lost it gets http.disconnect,
+            # and what it sends after that is dropped.
+            self.transport.write(raw_http_response(RequestTimeout(
+                f"The request body stopped arriving for {self._guard.body_timeout:g}s.")))
+        self.transport.close()
+
+
+def _address(name: Any) -> tuple[str, int] | None:
+    if isinstance(name, tuple) and len(name) >= 2:
+        return (str(name[0]), int(name[1]))
+    return None

@@ -1,0 +1,187 @@
+"""Trạm's HTTP/1.1 protocol (tram/server) keeps the HTTP semantics clients rely on: keep-alive,
+pipelining in order, chunked and streamed request bodies, `Expect: 100-continue`, HEAD, framing
+chosen from the app's headers, `Connection: close` and HTTP/1.0, a closed keep-alive connection
+when idle, an early answer that ends the connection, the app's crash answered in the OpenAI
+shape, a disconnect seen by the app, and headers that would split a response refused. Driven
+over real loopback sockets, byte for byte."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.support.servers import serve_app
+
+seen: dict[str, Any] = {}
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    path = scope["path"]
+    if path == "/crash":
+        raise RuntimeError("boom")
+    if path == "/split":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"x-a", b"1\r\nset-cookie: evil")]})
+        return
+    if path == "/early":  # answers without reading the body
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"no"})
+        return
+    if path == "/wait-disconnect":
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                seen["disconnected"] = True
+                return
+            body += message["body"]
+    if path == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for part in (b"one ", b"two ", b"three"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+            await asyncio.sleep(0.01)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    answer = orjson.dumps({"method": scope["method"], "path": path,
+                           "query": scope["query_string"].decode(), "size": len(body),
+                           "body": body[:40].decode("latin-1")})
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", b"%d" % len(answer))]})
+    await send({"type": "http.response.body", "body": answer})
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with serve_app(app, tram_server=True, timeout_keep_alive=1) as served:
+        yield served
+
+
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=5)
+
+
+def _read_all(sock: socket.socket, limit: float = 3) -> bytes:
+    sock.settimeout(limit)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except TimeoutError:
+        return data + b"<still open>"
+    return data
+
+
+def _responses(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """(head, body) of each length-framed response in `raw`."""
+    found = []
+    while raw.startswith(b"HTTP/1.1"):
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        found.append((head, rest[:length]))
+        raw = rest[length:]
+    return found
+
+
+def test_keep_alive_and_pipelined_requests_are_answered_in_order(url: str) -> None:
+    sock = _connect(url)
+    sock.sendall(b"".join(
+        b"POST /p/%d?x=%d HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nab%d" % (i, i, i)
+        for i in range(5)) + b"GET /last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    answers = _responses(_read_all(sock))
+    assert [orjson.loads(body)["path"] for _, body in answers] == \
+        [f"/p/{i}" for i in range(5)] + ["/last"]
+    assert [orjson.loads(body)["body"] for _, body in answers[:5]] == [f"ab{i}" for i in range(5)]
+    assert orjson.loads(answers[0][1])["query"] == "x=0"
+    assert b"connection: close" in answers[-1][0]
+    assert b"date: " in answers[0][0]
+
+
+def test_bodies_chunked_large_or_after_100_continue_arrive_whole(url: str) -> None:
+    sock = _connect(url)
+    sock.sendall(b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n")
+    _, body = _responses(_read_all(sock, 0.5).removesuffix(b"<still open>"))[0]
+    assert orjson.loads(body)["body"] == "abcdefg"
+    # A large body (past the read pause threshold) in many writes: every byte arrives.
+    big = b"x" * (3 << 20)
+    answer = httpx.post(url + "/big", content=big)
+    assert answer.json()["size"] == len(big)
+    # 100-continue: the interim answer comes before the body is sent.
+    sock = _connect(url)
+    sock.sendall(b"POST /e HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                 b"Expect: 100-continue\r\n\r\n")
+    sock.settimeout(3)
+    assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    sock.sendall(b"hello")
+    assert b'"body":"hello"' in sock.recv(1000)
+
+
+def test_head_streams_http10_and_framing(url: str) -> None:
+    sock = _connect(url)
+    sock.sendall(b"HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n")
+    raw = _read_all(sock, 0.5)
+    assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"\r\n\r\n<still open>")
+    # A response with no length is chunked; its parts arrive as they are sent.
+    with httpx.stream("GET", url + "/stream") as streamed:
+        assert streamed.headers["transfer-encoding"] == "chunked"
+        assert b"".join(streamed.iter_raw()) == b"one two three"
+    # HTTP/1.0 without keep-alive: answered, then closed.
+    sock = _connect(url)
+    sock.sendall(b"GET /old HTTP/1.0\r\n\r\n")
+    raw = _read_all(sock)
+    assert raw.startswith(b"HTTP/1.1 200") and b"connection: close" in raw
+    assert not raw.endswith(b"<still open>")
+
+
+def test_idle_keep_alive_is_closed_and_an_early_answer_ends_the_connection(url: str) -> None:
+    sock = _connect(url)
+    sock.sendall(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+    started = time.monotonic()
+    raw = _read_all(sock, 4)
+    assert raw.startswith(b"HTTP/1.1 200") and not raw.endswith(b"<still open>")
+    assert 0.5 < time.monotonic() - started < 3.5  # timeout_keep_alive=1
+    # Answered before the body came: the rest of the body cannot be told from a next request.
+    sock = _connect(url)
+    sock.sendall(b"POST /early HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\nGET /x")
+    raw = _read_all(sock)
+    assert raw.startswith(b"HTTP/1.1 413") and b"connection: close" in raw
+    assert not raw.endswith(b"<still open>")
+
+
+def test_crashes_bad_headers_and_disconnects(url: str) -> None:
+    crashed = httpx.get(url + "/crash")
+    assert crashed.status_code == 500
+    assert crashed.json()["error"]["code"] == "internal_error"
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(url + "/split")  # closed, never a forged header
+    sock = _connect(url)
+    sock.sendall(b"POST /wait-disconnect HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+    time.sleep(0.2)
+    sock.close()
+    deadline = time.monotonic() + 3
+    while "disconnected" not in seen and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert seen.get("disconnected") is True
+    assert httpx.get(url + "/still-serving").status_code == 200
