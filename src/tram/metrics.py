@@ -16,13 +16,13 @@ from prometheus_client.metrics_core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.utils import floatToGoString
 
 __all__ = ["Metrics", "RequestStats"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _BOUNDS = tuple(float(b) for b in _LATENCY_BUCKETS)
-_LE = [floatToGoString(b) for b in _BOUNDS] + ["+Inf"]
+# The `le` labels as prometheus_client writes them ("0.005", "1.0", "300.0").
+_LE = [repr(b) for b in _BOUNDS] + ["+Inf"]
 
 
 class _Histogram:
