@@ -36,6 +36,7 @@ def serve_app(app: Any, port: int | None = None, *, tram_server: bool | None = N
     port = port or free_port()
     if tram_server or (tram_server is None and isinstance(app, TramApp)):
         options.setdefault("http", HttpConnection)
+        options.setdefault("loop", "tram.server.loop:new_event_loop")
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
                             lifespan="on", timeout_graceful_shutdown=2, **options)
     server = uvicorn.Server(config)

@@ -16,6 +16,7 @@ __all__ = ["add_up_parser"]
 
 def _up(args: argparse.Namespace) -> int:
     from tram.engines.up import load_up_config, run_up
+    from tram.server.loop import new_event_loop
 
     try:
         settings = load_settings(config_path=args.config, generate_key=True)
@@ -27,7 +28,9 @@ def _up(args: argparse.Namespace) -> int:
     host = args.host or config.server.host
     port = args.port or config.server.port
     try:
-        return asyncio.run(run_up(settings, config, host, port))
+        # The gateway's loop, as `tram serve` runs it (uvloop, greedy accept: server/loop.py).
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            return runner.run(run_up(settings, config, host, port))
     except ConfigError as exc:
         print(f"tram: {exc}", file=sys.stderr)
         return 2

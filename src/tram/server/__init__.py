@@ -19,6 +19,8 @@ def uvicorn_options(config: ServerConfig) -> dict[str, Any]:
     """The uvicorn settings every Trạm gateway runs with (`tram serve`, `tram up`)."""
     return {
         "http": HttpConnection,
+        # uvloop with listeners that accept every waiting connection (loop.py).
+        "loop": "tram.server.loop:new_event_loop",
         "log_config": None,
         "access_log": False,
         "server_header": False,
