@@ -29,8 +29,9 @@ __all__ = ["GreedyAcceptServer", "new_event_loop"]
 
 logger = logging.getLogger("tram.server")
 
-# At most this many connections accepted per readiness (the listen backlog bounds it anyway).
-_MAX_PER_WAKE = 512
+# At most this many connections accepted per readiness: with `--workers N` every worker
+# is woken by the shared socket, and a first one to wake must not take a whole burst.
+_MAX_PER_WAKE = 64
 
 try:
     import uvloop
