@@ -9,7 +9,7 @@ read. Measured (bench/RESULTS.md, issue 16): at c=256, the first requests of the
 connections waited 4.3 s, in connection order, while older connections were served every
 iteration — the "> 2 s at c=256" answers of the gateway bench. Here each listening socket also
 has a reader (on a dup of its descriptor, as libuv's watcher holds the original) that accepts
-up to `backlog` connections each time the socket is ready, and hands each to the loop as an
+up to 64 connections each time the socket is ready, and hands each to the loop as an
 accepted socket with the server's protocol; libuv's own accept then finds the queue empty,
 which it handles. TLS listeners (Trạm's TLS is terminated in front: docs/decisions.md) keep
 libuv's accept alone. Without uvloop, asyncio's own loop already accepts greedily.
