@@ -18,6 +18,8 @@ import orjson
 import pytest
 
 from tests.support.servers import serve_app
+from tram.config import ServerConfig
+from tram.server import ConnectionGuard
 
 seen: dict[str, Any] = {}
 
@@ -48,6 +50,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 seen["disconnected"] = True
                 return
             body += message["body"]
+    if path == "/slow":
+        await asyncio.sleep(1.2)
     if path == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for part in (b"one ", b"two ", b"three"):
@@ -70,9 +74,18 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": answer})
 
 
+class GuardedApp:
+    """The app with the bounds a gateway would give it (a short head timeout here)."""
+
+    connection_guard = ConnectionGuard(ServerConfig(head_timeout=0.6))
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await app(scope, receive, send)
+
+
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    with serve_app(app, tram_server=True, timeout_keep_alive=1) as served:
+    with serve_app(GuardedApp(), tram_server=True, timeout_keep_alive=1) as served:
         yield served
 
 
@@ -185,3 +198,17 @@ def test_crashes_bad_headers_and_disconnects(url: str) -> None:
         time.sleep(0.02)
     assert seen.get("disconnected") is True
     assert httpx.get(url + "/still-serving").status_code == 200
+
+
+def test_a_next_head_begun_during_an_answer_is_timed_from_the_answer(url: str) -> None:
+    # The next request's head starts arriving while a slow answer (1.2 s) is still being
+    # made, and never ends: the answer goes out whole; the head is refused only after its
+    # timeout (0.6 s) counted from that answer, never in the middle of it.
+    sock = _connect(url)
+    sock.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET /next HTTP/1.1\r\nHo")
+    started = time.monotonic()
+    raw = _read_all(sock, 5)
+    assert raw.startswith(b"HTTP/1.1 200") and b'"path":"/slow"' in raw
+    second = raw.split(b"HTTP/1.1 ")[2]
+    assert second.startswith(b"408") and b"request_timeout" in second
+    assert time.monotonic() - started >= 1.7  # 1.2 s answer + 0.6 s for the head

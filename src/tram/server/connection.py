@@ -186,6 +186,10 @@ class HttpConnection(asyncio.Protocol):
     # -- parser callbacks ------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self._requests:
+            # A next head has begun, perhaps in the read that ended the previous request
+            # (whose bytes were counted then): it is pending from here on.
+            self._head_bytes = max(self._head_bytes, 1)
         self._url = b""
         self._headers = []
         self._continue = False
@@ -271,8 +275,11 @@ class HttpConnection(asyncio.Protocol):
             self.cycle = self._pipeline.popleft()
             self._start(self.cycle)
             return
+        # Idle from now, or the next head (begun while this answer was going out) has its
+        # whole time to arrive from now: the client was waiting for this answer.
         self._since = self.loop.time()
-        self._need_check(self._since + self._keep_alive_timeout)
+        self._need_check(self._since + (self._guard.head_timeout if self._head_bytes
+                                        else self._keep_alive_timeout))
 
     def default_headers(self) -> list[tuple[bytes, bytes]]:
         headers: list[tuple[bytes, bytes]] = self._server_state.default_headers
@@ -339,7 +346,7 @@ class HttpConnection(asyncio.Protocol):
         now = self.loop.time()
         cycle = self.cycle
         idle = cycle is None or cycle.response_complete
-        if self._awaiting_head and (idle or self._head_bytes):
+        if self._awaiting_head and idle:
             first = self._requests == 0
             if self._head_bytes == 0:
                 limit = self._guard.head_timeout if first else self._keep_alive_timeout
