@@ -86,7 +86,10 @@ def test_cut_streams_spend_a_daily_budget(gateway: GatewayFactory, auth: dict,
     models = [{"name": "qwen-text", "upstreams": [{"url": engine, "served_name": "qwen-text"}]}]
     with gateway(models=models, limits=limits) as url:
         headers = key_with(url, auth, budget_tokens=60, budget_period="day")
-        statuses = [_cut_stream(url, headers) for _ in range(12)]
+        statuses = []
+        for _ in range(12):
+            statuses.append(_cut_stream(url, headers))
+            _settled(url, auth)  # the next admission must not count this one's held ceiling
         usage = _usage(url, auth)
     # Each cut stream is charged its prompt (estimated: 17) and the deltas relayed (≥ 6).
     refused = statuses.index(429)
