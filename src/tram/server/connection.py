@@ -9,7 +9,8 @@ the lifespan and the graceful shutdown; see `shutdown()`), in place of uvicorn's
 - the head (request line + headers) is at most `max_head_bytes`, counted on the raw bytes
   before the parser buffers them → 431;
 - the first head must arrive whole within `head_timeout` of the connection, and a later one
-  within `head_timeout` of its first byte → 408 and the connection closed (a connection that
+  within `head_timeout` of its first byte (or of the end of the answer before it, if it began
+  while that answer was still going out) → 408 and the connection closed (a connection that
   said nothing is only closed);
 - a body may pause at most `body_timeout` between two reads → 408 (if no answer started) and
   the connection closed; a body paused because the app has not read it yet is not timed out;
