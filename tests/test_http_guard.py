@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import stat
 import subprocess
 import time
@@ -21,6 +20,7 @@ import pytest
 
 from tests.conftest import MASTER_KEY
 from tests.support.fault_engine import EngineLog
+from tests.support.raw_http import RESET, STILL_OPEN, connect, read_until_closed
 from tests.support.servers import start_tram_serve
 
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
@@ -43,26 +43,6 @@ def serve(tmp_path: Path, fault_engine_server: tuple[str, EngineLog]) -> Iterato
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=30)
     started.clear()
-
-
-def _connect(url: str) -> socket.socket:
-    host, port = url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)), timeout=5)
-    return sock
-
-
-def _answer(sock: socket.socket, limit: float = 5) -> bytes:
-    """Everything the server sends until it closes the connection (or `limit` seconds)."""
-    sock.settimeout(limit)
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except TimeoutError:
-        return data + b"<still open>"
-    except ConnectionResetError:
-        return data + b"<reset>"
-    return data
 
 
 def _json_error(raw: bytes) -> tuple[int, dict]:
@@ -100,7 +80,7 @@ def test_a_head_over_the_limit_is_431_and_memory_stays_flat(serve) -> None:
     url = serve()
     before = _rss_mb(url)
     # 20 unauthenticated connections each pushing an unfinished 8 MB header.
-    socks = [_connect(url) for _ in range(20)]
+    socks = [connect(url) for _ in range(20)]
     answers = []
     for sock in socks:
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Pad: ")
@@ -109,18 +89,18 @@ def test_a_head_over_the_limit_is_431_and_memory_stays_flat(serve) -> None:
                 sock.sendall(b"a" * 65536)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        answers.append(_answer(sock))
+        answers.append(read_until_closed(sock))
     grown = _rss_mb(url) - before
     for raw in answers:
         assert raw.startswith(b"HTTP/1.1 431"), raw[:200]
-        status, error = _json_error(raw.replace(b"<reset>", b""))
+        status, error = _json_error(raw.replace(RESET, b""))
         assert (status, error["code"]) == (431, "request_headers_too_large")
     assert grown < 20, f"the gateway grew by {grown:.0f} MB"
     # A complete 16 MB header is refused the same way, never answered 200.
-    sock = _connect(url)
+    sock = connect(url)
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * (16 << 20) + b"\r\n\r\n")
-    assert _answer(sock).startswith(b"HTTP/1.1 431")
+    assert read_until_closed(sock).startswith(b"HTTP/1.1 431")
     # A head just under the limit is still served.
     ok = httpx.get(url + "/health", headers={"X-Pad": "a" * 60_000})
     assert ok.status_code == 200
@@ -129,18 +109,18 @@ def test_a_head_over_the_limit_is_431_and_memory_stays_flat(serve) -> None:
 
 def test_heads_and_bodies_that_stop_arriving_are_closed(serve) -> None:
     url = serve("{head_timeout: 1, body_timeout: 1}")
-    slow_heads = [_connect(url) for _ in range(200)]
+    slow_heads = [connect(url) for _ in range(200)]
     for sock in slow_heads:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n")  # never finished
-    lying = [_connect(url) for _ in range(50)]
+    lying = [connect(url) for _ in range(50)]
     for sock in lying:
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
                      b"Authorization: Bearer " + MASTER_KEY.encode() + b"\r\n\r\n{\"model\"")
-    silent = _connect(url)  # connects and says nothing
+    silent = connect(url)  # connects and says nothing
     started = time.monotonic()
-    answers = [_answer(sock) for sock in (*slow_heads, *lying, silent)]
+    answers = [read_until_closed(sock) for sock in (*slow_heads, *lying, silent)]
     assert time.monotonic() - started < 8
-    assert all(not raw.endswith(b"<still open>") for raw in answers)
+    assert all(not raw.endswith(STILL_OPEN) for raw in answers)
     for raw in answers[:250]:
         status, error = _json_error(raw)
         assert (status, error["code"]) == (408, "request_timeout")
@@ -163,10 +143,10 @@ def test_heads_and_bodies_that_stop_arriving_are_closed(serve) -> None:
 
 def test_connections_past_the_cap_are_refused_at_once(serve) -> None:
     url = serve("{max_connections: 5}")
-    held = [_connect(url) for _ in range(5)]
+    held = [connect(url) for _ in range(5)]
     time.sleep(0.2)
-    extra = _connect(url)
-    status, error = _json_error(_answer(extra, 2))
+    extra = connect(url)
+    status, error = _json_error(read_until_closed(extra, 2))
     assert (status, error["code"]) == (503, "server_busy")
     for sock in held:
         sock.close()
@@ -191,9 +171,9 @@ MALFORMED = {
 def test_malformed_requests_get_an_openai_error(serve) -> None:
     url = serve()
     for name, raw in MALFORMED.items():
-        sock = _connect(url)
+        sock = connect(url)
         sock.sendall(raw)
-        status, error = _json_error(_answer(sock))
+        status, error = _json_error(read_until_closed(sock))
         assert (status, error["code"], error["type"]) == \
             (400, "invalid_http_request", "invalid_request_error"), name
     assert _metric(url, "tram_connections_closed_total", reason="invalid_http") == len(MALFORMED)

@@ -8,7 +8,6 @@ over real loopback sockets, byte for byte."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +16,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.support.raw_http import STILL_OPEN, connect, exchange, read_until_closed
 from tests.support.servers import serve_app
 from tram.config import ServerConfig
 from tram.server import ConnectionGuard
@@ -89,22 +89,6 @@ def url() -> Iterator[str]:
         yield served
 
 
-def _connect(url: str) -> socket.socket:
-    host, port = url.removeprefix("http://").split(":")
-    return socket.create_connection((host, int(port)), timeout=5)
-
-
-def _read_all(sock: socket.socket, limit: float = 3) -> bytes:
-    sock.settimeout(limit)
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except TimeoutError:
-        return data + b"<still open>"
-    return data
-
-
 def _responses(raw: bytes) -> list[tuple[bytes, bytes]]:
     """(head, body) of each length-framed response in `raw`."""
     found = []
@@ -118,11 +102,11 @@ def _responses(raw: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def test_keep_alive_and_pipelined_requests_are_answered_in_order(url: str) -> None:
-    sock = _connect(url)
+    sock = connect(url)
     sock.sendall(b"".join(
         b"POST /p/%d?x=%d HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nab%d" % (i, i, i)
         for i in range(5)) + b"GET /last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-    answers = _responses(_read_all(sock))
+    answers = _responses(read_until_closed(sock, 3))
     assert [orjson.loads(body)["path"] for _, body in answers] == \
         [f"/p/{i}" for i in range(5)] + ["/last"]
     assert [orjson.loads(body)["body"] for _, body in answers[:5]] == [f"ab{i}" for i in range(5)]
@@ -132,17 +116,17 @@ def test_keep_alive_and_pipelined_requests_are_answered_in_order(url: str) -> No
 
 
 def test_bodies_chunked_large_or_after_100_continue_arrive_whole(url: str) -> None:
-    sock = _connect(url)
+    sock = connect(url)
     sock.sendall(b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                  b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n")
-    _, body = _responses(_read_all(sock, 0.5).removesuffix(b"<still open>"))[0]
+    _, body = _responses(read_until_closed(sock, 0.5).removesuffix(STILL_OPEN))[0]
     assert orjson.loads(body)["body"] == "abcdefg"
     # A large body (past the read pause threshold) in many writes: every byte arrives.
     big = b"x" * (3 << 20)
     answer = httpx.post(url + "/big", content=big)
     assert answer.json()["size"] == len(big)
     # 100-continue: the interim answer comes before the body is sent.
-    sock = _connect(url)
+    sock = connect(url)
     sock.sendall(b"POST /e HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
                  b"Expect: 100-continue\r\n\r\n")
     sock.settimeout(3)
@@ -152,35 +136,30 @@ def test_bodies_chunked_large_or_after_100_continue_arrive_whole(url: str) -> No
 
 
 def test_head_streams_http10_and_framing(url: str) -> None:
-    sock = _connect(url)
+    sock = connect(url)
     sock.sendall(b"HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n")
-    raw = _read_all(sock, 0.5)
-    assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"\r\n\r\n<still open>")
+    raw = read_until_closed(sock, 0.5)
+    assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"\r\n\r\n" + STILL_OPEN)
     # A response with no length is chunked; its parts arrive as they are sent.
     with httpx.stream("GET", url + "/stream") as streamed:
         assert streamed.headers["transfer-encoding"] == "chunked"
         assert b"".join(streamed.iter_raw()) == b"one two three"
     # HTTP/1.0 without keep-alive: answered, then closed.
-    sock = _connect(url)
-    sock.sendall(b"GET /old HTTP/1.0\r\n\r\n")
-    raw = _read_all(sock)
+    raw = exchange(url, b"GET /old HTTP/1.0\r\n\r\n", 3)
     assert raw.startswith(b"HTTP/1.1 200") and b"connection: close" in raw
-    assert not raw.endswith(b"<still open>")
+    assert not raw.endswith(STILL_OPEN)
 
 
 def test_idle_keep_alive_is_closed_and_an_early_answer_ends_the_connection(url: str) -> None:
-    sock = _connect(url)
-    sock.sendall(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
     started = time.monotonic()
-    raw = _read_all(sock, 4)
-    assert raw.startswith(b"HTTP/1.1 200") and not raw.endswith(b"<still open>")
+    raw = exchange(url, b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n", 4)
+    assert raw.startswith(b"HTTP/1.1 200") and not raw.endswith(STILL_OPEN)
     assert 0.5 < time.monotonic() - started < 3.5  # timeout_keep_alive=1
     # Answered before the body came: the rest of the body cannot be told from a next request.
-    sock = _connect(url)
-    sock.sendall(b"POST /early HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\nGET /x")
-    raw = _read_all(sock)
+    raw = exchange(url, b"POST /early HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n"
+                        b"GET /x", 3)
     assert raw.startswith(b"HTTP/1.1 413") and b"connection: close" in raw
-    assert not raw.endswith(b"<still open>")
+    assert not raw.endswith(STILL_OPEN)
 
 
 def test_crashes_bad_headers_and_disconnects(url: str) -> None:
@@ -189,7 +168,7 @@ def test_crashes_bad_headers_and_disconnects(url: str) -> None:
     assert crashed.json()["error"]["code"] == "internal_error"
     with pytest.raises(httpx.RemoteProtocolError):
         httpx.get(url + "/split")  # closed, never a forged header
-    sock = _connect(url)
+    sock = connect(url)
     sock.sendall(b"POST /wait-disconnect HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
     time.sleep(0.2)
     sock.close()
@@ -204,10 +183,10 @@ def test_a_next_head_begun_during_an_answer_is_timed_from_the_answer(url: str) -
     # The next request's head starts arriving while a slow answer (1.2 s) is still being
     # made, and never ends: the answer goes out whole; the head is refused only after its
     # timeout (0.6 s) counted from that answer, never in the middle of it.
-    sock = _connect(url)
+    sock = connect(url)
     sock.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET /next HTTP/1.1\r\nHo")
     started = time.monotonic()
-    raw = _read_all(sock, 5)
+    raw = read_until_closed(sock, 5)
     assert raw.startswith(b"HTTP/1.1 200") and b'"path":"/slow"' in raw
     second = raw.split(b"HTTP/1.1 ")[2]
     assert second.startswith(b"408") and b"request_timeout" in second
