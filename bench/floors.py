@@ -153,15 +153,15 @@ async def _serve(kind: str, engine: str, port: int) -> None:
         import uvicorn
 
         from bench.inprocess import floor_app
-        from tram.server import HttpConnection
+        from tram.server import protocol_options
 
         app = _fixed_app if kind.endswith("-fixed") else floor_app(engine)
-        # Trạm's protocol, or uvicorn's own as uvicorn runs by default.
-        protocol = {"http": HttpConnection, "proxy_headers": False} \
-            if kind.startswith("tram") else {"http": "httptools"}
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="none",
-                                access_log=False, log_level="warning", lifespan="off",
-                                **protocol)  # type: ignore[arg-type]
+        # Trạm's protocol, or uvicorn's own as uvicorn runs by default; on the loop this
+        # process already runs, for every kind alike.
+        protocol = protocol_options() if kind.startswith("tram") else {"http": "httptools"}
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False,
+                                log_level="warning", lifespan="off",
+                                **{**protocol, "loop": "none"})
         await uvicorn.Server(config).serve()
         return
     make: Callable[[], _Server]

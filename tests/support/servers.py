@@ -31,12 +31,11 @@ def serve_app(app: Any, port: int | None = None, *, tram_server: bool | None = N
     app (or any app with `tram_server=True`) runs on Trạm's own HTTP protocol, as `tram serve`
     runs it; the test engines on uvicorn's."""
     from tram.app import TramApp
-    from tram.server import HttpConnection
+    from tram.server import protocol_options
 
     port = port or free_port()
     if tram_server or (tram_server is None and isinstance(app, TramApp)):
-        options.setdefault("http", HttpConnection)
-        options.setdefault("loop", "tram.server.loop:new_event_loop")
+        options = {**protocol_options(), **options}
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
                             lifespan="on", timeout_graceful_shutdown=2, **options)
     server = uvicorn.Server(config)

@@ -12,21 +12,29 @@ from tram.config import ServerConfig
 from tram.server.connection import HttpConnection
 from tram.server.guard import ConnectionGuard
 
-__all__ = ["ConnectionGuard", "HttpConnection", "uvicorn_options"]
+__all__ = ["ConnectionGuard", "HttpConnection", "protocol_options", "uvicorn_options"]
+
+
+def protocol_options() -> dict[str, Any]:
+    """How uvicorn serves a connection in Trạm: its own protocol and loop (also for the tests'
+    and the benchmarks' servers, so that they run what `tram serve` runs)."""
+    return {
+        "http": HttpConnection,
+        # uvloop with listeners that accept every waiting connection (loop.py).
+        "loop": "tram.server.loop:new_event_loop",
+        # Trạm reads no client address (nor X-Forwarded-*): uvicorn's proxy-headers wrapper
+        # would only cost every request a pass over its headers.
+        "proxy_headers": False,
+    }
 
 
 def uvicorn_options(config: ServerConfig) -> dict[str, Any]:
     """The uvicorn settings every Trạm gateway runs with (`tram serve`, `tram up`)."""
     return {
-        "http": HttpConnection,
-        # uvloop with listeners that accept every waiting connection (loop.py).
-        "loop": "tram.server.loop:new_event_loop",
+        **protocol_options(),
         "log_config": None,
         "access_log": False,
         "server_header": False,
-        # Trạm reads no client address (nor X-Forwarded-*): uvicorn's proxy-headers wrapper
-        # would only cost every request a pass over its headers.
-        "proxy_headers": False,
         "timeout_graceful_shutdown": config.shutdown_grace,
         "timeout_keep_alive": config.keep_alive_timeout,
     }

@@ -171,17 +171,17 @@ class HttpConnection(asyncio.Protocol):
         return end != -1 and before + end + len(_HEAD_END) <= self._guard.max_head_bytes
 
     def _malformed(self) -> None:
-        self._guard.count("invalid_http")
-        self._refused = True
-        self.transport.write(raw_http_response(MalformedHTTP(
+        self._refuse(MalformedHTTP(
             "The HTTP request is malformed (e.g. both Content-Length and Transfer-Encoding, an "
-            "invalid length or chunk size, or a forbidden character in a header).")))
-        self.transport.close()
+            "invalid length or chunk size, or a forbidden character in a header)."),
+            "invalid_http")
 
-    def _refuse(self, error: TramError, reason: str) -> None:
+    def _refuse(self, error: TramError | None, reason: str) -> None:
+        """Count the closure, answer `error` (None: nothing to answer), close."""
         self._refused = True
         self._guard.count(reason)
-        self.transport.write(raw_http_response(error))
+        if error is not None:
+            self.transport.write(raw_http_response(error))
         self.transport.close()
 
     # -- parser callbacks ------------------------------------------------------------------
@@ -247,15 +247,19 @@ class HttpConnection(asyncio.Protocol):
             self.pause_reading()
             self._pipeline.append(cycle)
 
+    def _receiving(self) -> Cycle | None:
+        """The request whose body is arriving: the last one pipelined, else the current."""
+        return self._pipeline[-1] if self._pipeline else self.cycle
+
     def on_body(self, body: bytes) -> None:
-        cycle = self._pipeline[-1] if self._pipeline else self.cycle
+        cycle = self._receiving()
         if cycle is not None and not cycle.response_complete:
             cycle.add_body(body)
 
     def on_message_complete(self) -> None:
         # From here on, bytes are the next head's (pipelined or not): bounded as such.
         self._awaiting_head = True
-        cycle = self._pipeline[-1] if self._pipeline else self.cycle
+        cycle = self._receiving()
         if cycle is not None and not cycle.response_complete:
             cycle.body_complete()
 
@@ -348,22 +352,16 @@ class HttpConnection(asyncio.Protocol):
         cycle = self.cycle
         idle = cycle is None or cycle.response_complete
         if self._awaiting_head and idle:
-            first = self._requests == 0
-            if self._head_bytes == 0:
-                limit = self._guard.head_timeout if first else self._keep_alive_timeout
-                if now < self._since + limit:
-                    self._need_check(self._since + limit)
-                    return
-                if first:  # connected and silent: nothing to answer, a socket to give back
-                    self._guard.count("head_timeout")
-                self.transport.close()
-                return
-            if now < self._since + self._guard.head_timeout:
-                self._need_check(self._since + self._guard.head_timeout)
-                return
-            self._refuse(RequestTimeout(
-                f"The request head did not arrive within {self._guard.head_timeout:g}s."),
-                "head_timeout")
+            kept_alive = self._head_bytes == 0 and self._requests > 0
+            limit = self._keep_alive_timeout if kept_alive else self._guard.head_timeout
+            if now < self._since + limit:
+                self._need_check(self._since + limit)
+            elif kept_alive:
+                self.transport.close()  # an idle keep-alive connection: not a refusal
+            else:  # a head that never ended; or connected and silent: nothing to answer
+                self._refuse(RequestTimeout(
+                    f"The request head did not arrive within {self._guard.head_timeout:g}s.")
+                    if self._head_bytes else None, "head_timeout")
             return
         if cycle is None or not cycle.more_body or cycle.response_complete:
             return  # the app is working: no deadline of the client's
@@ -371,14 +369,11 @@ class HttpConnection(asyncio.Protocol):
             # (Paused: the app has not read what arrived, which is not the client's fault.)
             self._need_check(max(now, self._since) + self._guard.body_timeout)
             return
-        self._guard.count("body_timeout")
-        self._refused = True
-        if not cycle.response_started:
-            # The app waits in receive(); with the connection lost it gets http.disconnect,
-            # and what it sends after that is dropped.
-            self.transport.write(raw_http_response(RequestTimeout(
-                f"The request body stopped arriving for {self._guard.body_timeout:g}s.")))
-        self.transport.close()
+        # The app waits in receive(); with the connection lost it gets http.disconnect, and
+        # what it sends after that is dropped. (An answer already begun cannot become a 408.)
+        self._refuse(None if cycle.response_started else RequestTimeout(
+            f"The request body stopped arriving for {self._guard.body_timeout:g}s."),
+            "body_timeout")
 
 
 def _address(name: Any) -> tuple[str, int] | None:

@@ -33,6 +33,8 @@ _BAD_NAME = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
 _BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
 _DISCONNECT: Message = {"type": "http.disconnect"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# What a client gets when the app failed before answering (the traceback goes to the log).
+_FAILED = raw_http_response(InternalError("The gateway failed unexpectedly; see its log."))
 # Past this many buffered body bytes the app has not read, reading from the client pauses.
 HIGH_WATER = 65536
 
@@ -107,16 +109,14 @@ class Cycle:
         except BaseException as exc:  # the app's own bug; the connection must survive it
             logger.error("Exception in ASGI application", exc_info=exc)
             if not self.response_started:
-                self._abort(raw_http_response(InternalError(
-                    "The gateway failed unexpectedly; see its log.")))
+                self._abort(_FAILED)
             else:
                 self._connection.close()
         else:
             if not self.response_complete and not self.disconnected:
                 logger.error("ASGI app returned without %s the response",
                              "completing" if self.response_started else "starting")
-                self._abort(b"" if self.response_started else raw_http_response(
-                    InternalError("The gateway failed unexpectedly; see its log.")))
+                self._abort(b"" if self.response_started else _FAILED)
         finally:
             if self.task is not None:
                 running.discard(self.task)
