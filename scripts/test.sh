@@ -2,7 +2,7 @@
 # Set up (idempotent), then lint, type-check and run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --with-vllm
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy
 set +e

@@ -128,9 +128,15 @@ class UpstreamConfig(_Strict):
     # address it resolves to is a replica, re-read every `discover_interval` seconds.
     discover: Literal["none", "dns"] = "none"
     discover_interval: float = Field(10.0, gt=0)
+    # A Unix socket the engine listens on (an absolute path): the connection goes there, the
+    # URL still gives the paths and the Host header. What `tram up` uses for its own engines.
+    socket: str | None = None
 
     @model_validator(mode="after")
     def _dns_over_http(self) -> UpstreamConfig:
+        if self.socket is not None and (not self.socket.startswith("/")
+                                        or not self.url.startswith("http://")):
+            raise ValueError("socket must be an absolute path, with an http:// URL")
         if self.discover == "dns" and not self.url.startswith("http://"):
             raise ValueError("discover: dns needs an http:// URL (replicas are reached by "
                              "address; put TLS in front of the gateway, not between it and "
@@ -147,7 +153,7 @@ class UpstreamConfig(_Strict):
 
 _VLLM_ONLY = ("preset", "gpu_memory_utilization", "max_model_len", "tensor_parallel_size",
               "pipeline_parallel_size", "prefix_caching", "reasoning_parser",
-              "tool_call_parser", "max_images", "max_pixels")
+              "tool_call_parser", "max_images", "max_pixels", "cpu_kv_cache_gib")
 
 
 class EngineConfig(_Strict):
@@ -178,6 +184,9 @@ class EngineConfig(_Strict):
     tool_call_parser: str | None = "auto"
     max_images: int | None = Field(None, ge=0)  # images per prompt
     max_pixels: int | None = Field(None, ge=28 * 28)  # per image, before the engine's processor
+    # vLLM's CPU build: GiB of memory for the KV cache (VLLM_CPU_KVCACHE_SPACE); left unset,
+    # vLLM reserves most of the machine and refuses to start beside other processes.
+    cpu_kv_cache_gib: float = Field(4.0, gt=0)
 
     @model_validator(mode="after")
     def _vllm_fields_only_for_vllm(self) -> EngineConfig:

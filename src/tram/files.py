@@ -8,7 +8,16 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["private_dir", "private_sqlite_file"]
+__all__ = ["cache_dir", "private_dir", "private_sqlite_file"]
+
+
+def cache_dir() -> Path:
+    """Where the set-up builds and installs what Trạm runs (llama-server, models, vLLM's CPU
+    build): $TRAM_CACHE_DIR, else $XDG_CACHE_HOME/tram, else ~/.cache/tram; the same folder as
+    scripts/setup.sh's."""
+    if os.environ.get("TRAM_CACHE_DIR"):
+        return Path(os.environ["TRAM_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tram"
 
 _SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
 

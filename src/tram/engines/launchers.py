@@ -1,7 +1,9 @@
 """argv builders for each engine kind, and where their binaries and models are found.
 
-Each builder returns the command line of an OpenAI-compatible server listening on
-127.0.0.1:<port> and serving the model under `served_name`; the supervisor starts it.
+Each builder returns the command line of an OpenAI-compatible server serving the model under
+`served_name`, listening where `Listen` says (a Unix socket in a private folder, or a loopback
+port the operator chose) and answering only requests that carry the engine's key on every
+path but `GET /health`; the supervisor starts it.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tram.config import ConfigError, EngineConfig
+from tram.engines.guard import KEY_VARIABLE
 from tram.engines.vllm import vllm_command
+from tram.files import cache_dir
 
 __all__ = [
     "DEFAULT_MODEL_PACKAGE",
     "EngineCommand",
+    "Listen",
     "cache_dir",
     "default_model_path",
     "embedding_model_path",
@@ -36,18 +41,28 @@ LLAMA_SERVER_VERSION = "11434.0.0"
 
 
 @dataclass(frozen=True)
+class Listen:
+    """Where an engine listens: a Unix socket (what `tram up` gives its engines: a folder only
+    its user can enter) or, when the operator set `engine.port`, a loopback port."""
+
+    socket: Path | None = None
+    port: int | None = None
+
+    @property
+    def url(self) -> str:
+        """The engine's OpenAI base URL as the gateway addresses it (over `socket`, if set)."""
+        return "http://localhost/v1" if self.socket else f"http://127.0.0.1:{self.port}/v1"
+
+    def __str__(self) -> str:
+        return f"unix:{self.socket}" if self.socket else f"http://127.0.0.1:{self.port}"
+
+
+@dataclass(frozen=True)
 class EngineCommand:
     argv: list[str]
     served_name: str  # the model name the engine answers to (the gateway rewrites to it)
     health_path: str = "/health"  # GET it until 200: the engine has loaded its model
     env: dict[str, str] = field(default_factory=dict)
-
-
-def cache_dir() -> Path:
-    """The same folder scripts/build-llama-server.sh builds into."""
-    if os.environ.get("TRAM_CACHE_DIR"):
-        return Path(os.environ["TRAM_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tram"
 
 
 def find_llama_server() -> Path:
@@ -102,23 +117,22 @@ def install_default_model() -> Path:
     return path
 
 
-def engine_command(engine: EngineConfig, alias: str, port: int,
-                   api_key: str | None = None) -> EngineCommand:
+def engine_command(engine: EngineConfig, alias: str, listen: Listen, key: str) -> EngineCommand:
     """The command line for an engine serving `engine.model` for the model alias `alias`;
-    `api_key`, the internal key the engine requires (vLLM) and the gateway sends."""
+    `key`, the internal key the engine requires on every path and the gateway sends."""
     served_name = engine.served_name or alias
     if engine.kind == "llamacpp":
-        return _llamacpp(engine, served_name, port)
+        return _llamacpp(engine, served_name, listen, key)
     if engine.kind == "vllm":
         # As vLLM names it by default, and as the guide's system did (LiteLLM mapping
         # qwen-text → Qwen/Qwen3-8B): the alias is the gateway's, the model id the engine's.
         served_name = engine.served_name or engine.model
-        argv, env = vllm_command(engine, served_name, port, api_key)
+        argv, env = vllm_command(engine, served_name, listen.socket or listen.port or 0, key)
         return EngineCommand(argv, served_name, env=env)
-    return _transformers(engine, port)
+    return _transformers(engine, listen, key)
 
 
-def _llamacpp(engine: EngineConfig, served_name: str, port: int) -> EngineCommand:
+def _llamacpp(engine: EngineConfig, served_name: str, listen: Listen, key: str) -> EngineCommand:
     model = Path(engine.model)
     if not model.is_file():
         raise ConfigError(f"engine.model: {model} is not a file (llamacpp needs a .gguf file)")
@@ -127,8 +141,9 @@ def _llamacpp(engine: EngineConfig, served_name: str, port: int) -> EngineComman
         str(find_llama_server()),
         "--model", str(model),
         "--alias", served_name,
-        "--host", "127.0.0.1",
-        "--port", str(port),
+        # A path ending in .sock: llama-server listens on that Unix socket instead.
+        "--host", str(listen.socket or "127.0.0.1"),
+        "--port", str(listen.port or 8080),
         # One KV slot per concurrent request, continuous batching across slots: requests are
         # decoded together instead of queueing behind one another.
         "--parallel", str(engine.parallel),
@@ -139,11 +154,14 @@ def _llamacpp(engine: EngineConfig, served_name: str, port: int) -> EngineComman
         "--metrics",
         *engine.args,
     ]
-    return EngineCommand(argv, served_name)
+    # --api-key from the environment (LLAMA_API_KEY), not the command line `ps` shows: every
+    # path but /health then needs it.
+    return EngineCommand(argv, served_name, env={"LLAMA_API_KEY": key})
 
 
-def _transformers(engine: EngineConfig, port: int) -> EngineCommand:
-    """`transformers serve` pinned to one local checkpoint (which is then its model name)."""
+def _transformers(engine: EngineConfig, listen: Listen, key: str) -> EngineCommand:
+    """Trạm's server on transformers (engines/hf_serve.py) for one local checkpoint (which is
+    then its model name)."""
     model = Path(engine.model)
     if not (model / "config.json").is_file():
         raise ConfigError(f"engine.model: {model} is not a Hugging Face checkpoint folder "
@@ -154,9 +172,11 @@ def _transformers(engine: EngineConfig, port: int) -> EngineCommand:
         raise ConfigError("engine.kind transformers needs the engine extras: "
                           "pip install 'tram-llm[transformers]'") from None
     # `auto`: the GPU when torch sees one (CUDA_VISIBLE_DEVICES from `gpus`), else the CPU.
-    argv = [sys.executable, "-m", "tram.engines.hf_serve", str(model), "--host", "127.0.0.1",
-            "--port", str(port), "--device", "auto", *engine.args]
-    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+    where = ["--uds", str(listen.socket)] if listen.socket else ["--port", str(listen.port)]
+    argv = [sys.executable, "-m", "tram.engines.hf_serve", str(model), *where,
+            "--device", "auto", *engine.args]
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+           KEY_VARIABLE: key}
     if engine.gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in engine.gpus)
     if engine.threads:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from tram.engines.launchers import EngineCommand
+from tram.engines.launchers import EngineCommand, Listen
 from tram.files import private_dir
 from tram.routing.registry import Replica
 
@@ -47,7 +47,7 @@ class ManagedEngine:
     name: str
     kind: str
     command: EngineCommand
-    port: int
+    listen: Listen
     replica: Replica
     log_path: Path
     startup_timeout: float = 600.0
@@ -59,7 +59,8 @@ class ManagedEngine:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """Where the engine listens, for people: unix:/path or http://127.0.0.1:port."""
+        return str(self.listen)
 
     async def spawn(self) -> None:
         private_dir(self.log_path.parent)
@@ -77,7 +78,10 @@ class ManagedEngine:
         assert self.process is not None
         started = time.monotonic()
         last_report = 0.0
-        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+        socket = str(self.listen.socket) if self.listen.socket else None
+        transport = httpx.AsyncHTTPTransport(uds=socket)
+        root = self.listen.url.removesuffix("/v1")
+        async with httpx.AsyncClient(timeout=2.0, trust_env=False, transport=transport) as client:
             while True:
                 if self.process.returncode is not None:
                     raise EngineStartError(
@@ -85,7 +89,7 @@ class ManagedEngine:
                         f"{self.process.returncode} while starting; last log lines:\n"
                         f"{self.log_tail()}\n(full log: {self.log_path})")
                 with contextlib.suppress(httpx.HTTPError):
-                    response = await client.get(self.base_url + self.command.health_path)
+                    response = await client.get(root + self.command.health_path)
                     if response.status_code == 200:
                         return
                 elapsed = time.monotonic() - started

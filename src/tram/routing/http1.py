@@ -231,9 +231,13 @@ class ConnectionPool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_timeout):
-                _, protocol = await loop.create_connection(
-                    lambda: _Connection(self, key), host, port, ssl=tls,
-                    server_hostname=host if tls else None)
+                if host.startswith("/"):  # an engine on a Unix socket (see upstream._target)
+                    _, protocol = await loop.create_unix_connection(
+                        lambda: _Connection(self, key), host)
+                else:
+                    _, protocol = await loop.create_connection(
+                        lambda: _Connection(self, key), host, port, ssl=tls,
+                        server_hostname=host if tls else None)
         except TimeoutError:
             raise ConnectTimeout(f"no connection within {connect_timeout:g}s") from None
         return protocol

@@ -32,6 +32,7 @@ class Replica:
     available: bool = True
     health: ReplicaHealth | None = None
     ca_file: str | None = None
+    socket: str | None = None  # a Unix socket to connect to instead of the URL's host
     # cache_aware routing: load the engine reports on /metrics (waiting, KV pressure), as
     # requests' worth (routing/engine_load.py); and the share of routed prompts' blocks this
     # gateway expected it to hold (an average over recent decisions).
@@ -51,7 +52,8 @@ class Replica:
     @classmethod
     def from_config(cls, upstream: UpstreamConfig, default_name: str) -> Replica:
         return cls(url=upstream.url, served_name=upstream.served_name or default_name,
-                   api_key=upstream.api_key, weight=upstream.weight, ca_file=upstream.ca_file)
+                   api_key=upstream.api_key, weight=upstream.weight, ca_file=upstream.ca_file,
+                   socket=upstream.socket)
 
     def takes_traffic(self) -> bool:
         return self.available and (self.health is None or self.health.admits())
@@ -153,7 +155,8 @@ class Registry:
     def replace(self, models: Iterable[ModelConfig]) -> None:
         """Swap in a new set of models; in-flight requests keep the pools they hold."""
         self.models = list(models)
-        old = {(r.url, r.served_name): r for pool in self._pools.values() for r in pool.replicas}
+        old = {(r.url, r.socket, r.served_name): r
+               for pool in self._pools.values() for r in pool.replicas}
         pools = {}
         for model in self.models:
             default_name = (model.engine.served_name if model.engine else None) or model.name
@@ -164,7 +167,7 @@ class Registry:
                     replicas += found
                     continue
                 fresh = Replica.from_config(upstream, default_name)
-                kept = old.get((fresh.url, fresh.served_name))
+                kept = old.get((fresh.url, fresh.socket, fresh.served_name))
                 if kept is not None:
                     kept.api_key, kept.weight = fresh.api_key, fresh.weight
                     kept.ca_file = fresh.ca_file

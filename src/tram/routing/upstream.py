@@ -53,12 +53,16 @@ class _Target:
 
 
 @functools.lru_cache(maxsize=1024)
-def _target(url: str, ca_file: str | None) -> _Target:
+def _target(url: str, ca_file: str | None, socket: str | None = None) -> _Target:
+    """Where to connect and what to send; with `socket`, a Unix socket's path is the host (the
+    pool connects to a host that starts with "/" over that socket) and port 0."""
     parts = urlsplit(url)
     secure = parts.scheme == "https"
     port = parts.port or (443 if secure else 80)
     host = parts.hostname or "localhost"
     tls = ssl.create_default_context(cafile=ca_file) if secure else None
+    if socket is not None:
+        return _Target(socket, 0, None, parts.path.rstrip("/"), parts.netloc)
     return _Target(host, port, tls, parts.path.rstrip("/"), parts.netloc)
 
 
@@ -82,7 +86,7 @@ class UpstreamClient:
         The caller must `close()` it; if its body was not read to the end, the connection is
         dropped, which is how a cancelled request stops the engine.
         """
-        target = _target(replica.url, replica.ca_file)
+        target = _target(replica.url, replica.ca_file, replica.socket)
         base = target.root_path if at_root else target.base_path
         head = (f"POST {base}{path} HTTP/1.1\r\nhost: {target.host_header}\r\n"
                 f"content-type: {content_type}\r\ncontent-length: {len(body)}\r\n"
@@ -112,7 +116,7 @@ class UpstreamClient:
     async def get(self, replica: Replica, path: str, limit_s: float,
                   at_root: bool = False) -> bytes | None:
         """GET a small document (an engine's /metrics); None unless a 200 within `limit_s`."""
-        target = _target(replica.url, replica.ca_file)
+        target = _target(replica.url, replica.ca_file, replica.socket)
         base = target.root_path if at_root else target.base_path
         head = f"GET {base}{path} HTTP/1.1\r\nhost: {target.host_header}\r\n"
         if replica.api_key:
