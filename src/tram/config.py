@@ -184,9 +184,9 @@ class EngineConfig(_Strict):
     tool_call_parser: str | None = "auto"
     max_images: int | None = Field(None, ge=0)  # images per prompt
     max_pixels: int | None = Field(None, ge=28 * 28)  # per image, before the engine's processor
-    # vLLM's CPU build: GiB of memory for the KV cache (VLLM_CPU_KVCACHE_SPACE); left unset,
-    # vLLM reserves most of the machine and refuses to start beside other processes.
-    cpu_kv_cache_gib: float = Field(4.0, gt=0)
+    # vLLM's CPU build: GiB of memory for the KV cache (VLLM_CPU_KVCACHE_SPACE, whole GiB);
+    # left unset, vLLM reserves most of the machine and refuses to start beside others.
+    cpu_kv_cache_gib: int = Field(4, ge=1)
 
     @model_validator(mode="after")
     def _vllm_fields_only_for_vllm(self) -> EngineConfig:

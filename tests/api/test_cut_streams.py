@@ -82,8 +82,8 @@ def limits(request: pytest.FixtureRequest) -> Iterator[dict[str, object]]:
 @pytest.mark.engine
 def test_cut_streams_spend_a_daily_budget(gateway: GatewayFactory, auth: dict,
                                           embedded: TramUp, limits: dict) -> None:
-    engine = embedded.engine_urls()["qwen-text"] + "/v1"
-    models = [{"name": "qwen-text", "upstreams": [{"url": engine, "served_name": "qwen-text"}]}]
+    models = [{"name": "qwen-text", "upstreams": [embedded.engine_upstream("qwen-text",
+                                                                           "qwen-text")]}]
     with gateway(models=models, limits=limits) as url:
         headers = key_with(url, auth, budget_tokens=60, budget_period="day")
         statuses = []

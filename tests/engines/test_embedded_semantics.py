@@ -113,7 +113,8 @@ def test_concurrent_requests_are_decoded_together_not_serialised(embedded: TramU
 
     (How much faster that is than one after another is measured in bench/, not here.)
     """
-    engine = embedded.engine_urls()["qwen-text"]
+    engine = embedded.engine_client("qwen-text", timeout=10, headers={
+        "Authorization": "Bearer " + embedded.engine_key("qwen-text")})
     body = {"model": "qwen-text", "messages": QUESTION, "max_tokens": 400, "ignore_eos": True,
             "stream": True}
     headers = {"Authorization": f"Bearer {MASTER_KEY}"}
@@ -125,13 +126,13 @@ def test_concurrent_requests_are_decoded_together_not_serialised(embedded: TramU
                 timeout=120))
             readers.append(response.iter_lines())
             next(line for line in readers[-1] if line.startswith("data: "))  # it has started
-        slots = httpx.get(engine + "/slots", timeout=10).json()
+        slots = engine.get("/slots").json()
         busy = sum(1 for slot in slots if slot["is_processing"])
     assert busy == 8
     # Closing the streams cancelled them: the engine stops generating for nobody.
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if not any(s["is_processing"] for s in httpx.get(engine + "/slots", timeout=10).json()):
+        if not any(s["is_processing"] for s in engine.get("/slots").json()):
             break
         time.sleep(0.1)
     else:

@@ -18,7 +18,8 @@ off):
 
 - no tools: `<think>The user greets me.</think>\\n\\nXin chào!` (thinking on) or `Xin chào!`;
 - tools offered: `<tool_call>{"name":"get_weather","arguments":{"city": "Hanoi"}}</tool_call>`;
-- a tool result in the conversation: the plain answer again (the conversation completes).
+- a tool result in the conversation: the plain answer again (the conversation completes);
+- after `LOOP` (a raw completions prompt), `LOOP` again, to max_tokens: a long stream to cut.
 
 Tokens off the script go to `<|im_end|>` and whitespace-only tokens are disfavoured, so
 grammar-constrained decoding (`tool_choice: "required"`) picks structure, not blanks.
@@ -33,13 +34,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ANSWER", "REASONING", "TOOL_ARGUMENTS", "TOOL_NAME", "build_tiny_qwen3",
+__all__ = ["ANSWER", "LOOP", "REASONING", "TOOL_ARGUMENTS", "TOOL_NAME", "build_tiny_qwen3",
            "qwen_assets"]
 
 REASONING = "The user greets me."
 ANSWER = "Xin chào!"
 TOOL_NAME = "get_weather"
 TOOL_ARGUMENTS = {"city": "Hanoi"}
+LOOP = " la"  # a raw prompt ending in it (completions) goes on " la la la…" to max_tokens
 _TOOL_JSON = '{"name":"get_weather","arguments":{"city": "Hanoi"}}'  # each token once
 
 _PRE_TOKENIZER = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
@@ -106,8 +108,10 @@ def _chains(bpe: Any) -> tuple[list[list[int]], dict[str, int]]:
     think = [special["<think>"], *ids(REASONING), special["</think>"], *blank_line]
     tool = [special["<tool_call>"], *ids(_TOOL_JSON), special["</tool_call>"],
             special["<|im_end|>"]]
+    loop = ids(LOOP)
+    assert len(loop) == 1
     special.update(newline=newline[0], blank_line=blank_line[0])
-    return [[newline[0], *think, *answer], tool], special
+    return [[newline[0], *think, *answer], tool, [loop[0], loop[0]]], special
 
 
 def _weights(bpe: Any, chains: list[list[int]], special: dict[str, int]) -> dict[str, Any]:

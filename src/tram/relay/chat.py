@@ -32,6 +32,7 @@ from tram.relay.forward import (
     resolve_pool,
 )
 from tram.relay.stream import ChunkStream, StreamHandler, UsageAsked, rewrite_answer, rewritten_answer
+from tram.relay.thinking import apply_thinking
 from tram.relay.validation import invalid_request_from
 from tram.requestlog import RequestRecord
 from tram.routing.policies import RoutingHints
@@ -88,7 +89,7 @@ class ChatService:
         await self._prepare_images(pool, request, payload, record, lifted or {})
         self._forwarder.check_in_flight(pool)
         if pool.config.thinking is not None:
-            _apply_thinking(payload, pool.config.thinking == "on")
+            apply_thinking(payload, pool.config.thinking == "on")
         default_max = pool.config.default_max_tokens
         if default_max and request.max_tokens is None and request.max_completion_tokens is None:
             payload["max_tokens"] = default_max
@@ -187,15 +188,6 @@ class ChatService:
             record.image_pixels += prepared.sent.pixels
             if prepared.url is not None:
                 given["image_url"]["url"] = prepared.url
-
-
-def _apply_thinking(payload: dict[str, Any], enabled: bool) -> None:
-    """The model's thinking default, unless the request chose (chat_template_kwargs)."""
-    kwargs = payload.get("chat_template_kwargs")
-    if kwargs is None:
-        payload["chat_template_kwargs"] = {"enable_thinking": enabled}
-    elif isinstance(kwargs, dict) and "enable_thinking" not in kwargs:
-        kwargs["enable_thinking"] = enabled
 
 
 def _ask_for_usage(pool: ModelPool, request: ChatCompletionRequest,

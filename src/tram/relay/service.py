@@ -35,12 +35,16 @@ from tram.relay.multipart import Form
 from tram.relay.responses import ResponsesTurn
 from tram.relay.routes import Route
 from tram.relay.stream import ChunkStream, StreamHandler, UsageAsked, engine_answer
+from tram.relay.thinking import apply_thinking, requested_thinking
 from tram.relay.validation import invalid_request_from
 from tram.requestlog import RequestRecord
 from tram.routing.registry import ModelPool, Registry
 from tram.store.responses import ResponseStore
 
 __all__ = ["RouteService"]
+
+# Generating routes whose engines apply a chat template (completions take a raw prompt).
+_THINKING_ROUTES = ("responses", "messages")
 
 _HOW_TO = {
     "embeddings": " To serve embeddings, add a model whose engine does (vLLM with an "
@@ -88,6 +92,10 @@ class RouteService:
         if mode == "bridge" or (mode == "auto" and route.name in pool.lacking):
             return await self._bridge(route, principal, pool, payload, record, turn)
         self._forwarder.check_in_flight(pool)
+        if route.name in _THINKING_ROUTES and pool.config.thinking is not None:
+            # The route's own choice (or the model's default) as the engine reads it.
+            choice = requested_thinking(route.name, payload)
+            apply_thinking(payload, pool.config.thinking == "on" if choice is None else choice)
         answered: list[dict[str, Any]] = []
         call = self._call(route, pool, payload, form, record, stream, turn, answered)
         try:

@@ -17,6 +17,7 @@ from tram.errors import InvalidRequest, TramError
 from tram.relay.bridges.common import ChatDelta, json_arguments, passthrough, read_chunk
 from tram.relay.events import event_frame, failure_frame
 from tram.relay.responses import new_id
+from tram.relay.thinking import apply_thinking, requested_thinking
 from tram.requestlog import RequestRecord
 
 __all__ = ["MessagesFromChat", "chat_request", "message_from_chat"]
@@ -60,11 +61,7 @@ def chat_request(payload: dict[str, Any]) -> dict[str, Any]:
             chat["tool_choice"] = "required"
         if choice.get("disable_parallel_tool_use"):
             chat["parallel_tool_calls"] = False
-    thinking = payload.get("thinking")
-    if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "disabled"):
-        kwargs = chat.setdefault("chat_template_kwargs", {})
-        if isinstance(kwargs, dict):
-            kwargs.setdefault("enable_thinking", thinking["type"] == "enabled")
+    apply_thinking(chat, requested_thinking("messages", payload))
     return chat
 
 

@@ -17,6 +17,7 @@ from tram.errors import InvalidRequest, TramError
 from tram.relay.bridges.common import ChatDelta, passthrough, read_chunk
 from tram.relay.events import event_frame, failure_frame
 from tram.relay.responses import ResponsesTurn, new_id
+from tram.relay.thinking import apply_thinking, requested_thinking
 from tram.requestlog import RequestRecord
 
 __all__ = ["ResponsesFromChat", "chat_request", "response_from_chat"]
@@ -56,12 +57,7 @@ def chat_request(payload: dict[str, Any]) -> dict[str, Any]:
             if key in text_format}}
     elif isinstance(text_format, dict) and text_format.get("type") == "json_object":
         chat["response_format"] = {"type": "json_object"}
-    effort = (payload.get("reasoning") or {}).get("effort") if isinstance(
-        payload.get("reasoning"), dict) else None
-    if isinstance(effort, str):
-        kwargs = chat.setdefault("chat_template_kwargs", {})
-        if isinstance(kwargs, dict):
-            kwargs.setdefault("enable_thinking", effort not in ("none", "minimal"))
+    apply_thinking(chat, requested_thinking("responses", payload))
     return chat
 
 
