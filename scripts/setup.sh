@@ -17,6 +17,14 @@ if ! command -v chromium >/dev/null 2>&1; then
   ($SUDO apt-get install -y -qq chromium >/dev/null 2>&1) \
     || ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null)
 fi
+# Caddy for the TLS terminator's tests (deploy/Caddyfile run in front of `tram serve`).
+if ! command -v caddy >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  ($SUDO apt-get install -y -qq caddy >/dev/null 2>&1) \
+    || ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq caddy >/dev/null)
+  # The package enables a system-wide server; Trạm's tests start their own.
+  ($SUDO systemctl disable --now caddy || $SUDO service caddy stop) >/dev/null 2>&1 || true
+fi
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
