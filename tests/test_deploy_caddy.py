@@ -163,10 +163,10 @@ def test_a_client_that_gives_up_before_the_first_byte_cancels_the_engine(
     the client when it leaves (a long prompt being read, a queue), so nothing fails on a write.
     With `flush_interval -1` Caddy kept the request to Trạm open and the engine worked on."""
     url, context = caddy
-    with httpx.Client(verify=context, timeout=httpx.Timeout(30, read=1.0)) as client:
-        with pytest.raises(httpx.ReadTimeout):  # the client gives up after a second
-            client.post(url + "/v1/chat/completions", headers=AUTH,
-                        json={"model": "quiet", "messages": [{"role": "user", "content": "hi"}]})
+    with (httpx.Client(verify=context, timeout=httpx.Timeout(30, read=1.0)) as client,
+          pytest.raises(httpx.ReadTimeout)):  # the client gives up after a second
+        client.post(url + "/v1/chat/completions", headers=AUTH,
+                    json={"model": "quiet", "messages": [{"role": "user", "content": "hi"}]})
     deadline = time.monotonic() + 5  # the engine would answer at 10 s
     while not engine_log.cancelled and time.monotonic() < deadline:
         time.sleep(0.05)
