@@ -29,6 +29,7 @@ from tests.support.deploy import (
     compose_config,
     compose_model,
     flag_value,
+    pixel_cap,
     profile_flags,
     without,
 )
@@ -169,7 +170,7 @@ def test_compose_gateway_limits_equal_the_engines(example: dict[str, Any]) -> No
     vl = next(m for m in config.models if m.name == "qwen-vl")
     command = example["services"]["vllm-vl"]["command"]
     assert vl.max_images == json.loads(flag_value(command, "--limit-mm-per-prompt"))["image"]
-    assert vl.max_pixels == json.loads(flag_value(command, "--mm-processor-kwargs"))["max_pixels"]
+    assert vl.max_pixels == pixel_cap(flag_value(command, "--mm-processor-kwargs"))
 
 
 # -- start order after a reboot (item 9) ----------------------------------------------------

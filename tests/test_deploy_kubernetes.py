@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.support.deploy import DEPLOY, flag_value, profile_flags, render, without
+from tests.support.deploy import DEPLOY, flag_value, pixel_cap, profile_flags, render, without
 from tram.config import parse_config
 from tram.engines.guard import GUARD_DIR, GUARD_MIDDLEWARE, KEY_VARIABLE
 
@@ -241,4 +241,4 @@ def test_kubernetes_gateway_limits_equal_the_engines(production: Docs) -> None:
     vl = next(m for m in parsed.models if m.name == "qwen-vl")
     args = _container(production[("StatefulSet", "vllm-qwen-vl")])["args"]
     assert vl.max_images == json.loads(flag_value(args, "--limit-mm-per-prompt"))["image"]
-    assert vl.max_pixels == json.loads(flag_value(args, "--mm-processor-kwargs"))["max_pixels"]
+    assert vl.max_pixels == pixel_cap(flag_value(args, "--mm-processor-kwargs"))

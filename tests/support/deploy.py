@@ -19,7 +19,7 @@ from tram.engines.up import load_up_config
 from tram.engines.vllm import vllm_flags
 
 __all__ = ["DEPLOY", "DEPLOY_ONLY_FLAGS", "compose_binary", "compose_config", "compose_model",
-           "flag_value", "profile_flags", "render", "without"]
+           "flag_value", "pixel_cap", "profile_flags", "render", "without"]
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 # Flags the deployed engines take that `tram up` sets otherwise (or not at all): where they
@@ -54,6 +54,15 @@ def without(args: list[str], *names: str) -> list[str]:
 def flag_value(args: list[str], name: str) -> str:
     assert args.count(name) == 1, f"{name} once in {args}"
     return args[args.index(name) + 1]
+
+
+def pixel_cap(mm_processor_kwargs: str) -> int:
+    """The per-image pixel cap an engine's `--mm-processor-kwargs` sets, in either spelling
+    vLLM 0.32 takes for Qwen-VL: `max_pixels` or `size.longest_edge` (docs/decisions.md)."""
+    kwargs = json.loads(mm_processor_kwargs)
+    cap = kwargs.get("max_pixels", kwargs.get("size", {}).get("longest_edge"))
+    assert isinstance(cap, int), mm_processor_kwargs
+    return cap
 
 
 def compose_binary() -> Path:
