@@ -26,6 +26,13 @@ if ! command -v chromium >/dev/null 2>&1; then
   ($SUDO apt-get install -y -qq chromium >/dev/null 2>&1) \
     || ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null)
 fi
+# Caddy for the TLS terminator's tests (deploy/Caddyfile run in front of `tram serve`).
+if ! command -v caddy >/dev/null 2>&1; then
+  ($SUDO apt-get install -y -qq caddy >/dev/null 2>&1) \
+    || ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq caddy >/dev/null)
+  # The package enables a system-wide server; Trạm's tests start their own.
+  ($SUDO systemctl disable --now caddy || $SUDO service caddy stop) >/dev/null 2>&1 || true
+fi
 CACHE="${TRAM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tram}"
 # The torch CPU wheel lies on this kind of machine's disk (pip's config names the folder too).
 FIND_LINKS=(); [ -d /opt/wheels ] && FIND_LINKS=(--find-links /opt/wheels)

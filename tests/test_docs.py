@@ -27,8 +27,10 @@ FENCE = re.compile(r"^```(\S*)([^\n]*)\n(.*?)^```$", re.M | re.S)
 SHOWN_ONLY = {"nginx"}  # configuration of other programs, shown as an example
 # curl as a careful script uses it: any HTTP error fails the block.
 PRELUDE = 'curl() { command curl --fail-with-body -sS "$@"; }\n'
-MINIMUM_RUN = {"api-guide.en.md": 7, "api-guide.vi.md": 7, "operator-guide.md": 4,
-               "operator-guide.vi.md": 4, "huong-dan.vi.md": 2}
+MINIMUM_RUN = {"api-guide.en.md": 7, "api-guide.vi.md": 7, "operator-guide.md": 6,
+               "operator-guide.vi.md": 6, "huong-dan.vi.md": 2}
+# A Vietnamese guide and the English one it translates: the same sections and the same blocks.
+TRANSLATIONS = [("operator-guide.md", "operator-guide.vi.md")]
 
 
 def blocks(path: Path) -> list[tuple[str, str, str]]:
@@ -76,3 +78,60 @@ def test_the_guides_blocks_work_against_tram_up(guide: Path, embedded: TramUp,
                 ErrorResponse.model_validate(value)
         ran += 1
     assert ran >= MINIMUM_RUN[guide.name], f"{guide.name}: only {ran} blocks ran"
+
+
+def _code(text: str) -> list[str]:
+    """A block's lines without comments (`#` at a line's start or after a blank, outside
+    quotes) and blank lines: what a translation keeps identical."""
+    lines = []
+    for line in text.splitlines():
+        quote, cut = "", len(line)
+        for i, char in enumerate(line):
+            if quote:
+                quote = "" if char == quote else quote
+            elif char in "\"'":
+                quote = char
+            elif char == "#" and (i == 0 or line[i - 1].isspace()):
+                cut = i
+                break
+        if line[:cut].strip():
+            lines.append(line[:cut].rstrip())
+    return lines
+
+
+def _outline(path: Path) -> tuple[list[tuple[int, str]], list[tuple[str, bool, list[str]]], int]:
+    """Headings (level, section number), blocks (language, norun, code) and table rows."""
+    text = path.read_text()
+    prose = FENCE.sub("", text)
+    headings = [(len(m.group(1)), m.group(2) or "")
+                for m in re.finditer(r"^(#{1,6}) (\d+\.)?", prose, re.M)]
+    shape = [(language, "norun" in info, _code(code)) for language, info, code in blocks(path)]
+    rows = len(re.findall(r"^\|", prose, re.M))
+    return headings, shape, rows
+
+
+@pytest.mark.parametrize(("english", "vietnamese"), TRANSLATIONS, ids=lambda name: name)
+def test_the_vietnamese_guide_is_the_whole_english_one(english: str, vietnamese: str) -> None:
+    en, vi = DOCS / english, DOCS / vietnamese
+    en_headings, en_blocks, en_rows = _outline(en)
+    vi_headings, vi_blocks, vi_rows = _outline(vi)
+    assert vi_headings == en_headings  # every section and subsection, in the same order
+    assert vi_rows == en_rows  # every table row (the troubleshooting table included)
+    assert len(vi_blocks) == len(en_blocks)
+    for index, (en_block, vi_block) in enumerate(zip(en_blocks, vi_blocks, strict=True)):
+        assert vi_block == en_block, f"block {index}: the same commands, comments translated"
+    # Translated, not summarised: the prose is about as long (Vietnamese runs longer).
+    en_prose, vi_prose = (len(FENCE.sub("", p.read_text())) for p in (en, vi))
+    assert vi_prose >= 0.9 * en_prose, (vi_prose, en_prose)
+
+
+def test_the_outline_check_bites(tmp_path: Path) -> None:
+    english = DOCS / TRANSLATIONS[0][0]
+    short = tmp_path / "short.md"
+    text = english.read_text()
+    short.write_text(text[:text.index("## 6.")])
+    assert _outline(short)[0] != _outline(english)[0]
+    changed = tmp_path / "changed.md"
+    changed.write_text(text.replace("tram keys list", "tram keys list --all"))
+    assert _outline(changed)[1] != _outline(english)[1]
+    assert _code('a: "#x"  # note\n# only a comment\nb: 1 # c') == ['a: "#x"', "b: 1"]

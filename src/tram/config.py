@@ -282,7 +282,8 @@ class ModelConfig(_Strict):
 
     def pixel_budget(self) -> int:
         """The most pixels an engine receives per image: `max_pixels`, else the vLLM engine's,
-        else ~1 MP (1280 patches of 28×28, what Qwen-VL processors make ~1,280 tokens of)."""
+        else ~1 MP (1,003,520 px: Qwen2-VL's 1280 tokens of 28×28 px; Qwen3-VL's tokens are
+        32×32 px, 16-px patches merged 2×2, so at most 980 of them)."""
         if self.max_pixels is not None:
             return self.max_pixels
         if self.engine is not None and self.engine.max_pixels is not None:
