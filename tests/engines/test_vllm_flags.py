@@ -27,7 +27,8 @@ results = []
 for argv in json.loads(sys.stdin.read()):
     args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
     validate_parsed_serve_args(args)
-    results.append({k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, dict)) or v is None})
+    results.append({k: v for k, v in vars(args).items()
+                    if isinstance(v, (str, int, float, bool, list, dict)) or v is None})
 print(json.dumps(results, default=str))
 """
 
