@@ -64,6 +64,9 @@ class ManagedEngine:
 
     async def spawn(self) -> None:
         private_dir(self.log_path.parent)
+        if self.listen.socket is not None:
+            # A socket file left by an engine that died: binding its path again would fail.
+            self.listen.socket.unlink(missing_ok=True)
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
                 *self.command.argv,
