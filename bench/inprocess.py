@@ -192,7 +192,7 @@ async def _measure(engine: str, workdir: Path, requests: int, concurrency: int,
 def _ablations(app: Any) -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:
     """For measuring only: each feature switched off in turn, to price it (the difference to
     the full path). Trạm itself has no such switches."""
-    import tram.api.chat as chat_module
+    import tram.api.model as chat_module
 
     state = app.state
     usage, metrics = state.usage, state.metrics

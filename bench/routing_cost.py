@@ -3,7 +3,7 @@
     python -m bench routing [--replicas 64] [--prefixes 10000]
 
 Times, alone and best of several rounds: hashing a request's prompt into blocks (what
-relay/chat.py does per request for a pool with several replicas), and the decision itself
+relay/steps.py does per request for a pool with several replicas), and the decision itself
 (`CacheAware.choose`: the learned table, the ring, the load bound, the scores, the table
 update), for conversations the table knows (a later turn) and ones it does not (a first turn).
 """

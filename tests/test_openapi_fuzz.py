@@ -28,7 +28,8 @@ from schemathesis.specs.openapi.checks import (
 from tests.conftest import MASTER_KEY, fault_models
 from tests.support.fault_engine import EngineLog
 from tests.support.servers import serve_app
-from tram.api.openapi import OPERATIONS, openapi_document
+from tram.api.openapi import openapi_document, operations
+from tram.api.table import ENDPOINTS, MODEL_ROUTES
 from tram.app import create_app
 from tram.config import Settings, parse_config
 
@@ -36,7 +37,8 @@ MODELS = ["qwen-text", "qwen-vl"]
 EXAMPLES = int(os.environ.get("TRAM_FUZZ_EXAMPLES", "20"))
 SLOWEST = 3.0  # seconds: no answer of this gateway over a healthy engine takes longer
 
-schema = schemathesis.openapi.from_dict(openapi_document(MODELS))
+OPERATIONS = operations(ENDPOINTS, MODEL_ROUTES)
+schema = schemathesis.openapi.from_dict(openapi_document(MODELS, ENDPOINTS, MODEL_ROUTES))
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +102,7 @@ def test_fuzzed_requests_get_documented_answers(case: schemathesis.Case,
 
 
 def test_the_document_is_written_for_operators(tmp_path: Path) -> None:
-    document = openapi_document(MODELS)
+    document = openapi_document(MODELS, ENDPOINTS, MODEL_ROUTES)
     for path, ops in document["paths"].items():
         for method, spec in ops.items():
             assert spec["summary"] and spec["responses"]["default"], (method, path)

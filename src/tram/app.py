@@ -16,26 +16,28 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from tram.api.admin import metrics, reload, reload_config
-from tram.api.chat import ChatEndpoint, RouteEndpoint
-from tram.api.health import health, ready
-from tram.api.keys import create_key, list_keys, revoke_key, show_key, update_key, usage_view
+from tram.api.admin import reload_config
 from tram.api.middleware import AuthMiddleware, RequestIdMiddleware, record_of
-from tram.api.models import get_model, list_models
-from tram.api.openapi import openapi_route
-from tram.api.pages import me, models_status
-from tram.api.responses import delete_response, get_response
+from tram.api.model import ModelEndpoint
 from tram.api.state import AppState
+from tram.api.table import ENDPOINTS, MODEL_ROUTES, PAGE_ASSETS, dialect_of, key_prefixes, takes_x_api_key
+from tram.api.uploads import UploadBudget
 from tram.auth.keys import Authenticator
 from tram.config import ConfigError, Settings, TramConfig
-from tram.errors import InternalError, MethodNotAllowed, NotFound, TramError, error_response
+from tram.errors import (
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    TramError,
+    error_response,
+    unexpected_failure,
+)
 from tram.files import private_dir
 from tram.limits import build_limiter
 from tram.metrics import Metrics
-from tram.relay.chat import ChatService
 from tram.relay.forward import Forwarder
-from tram.relay.routes import ROUTES
-from tram.relay.service import RouteService
+from tram.relay.media import MediaVetting
+from tram.relay.service import ModelService
 from tram.routing.discovery import discover_forever
 from tram.routing.engine_load import scrape_forever
 from tram.routing.prober import probe_forever
@@ -48,7 +50,7 @@ from tram.store.responses import ResponseStore
 from tram.store.usage import UsageWriter
 from tram.types import ASGIApp, Receive, Scope, Send
 from tram.vision.fetch import ImageFetcher
-from tram.web import web_index, web_pages
+from tram.web import web_pages
 
 __all__ = ["TramApp", "build_state", "create_app"]
 
@@ -66,7 +68,7 @@ def build_state(settings: Settings, config: TramConfig,
     database = Database(database_url(settings.database_url or config.database.url,
                                      settings.data_dir))
     keys = KeyStore(database, revision_file_of(database))
-    chat = ChatService(registry, upstream, config.vision, fetcher, metrics)
+    media = MediaVetting(config.vision, fetcher)
     responses = ResponseStore(database, config.responses)
     return AppState(
         settings=settings,
@@ -74,9 +76,9 @@ def build_state(settings: Settings, config: TramConfig,
         registry=registry,
         upstream=upstream,
         fetcher=fetcher,
-        chat=chat,
-        routes=RouteService(registry, Forwarder(upstream, metrics), chat, responses,
-                            config.responses),
+        media=media,
+        models=ModelService(registry, Forwarder(upstream, metrics), media, responses,
+                            config.responses, {route.name: route for route in MODEL_ROUTES}),
         responses=responses,
         authenticator=Authenticator(settings.master_key, keys),
         metrics=metrics,
@@ -84,6 +86,8 @@ def build_state(settings: Settings, config: TramConfig,
         keys=keys,
         usage=UsageWriter(database, settings.data_dir / "journal"),
         limiter=build_limiter(config.limits, settings.redis_url, keys.tokens_used),
+        # Upload bodies in memory at once: four of the largest allowed (api/uploads.py).
+        uploads=UploadBudget(4 * config.server.max_upload_bytes),
     )
 
 
@@ -106,10 +110,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    # The traceback goes to the log (Starlette re-raises it); the client gets no internals.
+    # Starlette sends this answer, then re-raises: the traceback goes to the log.
     record_of(request.scope).error_code = "internal_error"
-    return error_response(InternalError("The gateway failed unexpectedly; see its log with "
-                                        "this request's X-Request-ID."))
+    return unexpected_failure()
 
 
 def _reload_on_sighup(state: AppState) -> None:
@@ -142,7 +145,7 @@ class TramApp:
         await self._app(scope, receive, send)
 
 
-async def _not_here(request: Request) -> Response:
+async def _dispatched_before(request: Request) -> Response:
     raise InternalError("The model routes are served by their endpoints before the router.")
 
 
@@ -174,31 +177,12 @@ def create_app(settings: Settings, config: TramConfig, *,
             await state.aclose()
 
     app = Starlette(
-        routes=[
-            Route("/health", health, methods=["GET"]),
-            Route("/ready", ready, methods=["GET"]),
-            Route("/v1/models", list_models, methods=["GET"]),
-            Route("/v1/models/{model:path}", get_model, methods=["GET"]),
-            Route("/v1/chat/completions", _not_here, methods=["POST"]),
-            *[Route(path, _not_here, methods=["POST"]) for r in ROUTES for path in r.paths],
-            Route("/v1/responses/{response_id}", get_response, methods=["GET"]),
-            Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
-            Route("/v1/me", me, methods=["GET"]),
-            Route("/admin/models", models_status, methods=["GET"]),
-            Route("/admin/reload", reload, methods=["POST"]),
-            Route("/admin/usage", usage_view, methods=["GET"]),
-            Route("/admin/keys", create_key, methods=["POST"]),
-            Route("/admin/keys", list_keys, methods=["GET"]),
-            Route("/admin/keys/{key_id}", show_key, methods=["GET"]),
-            Route("/admin/keys/{key_id}", update_key, methods=["PATCH"]),
-            Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            Route("/openapi.json", openapi_route, methods=["GET"]),
-            # The web pages: the page at /, its assets under /ui/ (never a catch-all that
-            # would turn an API route's 405 into a 404).
-            Route("/", web_index, methods=["GET", "HEAD"]),
-            Mount("/ui", app=web_pages()),
-        ],
+        routes=[*(Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS),
+                # Model routes are dispatched before the router; here so that another method
+                # on their paths is a 405, not a 404.
+                *(Route(path, _dispatched_before, methods=["POST"]) for route in MODEL_ROUTES
+                  for path in route.paths),
+                Mount(PAGE_ASSETS, app=web_pages())],
         exception_handlers={
             TramError: _tram_error,
             HTTPException: _http_error,
@@ -210,26 +194,21 @@ def create_app(settings: Settings, config: TramConfig, *,
     # header, which lets anyone make the gateway point a browser elsewhere.
     app.router.redirect_slashes = False
     app.state.tram = state
-    chat = ChatEndpoint(state)
-    relayed = {path: RouteEndpoint(state, route) for route in ROUTES for path in route.paths}
+    endpoints = {path: ModelEndpoint(state, route) for route in MODEL_ROUTES
+                 for path in route.paths}
 
     async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
         # The model routes go straight to their ASGI endpoints (chat, on every request's path,
-        # first); the rest (and lifespan) to the Starlette app.
+        # among them); the rest (and lifespan) to the Starlette app.
         if scope["type"] == "http" and scope["method"] == "POST":
-            path = scope["path"]
-            if path == "/v1/chat/completions":
-                await chat(scope, receive, send)
-                return
-            endpoint = relayed.get(path)
+            endpoint = endpoints.get(scope["path"])
             if endpoint is not None:
                 await endpoint(scope, receive, send)
                 return
         await app(scope, receive, send)
 
-    authenticated = AuthMiddleware(dispatch, state.authenticator,
-                                   prefixes=("/v1", "/admin", "/metrics", "/tokenize",
-                                             "/detokenize", "/rerank", "/score"),
-                                   metrics=state.metrics)
-    return TramApp(RequestIdMiddleware(authenticated, metrics=state.metrics, usage=state.usage),
-                   state)
+    authenticated = AuthMiddleware(dispatch, state.authenticator, prefixes=key_prefixes(),
+                                   metrics=state.metrics, dialect_of=dialect_of,
+                                   x_api_key=takes_x_api_key)
+    return TramApp(RequestIdMiddleware(authenticated, metrics=state.metrics, usage=state.usage,
+                                       dialect_of=dialect_of), state)

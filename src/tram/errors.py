@@ -86,6 +86,7 @@ __all__ = [
     "error_body",
     "error_response",
     "raw_http_response",
+    "unexpected_failure",
 ]
 
 
@@ -401,3 +402,14 @@ def error_response(error: TramError, headers: dict[str, str] | None = None,
         media_type="application/json",
         headers=merged,
     )
+
+
+UNEXPECTED = ("The gateway failed unexpectedly; see its log with this request's X-Request-ID.")
+
+
+def unexpected_failure(dialect: str = "openai") -> Response:
+    """What a client gets for any failure that is not a TramError, wherever it is caught (the
+    outermost middleware; Starlette's last handler; the HTTP server if the app itself
+    crashes): one 500 in the route's shape, never the exception's text (it may carry secrets or
+    prompt text), which goes to the log."""
+    return error_response(InternalError(UNEXPECTED), dialect=dialect)

@@ -40,7 +40,7 @@ def test_one_line_per_request_without_prompt_or_key(gateway: GatewayFactory, aut
     assert MASTER_KEY not in text and "sk-wrong-key-999" not in text
 
 
-@pytest.mark.parametrize("target", ["tram.relay.chat.ChatService.create",
+@pytest.mark.parametrize("target", ["tram.relay.service.ModelService.create",
                                     "tram.auth.keys.Authenticator.authenticate",
                                     "tram.api.models._card"])
 def test_unexpected_errors_are_openai_500s_with_request_id(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 
 from tram.auth.keys import Authenticator, bearer_token
-from tram.errors import InternalError, TramError, error_response
+from tram.errors import TramError, error_response, unexpected_failure
 from tram.metrics import Metrics
 from tram.requestlog import RequestRecord, log_request
 from tram.store.usage import UsageWriter
@@ -48,10 +49,12 @@ class RequestIdMiddleware:
     """Honour a sane incoming X-Request-ID or make one; return it; log one line per request."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics | None = None,
-                 usage: UsageWriter | None = None) -> None:
+                 usage: UsageWriter | None = None,
+                 dialect_of: Callable[[str], str] = lambda path: "openai") -> None:
         self.app = app
         self.metrics = metrics
         self.usage = usage
+        self.dialect_of = dialect_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,9 +83,8 @@ class RequestIdMiddleware:
                              scope["path"], request_id)
             record.error_code = "internal_error"
             if record.status is None:
-                await error_response(InternalError(
-                    "The gateway failed unexpectedly; see its log with this request's "
-                    "X-Request-ID."))(scope, receive, send_with_id)
+                await unexpected_failure(self.dialect_of(scope["path"]))(
+                    scope, receive, send_with_id)
         finally:
             if record.status is None:
                 record.status = 499 if record.client_disconnected else 500
@@ -98,15 +100,20 @@ class RequestIdMiddleware:
 
 class AuthMiddleware:
     """Every route under the protected prefixes needs `Authorization: Bearer <key>` (or
-    Anthropic's `x-api-key: <key>`)."""
+    Anthropic's `x-api-key: <key>` where `x_api_key` says the path takes it); errors in the
+    shape `dialect_of` gives the path."""
 
     def __init__(self, app: ASGIApp, authenticator: Authenticator,
                  prefixes: tuple[str, ...] = ("/v1", "/admin"),
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None,
+                 dialect_of: Callable[[str], str] = lambda path: "openai",
+                 x_api_key: Callable[[str], bool] = lambda path: True) -> None:
         self.app = app
         self.authenticator = authenticator
         self.prefixes = prefixes
         self.metrics = metrics
+        self.dialect_of = dialect_of
+        self.x_api_key = x_api_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefixes):
@@ -115,15 +122,16 @@ class AuthMiddleware:
         try:
             authorization = header(scope, b"authorization")
             # Anthropic's clients send the key as `x-api-key` (Claude Code, the anthropic SDK).
-            api_key = header(scope, b"x-api-key") if authorization is None else None
+            api_key = header(scope, b"x-api-key") \
+                if authorization is None and self.x_api_key(scope["path"]) else None
             token = api_key.strip() if api_key else bearer_token(authorization)
             principal = await self.authenticator.authenticate(token)
         except TramError as error:
             record_of(scope).error_code = error.code
             if self.metrics is not None:
                 self.metrics.unauthenticated.labels(error.code or "").inc()
-            dialect = "anthropic" if scope["path"] == "/v1/messages" else "openai"
-            await error_response(error, dialect=dialect)(scope, receive, send)
+            await error_response(error, dialect=self.dialect_of(scope["path"]))(
+                scope, receive, send)
             return
         scope["state"]["tram.principal"] = principal
         record_of(scope).key_id = principal.key_id

@@ -2,8 +2,8 @@
 
 Request bodies are the very pydantic models the handlers validate with (`protocol/`), answers
 the schemas of `protocol/answers.py`, which the test suite's fuzzer checks every live answer
-against; so the document cannot drift from what is served. The table below is the one place a
-route is described: a new route is a new `Operation`.
+against; so the document cannot drift from what is served. It is made from the route table
+(`api/table.py`), the one place a route is described.
 """
 
 from __future__ import annotations
@@ -12,66 +12,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
-from starlette.requests import Request
-from starlette.responses import Response
 
 from tram import __version__
-from tram.api.state import state_of
-from tram.protocol.answers import (
-    AnthropicErrorResponse,
-    ChatCompletion,
-    ChatCompletionChunk,
-    ErrorResponse,
-    Health,
-    KeyCreated,
-    KeyInfo,
-    KeyList,
-    Me,
-    ModelStatusList,
-    Readiness,
-    RelayedAnswer,
-    RelayedEvent,
-    Reloaded,
-    StoredResponseDeleted,
-    UsageList,
-)
-from tram.protocol.chat import ChatCompletionRequest
-from tram.protocol.keys import KeyCreate, KeyUpdate
-from tram.protocol.models import ModelCard, ModelList
-from tram.protocol.routes import (
-    CompletionRequest,
-    EmbeddingRequest,
-    MessagesRequest,
-    RerankRequest,
-    ResponsesRequest,
-    ScoreRequest,
-    TokenizeRequest,
-)
+from tram.api.endpoint import Endpoint, Param
+from tram.protocol.answers import AnthropicErrorResponse, ErrorResponse, Readiness
+from tram.relay.route import ModelRoute
 
-__all__ = ["OPERATIONS", "Operation", "Param", "openapi_document", "openapi_route"]
-
-Auth = Literal["none", "key", "admin"]
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    schema: dict[str, Any]
-    description: str
-    where: Literal["query", "path"] = "query"
-    required: bool = False
+__all__ = ["Operation", "openapi_document", "operations"]
 
 
 @dataclass(frozen=True)
 class Operation:
+    """One operation of the document, from an entry of the route table."""
+
     method: str
     path: str
     summary: str
     tag: str
-    auth: Auth
+    auth: Literal["none", "key", "admin"]
     answer: type[BaseModel] | None = None  # the JSON body of a success
     status: int = 200
     body: type[BaseModel] | None = None
@@ -81,83 +41,23 @@ class Operation:
     text: str | None = None  # a plain-text success (the metrics exposition)
     dialect: Literal["openai", "anthropic"] = "openai"  # the shape of its errors
     text_type: str = "text/plain"  # the media type of a `text` success
+    multipart: bool = False  # a multipart/form-data upload (a file and its fields)
 
 
-_RELAYED_ERRORS = (400, 401, 404, 413, 429, 502, 503, 504)
-_RESPONSE_ID = Param("response_id", {"type": "string"}, "A stored response's id (resp_…).",
-                     "path", True)
+def operations(endpoints: Iterable[Endpoint],
+               routes: Iterable[ModelRoute]) -> tuple[Operation, ...]:
+    """The route table as operations: every endpoint, and every path of every model route."""
+    ops = [Operation(e.method.lower(), e.path.replace(":path}", "}"), e.summary, e.tag, e.auth,
+                     e.answer, e.status, e.body, None, e.params, e.errors, e.text,
+                     text_type=e.text_type) for e in endpoints]
+    for route in routes:
+        tag = "anthropic" if route.dialect == "anthropic" else "openai"
+        ops += [Operation("post", path, route.summary, tag, "key", route.answer,
+                          body=route.schema, stream=route.stream_event, errors=route.errors,
+                          dialect=route.dialect, multipart=route.schema is None)
+                for path in route.paths]
+    return tuple(ops)
 
-
-def _relayed(path: str, summary: str, body: type[BaseModel], stream: bool = False,
-             dialect: Literal["openai", "anthropic"] = "openai") -> Operation:
-    return Operation("post", path, summary, "openai" if dialect == "openai" else "anthropic",
-                     "key", RelayedAnswer, body=body, stream=RelayedEvent if stream else None,
-                     errors=_RELAYED_ERRORS, dialect=dialect)
-
-
-_KEY_ID = Param("key_id", {"type": "string"}, "A key's id (key_…).", "path", True)
-_ADMIN_ERRORS = (401, 403)
-
-OPERATIONS: tuple[Operation, ...] = (
-    Operation("get", "/health", "The process is alive", "operations", "none", Health),
-    Operation("get", "/", "The web pages: playground and admin console (HTML)", "operations",
-              "none", text="The page; its assets are under /ui/", text_type="text/html"),
-    Operation("get", "/ready", "Every model has a reachable engine (503 if not)", "operations",
-              "none", Readiness),
-    Operation("get", "/v1/models", "Models this key may use", "openai", "key", ModelList,
-              errors=(401,)),
-    Operation("get", "/v1/models/{model}", "One model", "openai", "key", ModelCard,
-              params=(Param("model", {"type": "string"}, "The model alias.", "path", True),),
-              errors=(401, 404)),
-    Operation("post", "/v1/chat/completions", "Chat completion (JSON, or SSE with stream: true)",
-              "openai", "key", ChatCompletion, body=ChatCompletionRequest,
-              stream=ChatCompletionChunk,
-              errors=(400, 401, 404, 413, 429, 502, 503, 504)),
-    _relayed("/v1/completions", "Text completion (JSON, or SSE with stream: true)",
-             CompletionRequest, stream=True),
-    _relayed("/v1/embeddings", "Embeddings (models whose engine serves them)", EmbeddingRequest),
-    _relayed("/v1/responses", "OpenAI Responses (stored with store; previous_response_id "
-             "continues a stored conversation)", ResponsesRequest, stream=True),
-    Operation("get", "/v1/responses/{response_id}", "A stored response (its key's only)",
-              "openai", "key", RelayedAnswer, params=(_RESPONSE_ID,), errors=(401, 404)),
-    Operation("delete", "/v1/responses/{response_id}", "Delete a stored response", "openai",
-              "key", StoredResponseDeleted, params=(_RESPONSE_ID,), errors=(401, 404)),
-    _relayed("/v1/messages", "Anthropic Messages (x-api-key or Bearer; Anthropic's errors)",
-             MessagesRequest, stream=True, dialect="anthropic"),
-    _relayed("/v1/rerank", "Rerank documents (models whose engine serves it)", RerankRequest),
-    _relayed("/rerank", "Rerank documents (vLLM's path)", RerankRequest),
-    _relayed("/v1/score", "Score text pairs (models whose engine serves it)", ScoreRequest),
-    _relayed("/tokenize", "Tokenize with the model's tokenizer", TokenizeRequest),
-    _relayed("/detokenize", "Tokens back to text", TokenizeRequest),
-    Operation("get", "/v1/me", "The key making the request: its name, rights, models, limits and "
-              "its own usage by day (what the web pages show)", "openai", "key", Me,
-              errors=(401,)),
-    Operation("get", "/admin/models", "Every model's replicas live: health, circuit state, "
-              "requests in flight", "admin", "admin", ModelStatusList, errors=_ADMIN_ERRORS),
-    Operation("get", "/metrics", "Prometheus metrics", "admin", "admin",
-              text="Prometheus text exposition format", errors=_ADMIN_ERRORS),
-    Operation("post", "/admin/keys", "Create a virtual key (the key is in this answer only)",
-              "admin", "admin", KeyCreated, status=201, body=KeyCreate,
-              errors=(400, *_ADMIN_ERRORS)),
-    Operation("get", "/admin/keys", "List virtual keys", "admin", "admin", KeyList,
-              errors=_ADMIN_ERRORS),
-    Operation("get", "/admin/keys/{key_id}", "One key's record", "admin", "admin", KeyInfo,
-              params=(_KEY_ID,), errors=(*_ADMIN_ERRORS, 404)),
-    Operation("patch", "/admin/keys/{key_id}", "Change a key (null removes a limit)", "admin",
-              "admin", KeyInfo, body=KeyUpdate, params=(_KEY_ID,),
-              errors=(400, *_ADMIN_ERRORS, 404)),
-    Operation("delete", "/admin/keys/{key_id}", "Revoke a key (at once, everywhere)", "admin",
-              "admin", KeyInfo, params=(_KEY_ID,), errors=(*_ADMIN_ERRORS, 404)),
-    Operation("get", "/admin/usage", "Requests and tokens by key, model or day", "admin",
-              "admin", UsageList, errors=(400, *_ADMIN_ERRORS), params=(
-                  Param("by", {"enum": ["key", "model", "day", "route"], "default": "key"},
-                        "How rows are grouped."),
-                  Param("days", {"type": "number"}, "Only the last N days."),
-                  Param("key", {"type": "string"}, "Only this key id."),
-                  Param("model", {"type": "string"}, "Only this model alias."))),
-    Operation("post", "/admin/reload", "Re-read tram.yaml (in-flight requests untouched)",
-              "admin", "admin", Reloaded, errors=(400, *_ADMIN_ERRORS)),
-)
 
 _DESCRIPTIONS = {200: "OK", 201: "Created", 400: "Invalid request", 401: "Missing or invalid key",
                  403: "The key may not do this", 404: "Not found", 413: "Body too large",
@@ -220,14 +120,22 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     if op.body is not None:
         spec["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": refs[(op.body, "validation")]}}}
+    elif op.multipart:
+        spec["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file", "model"], "properties": {
+                "file": {"type": "string", "contentMediaType": "application/octet-stream"},
+                "model": {"type": "string"}}}}}}
     return spec
 
 
-def openapi_document(model_names: list[str]) -> dict[str, Any]:
-    """The document, with this deployment's model aliases as examples of `model`."""
-    refs, schemas = _schemas(OPERATIONS)
+def openapi_document(model_names: list[str], endpoints: Iterable[Endpoint],
+                     routes: Iterable[ModelRoute]) -> dict[str, Any]:
+    """The document of the route table, with this deployment's model aliases as examples of
+    `model`."""
+    ops = operations(endpoints, routes)
+    refs, schemas = _schemas(ops)
     paths: dict[str, dict[str, Any]] = {}
-    for op in OPERATIONS:
+    for op in ops:
         paths.setdefault(op.path, {})[op.method] = _operation(op, refs)
     chat = schemas.get("ChatCompletionRequest", {}).get("properties", {}).get("model")
     if chat is not None and model_names:
@@ -256,9 +164,3 @@ def _accepted_parts_only(schemas: dict[str, Any]) -> None:
         if one_of is not None and other in one_of:
             one_of.remove(other)
             schemas.pop("OtherPart", None)
-
-
-async def openapi_route(request: Request) -> Response:
-    state = state_of(request)
-    return Response(orjson.dumps(openapi_document([pool.name for pool in state.registry])),
-                    media_type="application/json")

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from tram.api.uploads import UploadBudget
 from tram.auth.keys import Authenticator
 from tram.config import Settings, TramConfig
 from tram.limits.base import Limiter
 from tram.metrics import Metrics
-from tram.relay.chat import ChatService
-from tram.relay.service import RouteService
+from tram.relay.media import MediaVetting
+from tram.relay.service import ModelService
 from tram.routing.registry import Registry
 from tram.routing.upstream import UpstreamClient
 from tram.store.db import Database
@@ -30,8 +31,8 @@ class AppState:
     registry: Registry
     upstream: UpstreamClient
     fetcher: ImageFetcher
-    chat: ChatService
-    routes: RouteService
+    media: MediaVetting
+    models: ModelService
     responses: ResponseStore
     authenticator: Authenticator
     metrics: Metrics
@@ -39,9 +40,10 @@ class AppState:
     keys: KeyStore
     usage: UsageWriter
     limiter: Limiter
+    uploads: UploadBudget
 
     async def aclose(self) -> None:
-        self.chat.close()
+        self.media.close()
         await self.upstream.aclose()
         await self.fetcher.aclose()
         await self.usage.close()

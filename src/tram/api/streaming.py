@@ -15,7 +15,7 @@ from typing import TypeVar
 from starlette.types import Receive, Scope, Send
 
 from tram.deadlines import Ticker
-from tram.relay.chat import StreamResult
+from tram.relay.forward import StreamResult
 from tram.requestlog import RequestRecord
 
 __all__ = ["SSEResponse", "cancel_on_disconnect"]

@@ -1,10 +1,11 @@
 """What every limiter shares: a key's limits, budget periods, the admission ticket, and the
 small interface the chat endpoint uses (admit before the engine, release after the answer).
 
-Budgets count the tokens the engine reported. At admission, the requests already in flight
-count as their completion ceiling (`reserve`: the request's max_tokens, else the model's
-default), so a burst of concurrent requests cannot all be admitted on the last few tokens of a
-budget; a budget can still be overshot by what one admitted request really uses.
+Budgets and tpm count the tokens the engine reported. At admission, the requests already in
+flight count as what they may still cost (`reserve`: an estimate of the prompt plus the
+completion ceiling, the request's max_tokens, else the model's default), so a burst of
+concurrent requests cannot all be admitted on the last few tokens of a budget or a minute; a
+budget can still be overshot by what one admitted request really uses.
 """
 
 from __future__ import annotations

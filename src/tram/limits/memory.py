@@ -101,12 +101,12 @@ class MemoryLimiter:
             raise rate_limit_error("concurrency", limits, 1)
         if limits.rpm is not None and len(state.requests) >= limits.rpm:
             raise rate_limit_error("rpm", limits, math.ceil(state.requests[0] + WINDOW - now))
-        if limits.tpm is not None and state.tokens_in_window >= limits.tpm:
+        if limits.tpm is not None and state.tokens_in_window + state.reserved >= limits.tpm:
             wait = state.tokens[0][0] + WINDOW - now if state.tokens else WINDOW
             raise rate_limit_error("tpm", limits, math.ceil(wait))
         state.requests.append(now)
         state.in_flight += 1
-        reserve = reserve if budgets else 0
+        reserve = reserve if budgets or limits.tpm is not None else 0
         state.reserved += reserve
         return Ticket(key_id, str(next(self._leases)), reserve,
                       tuple(b.field for b in budgets),

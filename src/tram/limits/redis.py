@@ -50,13 +50,13 @@ local rpm, tpm, conc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local member, ttl, reserve = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 local nbudgets = tonumber(ARGV[7])
 local leases = {}
-if conc > 0 or nbudgets > 0 then
+local reserved = 0
+if conc > 0 or nbudgets > 0 or tpm > 0 then
   redis.call('ZREMRANGEBYSCORE', lease, '-inf', now)
   leases = redis.call('ZRANGE', lease, 0, -1)
+  for _, m in ipairs(leases) do reserved = reserved + tonumber(string.match(m, ':(%d+)$')) end
 end
 if nbudgets > 0 then
-  local reserved = 0
-  for _, m in ipairs(leases) do reserved = reserved + tonumber(string.match(m, ':(%d+)$')) end
   for i = 0, nbudgets - 1 do
     local field, limit = ARGV[8 + 2 * i], tonumber(ARGV[9 + 2 * i])
     local used = redis.call('HGET', budget, field)
@@ -85,13 +85,13 @@ if tpm > 0 then
       if s < oldest then oldest = s end
     end
   end
-  if sum >= tpm then return {1, math.max(oldest + 60 - second, 1), 'tpm'} end
+  if sum + reserved >= tpm then return {1, math.max(oldest + 60 - second, 1), 'tpm'} end
 end
 if rpm > 0 then
   redis.call('ZADD', req, now, member)
   redis.call('PEXPIRE', req, 61000)
 end
-if conc > 0 or nbudgets > 0 then
+if conc > 0 or nbudgets > 0 or tpm > 0 then
   redis.call('ZADD', lease, now + ttl, member)
   redis.call('PEXPIRE', lease, ttl + 1000)
 end
@@ -173,7 +173,7 @@ class RedisLimiter:
         if time.monotonic() < self._down_until:
             return await self._fallback(key_id, limits, reserve)
         budgets = budgets_of(limits)
-        reserve = reserve if budgets else 0
+        reserve = reserve if budgets or limits.tpm is not None else 0
         lease = f"{secrets.token_hex(8)}:{reserve}"
         args: list[Any] = [limits.rpm or 0, limits.tpm or 0, limits.max_concurrency or 0, lease,
                            self._lease_ttl_ms, reserve, len(budgets)]
@@ -196,7 +196,7 @@ class RedisLimiter:
             raise quota_error(budgets[int(outcome[1])])
         ticket = Ticket(key_id, lease, reserve, tuple(b.field for b in budgets),
                         counts_tokens=limits.tpm is not None or bool(budgets), local=False)
-        if limits.max_concurrency is not None or budgets:
+        if limits.max_concurrency is not None or budgets or limits.tpm is not None:
             self._active[lease] = ticket
         return ticket
 

@@ -24,6 +24,7 @@ __all__ = [
     "Me",
     "ModelStatus",
     "ModelStatusList",
+    "OpenAPIDocument",
     "Readiness",
     "RelayedAnswer",
     "RelayedEvent",
@@ -202,6 +203,14 @@ class UsageList(BaseModel):
     object: Literal["list"]
     by: Literal["key", "model", "day", "route"]
     data: list[UsageRow]
+
+
+class OpenAPIDocument(_Open):
+    """This gateway's OpenAPI document (3.1)."""
+
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
 
 
 class Health(BaseModel):

@@ -1,6 +1,4 @@
-"""Forwarding a chat request and relaying the engine's answer (JSON or SSE) to the client."""
+"""Forwarding a model route's request to an engine and relaying its answer (JSON or SSE) to
+the client: `service.ModelService`, one path for every route of the route table."""
 
-from tram.relay.chat import ChatService, JSONResult, StreamResult
-from tram.relay.sse import SSEDecoder, done_frame, error_frame
-
-__all__ = ["ChatService", "JSONResult", "SSEDecoder", "StreamResult", "done_frame", "error_frame"]
+__all__: list[str] = []

@@ -17,11 +17,51 @@ from typing import Any
 
 from tram.requestlog import RequestRecord
 
-__all__ = ["CHARS_PER_TOKEN", "is_generated", "prompt_estimate", "settle"]
+__all__ = ["AUDIO_TOKENS_PER_SECOND", "CHARS_PER_TOKEN", "audio_estimate", "charge_answer",
+           "is_generated", "prompt_estimate", "settle"]
 
 CHARS_PER_TOKEN = 4  # English and code; Vietnamese runs near 3, so this errs on the low side
 TOKENS_PER_MESSAGE = 4  # the chat template's role markers around each message
 TOKENS_PER_IMAGE = 256  # a small image; large ones cost more, counted by the engine when it can
+# Audio is charged by its duration, as tokens: Whisper's encoder makes 1,500 positions of 30 s.
+AUDIO_TOKENS_PER_SECOND = 50
+# An upload's duration guessed from its size before it is read (128 kbit/s; a WAV at 16 kHz is
+# twice that): what is held against limits until the engine says how long the audio was.
+AUDIO_BYTES_PER_SECOND = 16_000
+
+
+def audio_estimate(size: int) -> int:
+    return math.ceil(size / AUDIO_BYTES_PER_SECOND * AUDIO_TOKENS_PER_SECOND)
+
+
+def charge_answer(route: str, answer: dict[str, Any], payload: Any, record: RequestRecord,
+                  upload_size: int = 0) -> None:
+    """What an answer without token usage costs: a transcription its audio's duration (the
+    engine's `{"type": "duration", "seconds"}`; else guessed from the upload's size) and its
+    text, tokenize the tokens it counted, detokenize the tokens it was given. Every route
+    charges something real, and is limited by it."""
+    if route == "transcriptions":
+        usage = answer.get("usage")
+        seconds = usage.get("seconds") if isinstance(usage, dict) else None
+        if isinstance(seconds, int | float) and record.prompt_tokens is None:
+            record.prompt_tokens = math.ceil(seconds * AUDIO_TOKENS_PER_SECOND)
+        elif record.prompt_tokens is None:
+            record.prompt_tokens = audio_estimate(upload_size)
+            record.tokens_estimated = True
+        if record.completion_tokens is None:
+            text = answer.get("text")
+            record.completion_tokens = math.ceil(len(text) / CHARS_PER_TOKEN) \
+                if isinstance(text, str) else 0
+    elif route in ("tokenize", "detokenize") and record.prompt_tokens is None:
+        tokens = answer.get("tokens") if route == "tokenize" else \
+            payload.get("tokens") if isinstance(payload, dict) else None
+        count = answer.get("count") if route == "tokenize" else None
+        record.prompt_tokens = count if isinstance(count, int) else \
+            len(tokens) if isinstance(tokens, list) else 0
+        record.completion_tokens = 0
+    else:
+        return
+    record.usage_final = True
 
 
 def prompt_estimate(payload: Any) -> int:

@@ -1,6 +1,13 @@
 """A multipart/form-data upload (audio transcription): its small fields read, and the `model`
 field replaced by the engine's served name. The body is held whole (up to
-`server.max_upload_bytes`), never parsed into temporary files."""
+`server.max_upload_bytes`), never parsed into temporary files; parsing it is CPU work on up to
+that many bytes, so the endpoint runs it off the event loop.
+
+Each part's Content-Disposition is read as RFC 7578 and the engine's parser read it (its
+`name` parameter exactly, quoted or not; a `filename` makes it a file): a field named twice is
+refused, so the gateway and the engine can never take different values of `model` (the
+gateway read the first, vLLM the last), and a body of more than `MAX_PARTS` parts is refused.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,11 @@ import re
 
 from tram.errors import InvalidRequest
 
-__all__ = ["Form", "boundary_of"]
+__all__ = ["MAX_PARTS", "Form", "boundary_of"]
 
+MAX_PARTS = 64  # a file and its fields: a transcription request has a handful
 _BOUNDARY = re.compile(r'^[0-9A-Za-z\'()+_,\-./:=? ]{1,70}$')
-_NAME = re.compile(rb'content-disposition:[^\r\n]*?\bname="([^"]*)"', re.IGNORECASE)
-_FILENAME = re.compile(rb'content-disposition:[^\r\n]*?\bfilename=', re.IGNORECASE)
+_PARAM = re.compile(r'\s*([^=\s;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)\s*')
 
 
 def boundary_of(content_type: str | None) -> str:
@@ -28,41 +35,73 @@ def boundary_of(content_type: str | None) -> str:
                          code="invalid_content_type")
 
 
+def _malformed(why: str) -> InvalidRequest:
+    return InvalidRequest(f"The multipart body is malformed: {why}.", code="invalid_multipart")
+
+
+def _disposition(head: bytes) -> tuple[str | None, bool]:
+    """(the part's field name, whether it is a file) from its one Content-Disposition."""
+    lines = [line for line in head.decode("utf-8", "replace").split("\r\n")
+             if line.lower().startswith("content-disposition:")]
+    if len(lines) != 1:
+        raise _malformed("each part needs exactly one Content-Disposition header")
+    kind, _, rest = lines[0].split(":", 1)[1].partition(";")
+    if kind.strip().lower() != "form-data":
+        raise _malformed("a part's Content-Disposition must be form-data")
+    params: dict[str, str] = {}
+    for piece in rest.split(";") if rest.strip() else ():
+        match = _PARAM.fullmatch(piece)
+        if match is None:
+            raise _malformed(f"cannot read the Content-Disposition parameter {piece.strip()!r}")
+        key, value = match.group(1).lower(), match.group(2)
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        if key in params:
+            raise _malformed(f"the Content-Disposition parameter {key!r} is given twice")
+        params[key] = value
+    return params.get("name"), "filename" in params or "filename*" in params
+
+
 class Form:
     """The parts of a multipart body, in order; `fields` holds the small non-file ones."""
 
     def __init__(self, body: bytes, boundary: str) -> None:
         self.boundary = boundary
+        self.size = len(body)
         delimiter = b"--" + boundary.encode("latin-1")
-        pieces = body.split(delimiter)
-        if len(pieces) < 3 or not pieces[-1].startswith(b"--"):
-            raise InvalidRequest("The multipart body is malformed or cut short.",
+        pieces = body.split(delimiter, MAX_PARTS + 2)
+        if len(pieces) > MAX_PARTS + 2:
+            raise InvalidRequest(f"The multipart body has more than {MAX_PARTS} parts.",
                                  code="invalid_multipart")
-        self._parts: list[tuple[bytes, bytes]] = []  # (headers, content)
+        if len(pieces) < 3 or not pieces[-1].startswith(b"--"):
+            raise _malformed("it is cut short or has no closing boundary")
+        self._parts: list[tuple[bytes, bytes, str | None, bool]] = []
         self.fields: dict[str, str] = {}
         self.has_file = False
+        seen: set[str] = set()
         for piece in pieces[1:-1]:
             head, sep, content = piece.removeprefix(b"\r\n").partition(b"\r\n\r\n")
             if not sep:
-                raise InvalidRequest("A part of the multipart body has no headers.",
-                                     code="invalid_multipart")
+                raise _malformed("a part has no headers")
             content = content.removesuffix(b"\r\n")
-            self._parts.append((head, content))
-            name = _NAME.search(head)
-            if _FILENAME.search(head):
+            name, is_file = _disposition(head)
+            if name is not None and name in seen:
+                raise InvalidRequest(f"The multipart body names the field '{name}' twice.",
+                                     param=name, code="duplicate_field")
+            if name is not None:
+                seen.add(name)
+            self._parts.append((head, content, name, is_file))
+            if is_file:
                 self.has_file = True
             elif name is not None and len(content) <= 4096:
-                self.fields[name.group(1).decode("utf-8", "replace")] = \
-                    content.decode("utf-8", "replace")
+                self.fields[name] = content.decode("utf-8", "replace")
 
     def with_field(self, field: str, value: str) -> bytes:
         """The body again, with `field`'s value replaced."""
         delimiter = b"--" + self.boundary.encode("latin-1")
         out = [b""]
-        for head, content in self._parts:
-            name = _NAME.search(head)
-            replaced = name is not None and not _FILENAME.search(head) \
-                and name.group(1).decode("utf-8", "replace") == field
+        for head, content, name, is_file in self._parts:
+            replaced = name == field and not is_file
             out.append(b"\r\n" + head + b"\r\n\r\n" + (value.encode() if replaced else content)
                        + b"\r\n")
         return delimiter.join(out) + delimiter + b"--\r\n"

@@ -1,13 +1,22 @@
-"""Every route besides chat: check, resolve, forward (or bridge to chat), relay.
+"""Every model route, one path: check, resolve, prepare, forward (or bridge to chat), relay.
 
-One path for all of them, driven by the `Route` table (`relay/routes.py`): the same key scope,
-in-flight limit, replica choice and retries (`Forwarder`), usage capture and stream relay as
-chat. Responses and Anthropic Messages are bridged to the engine's chat completions where the
-model says so (`routes:` in tram.yaml) or its engine turns out to lack them.
+`ModelService.create` returns a value: `JSONResult` (a complete answer) or `StreamResult` (SSE
+frames to send as they come). It raises a `TramError` for anything the client must be told
+before a response starts; once a stream has started, errors become the route's own error event
+instead of a cut connection.
+
+The preparation is shared by every route (`ModelRoute` says which parts apply): the body
+checked against the route's schema, the key's scope, the route on or off for the model, media
+vetted (`relay/media.py`), the stored conversation of a Responses turn, the model's default
+ceiling and thinking, the in-flight limit. Responses and Anthropic Messages are bridged to the
+engine's chat completions where the model says so (`routes:` in tram.yaml) or its engine turns
+out to lack them; the bridged request then takes chat's own path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -17,12 +26,11 @@ from tram.auth.keys import Principal
 from tram.config import ResponsesConfig
 from tram.errors import InvalidRequest, RouteNotServed
 from tram.protocol.routes import ResponsesRequest
+from tram.relay.accounting import charge_answer
 from tram.relay.bridges import messages as messages_bridge
 from tram.relay.bridges import responses as responses_bridge
-from tram.relay.chat import ChatService, ChatShape
-from tram.relay.events import Dialect, EventStream
+from tram.relay.events import EventStream
 from tram.relay.forward import (
-    NOT_SERVED,
     Call,
     EngineLacksRoute,
     Forwarder,
@@ -31,20 +39,25 @@ from tram.relay.forward import (
     not_served,
     resolve_pool,
 )
+from tram.relay.media import MediaVetting
 from tram.relay.multipart import Form
 from tram.relay.responses import ResponsesTurn
-from tram.relay.routes import Route
-from tram.relay.stream import ChunkStream, StreamHandler, UsageAsked, engine_answer
-from tram.relay.thinking import apply_thinking, requested_thinking
+from tram.relay.route import ModelRoute
+from tram.relay.steps import ask_for_usage, default_ceiling, routing_hints, thinking_default
+from tram.relay.stream import (
+    ChunkStream,
+    StreamHandler,
+    UsageAsked,
+    engine_answer,
+    rewritten_answer,
+)
 from tram.relay.validation import invalid_request_from
 from tram.requestlog import RequestRecord
 from tram.routing.registry import ModelPool, Registry
 from tram.store.responses import ResponseStore
+from tram.vision.lift import Lifted
 
-__all__ = ["RouteService"]
-
-# Generating routes whose engines apply a chat template (completions take a raw prompt).
-_THINKING_ROUTES = ("responses", "messages")
+__all__ = ["ChatShape", "ModelService"]
 
 _HOW_TO = {
     "embeddings": " To serve embeddings, add a model whose engine does (vLLM with an "
@@ -55,63 +68,92 @@ _HOW_TO = {
 }
 
 
-class RouteService:
-    def __init__(self, registry: Registry, forwarder: Forwarder, chat: ChatService,
-                 store: ResponseStore, responses: ResponsesConfig) -> None:
+@dataclass(frozen=True)
+class ChatShape:
+    """What a bridged route makes of chat's answer: the JSON body from the chat completion,
+    and a handler that turns chat chunks into the route's own stream events."""
+
+    answer: Callable[[dict[str, Any], ModelPool], bytes]
+    handler: Callable[[ModelPool], StreamHandler]
+
+
+@dataclass
+class _Request:
+    """One request on its way through the service."""
+
+    route: ModelRoute
+    principal: Principal
+    payload: Any
+    record: RequestRecord
+    pool: ModelPool
+    checked: BaseModel | None
+    stream: bool
+    form: Form | None = None
+    turn: ResponsesTurn | None = None
+    expanded: bool = False
+
+    async def expand(self) -> None:
+        """A Responses turn's stored conversation put in front of its input, once."""
+        if self.turn is not None and not self.expanded:
+            self.expanded = True
+            await self.turn.expand(self.payload)
+
+
+class ModelService:
+    def __init__(self, registry: Registry, forwarder: Forwarder, media: MediaVetting,
+                 store: ResponseStore, responses: ResponsesConfig,
+                 routes: Mapping[str, ModelRoute]) -> None:
         self._registry = registry
         self._forwarder = forwarder
-        self._chat = chat
+        self._media = media
         self._store = store
         self._responses = responses
+        self._chat = routes["chat"]
 
-    async def create(self, route: Route, principal: Principal, payload: Any,
-                     record: RequestRecord, form: Form | None = None
-                     ) -> JSONResult | StreamResult:
-        fields: dict[str, Any] = form.fields if form is not None else payload
+    async def create(self, route: ModelRoute, principal: Principal, payload: Any,
+                     record: RequestRecord, context: Lifted | Form | None = None,
+                     shape: ChatShape | None = None) -> JSONResult | StreamResult:
+        """`context`: image data URLs lifted out of a chat body before parsing
+        (vision/lift.py), or a multipart upload's form; `shape`: a bridged route's answer and
+        stream shapes (chat only)."""
+        form = context if isinstance(context, Form) else None
+        request = self._resolve(route, principal, payload, record, form)
+        mode = request.pool.config.route_mode(route.name)
+        if mode == "off":
+            raise _not_served(route, request.pool, "tram.yaml turns it off for this model")
+        if isinstance(request.checked, ResponsesRequest):
+            request.turn = ResponsesTurn(self._store, self._responses, principal.key_id,
+                                         request.pool.name, request.checked, payload)
+        if route.bridge and (mode == "bridge"
+                             or (mode == "auto" and route.name in request.pool.lacking)):
+            return await self._bridge(request)
+        lifted = context if isinstance(context, dict) else {}
+        await self._media.vet(route, request.pool, request.checked, payload, record, lifted)
+        await request.expand()  # after vetting: a stored turn's media was vetted when it came
+        if form is None:
+            default_ceiling(route, request.pool, payload)
+            thinking_default(route, request.pool, payload)
+        self._forwarder.check_in_flight(request.pool)
+        return await self._forward(request, mode, shape)
+
+    def _resolve(self, route: ModelRoute, principal: Principal, payload: Any,
+                 record: RequestRecord, form: Form | None) -> _Request:
+        """The body checked, the model found within the key's scope."""
+        fields: Any = form.fields if form is not None else payload
         name = fields.get("model") if isinstance(fields, dict) else None
         if isinstance(name, str) and self._registry.get(name) is not None:
             record.model = name  # known before validation, so even a 400 is counted per model
-        request = _validate(route, payload) if form is None else None
-        name = self._model_name(route, principal, fields)
-        pool = resolve_pool(self._registry, principal, name)
+        checked = _validate(route, payload) if form is None else None
+        pool = resolve_pool(self._registry, principal, self._model_name(route, principal, fields))
         record.model = pool.name
         stream = route.events != "none" and fields.get("stream") in (True, "true")
         if stream and form is not None:
             raise InvalidRequest("Streamed transcriptions are not supported by this gateway; "
                                  "leave out stream.", param="stream")
         record.stream = stream
-        mode = pool.config.route_mode(route.name)
-        if mode == "off":
-            raise _not_served(route, pool, "tram.yaml turns it off for this model")
-        turn = None
-        if isinstance(request, ResponsesRequest):
-            turn = ResponsesTurn(self._store, self._responses, principal.key_id, pool.name,
-                                 request, payload)
-            await turn.expand(payload)
-        _default_ceiling(route, pool, payload)
-        if mode == "bridge" or (mode == "auto" and route.name in pool.lacking):
-            return await self._bridge(route, principal, pool, payload, record, turn)
-        self._forwarder.check_in_flight(pool)
-        if route.name in _THINKING_ROUTES and pool.config.thinking is not None:
-            # The route's own choice (or the model's default) as the engine reads it.
-            choice = requested_thinking(route.name, payload)
-            apply_thinking(payload, pool.config.thinking == "on" if choice is None else choice)
-        answered: list[dict[str, Any]] = []
-        call = self._call(route, pool, payload, form, record, stream, turn, answered)
-        try:
-            result = await self._forwarder.run(pool, call, record)
-        except EngineLacksRoute as lack:
-            if mode == "auto" and route.name in ("responses", "messages"):
-                pool.lacking.add(route.name)
-                payload["model"] = pool.name
-                return await self._bridge(route, principal, pool, payload, record, turn)
-            raise _not_served(route, pool, f"its engine answered: {lack.error.message}") \
-                from None
-        if turn is not None and answered:
-            await turn.finish(answered[0])  # stored before the client has it
-        return result
+        return _Request(route, principal, payload, record, pool, checked, stream, form)
 
-    def _model_name(self, route: Route, principal: Principal, fields: Any) -> str:
+    def _model_name(self, route: ModelRoute, principal: Principal, fields: Any) -> str:
         name = fields.get("model") if isinstance(fields, dict) else None
         if isinstance(name, str) and name:
             return name
@@ -121,51 +163,73 @@ class RouteService:
         raise InvalidRequest("Missing required parameter: 'model'.", param="model",
                              code="missing_required_parameter")
 
-    def _call(self, route: Route, pool: ModelPool, payload: Any, form: Form | None,
-              record: RequestRecord, stream: bool, turn: ResponsesTurn | None,
+    async def _forward(self, request: _Request, mode: str,
+                       shape: ChatShape | None) -> JSONResult | StreamResult:
+        answered: list[dict[str, Any]] = []
+        call = self._call(request, shape, answered)
+        route, pool = request.route, request.pool
+        try:
+            result = await self._forwarder.run(pool, call, request.record)
+        except EngineLacksRoute as lack:
+            if mode == "auto" and route.bridge is not None:
+                pool.lacking.add(route.name)
+                request.payload["model"] = pool.name
+                return await self._bridge(request)
+            raise _not_served(route, pool, f"its engine answered: {lack.error.message}") \
+                from None
+        if request.turn is not None and answered:
+            await request.turn.finish(answered[0])  # stored before the client has it
+        return result
+
+    def _call(self, request: _Request, shape: ChatShape | None,
               answered: list[dict[str, Any]]) -> Call:
-        alias = pool.name
-        if form is not None:
-            content_type = f"multipart/form-data; boundary={form.boundary}"
+        route, pool, record, payload = request.route, request.pool, request.record, request.payload
+        alias, turn, form = pool.name, request.turn, request.form
+        asked = ask_for_usage(pool, payload) if route.events == "chunks" and request.stream \
+            else UsageAsked()
 
-            def body(served_name: str) -> bytes:
+        def body(served_name: str) -> bytes:
+            if form is not None:
                 return form.with_field("model", served_name)
-        else:
-            content_type = "application/json"
-            asked = _ask_for_usage(pool, payload) if route.events == "chunks" and stream \
-                else UsageAsked()
-
-            def body(served_name: str) -> bytes:
-                payload["model"] = served_name
-                return orjson.dumps(payload)
+            payload["model"] = served_name
+            return orjson.dumps(payload)
 
         def answer(raw: bytes) -> bytes:
+            if shape is not None:
+                return shape.answer(rewritten_answer(raw, alias, record), pool)
+            if route.events == "chunks":
+                return orjson.dumps(rewritten_answer(raw, alias, record))
             engine = engine_answer(raw, alias, record)
+            charge_answer(route.name, engine, payload, record, form.size if form else 0)
             if turn is not None:
                 turn.rewrite(engine)
                 answered.append(engine)  # stored after, without parsing it again
             return orjson.dumps(engine)
 
         def handler() -> StreamHandler:
+            if shape is not None:
+                return shape.handler(pool)
             if route.events == "chunks":
                 return ChunkStream(alias, record, asked)
-            dialect: Dialect = "anthropic" if route.events == "anthropic" else "responses"
-            return EventStream(dialect, alias, record,
-                               turn.rewrite if turn is not None else None,
+            return EventStream("anthropic" if route.events == "anthropic" else "responses",
+                               alias, record, turn.rewrite if turn is not None else None,
                                turn.finish if turn is not None else None)
 
-        return Call(route.engine_path, body, stream, answer, handler, at_root=route.at_root,
-                    content_type=content_type, lacks_on=NOT_SERVED)
+        content_type = "application/json" if form is None else \
+            f"multipart/form-data; boundary={form.boundary}"
+        return Call(route.engine_path, body, request.stream, answer, handler,
+                    at_root=route.at_root, content_type=content_type, lacks_on=route.lacks_on,
+                    hints=routing_hints(pool, request.checked))
 
-    async def _bridge(self, route: Route, principal: Principal, pool: ModelPool,
-                      payload: dict[str, Any], record: RequestRecord,
-                      turn: ResponsesTurn | None) -> JSONResult | StreamResult:
+    async def _bridge(self, request: _Request) -> JSONResult | StreamResult:
         """The route over the engine's chat completions (the whole chat path: images,
         thinking, usage), its answer and events translated back."""
         kept: list[dict[str, Any]] = []
+        record, pool, turn = request.record, request.pool, request.turn
+        await request.expand()
         if turn is not None:
             live = turn
-            chat = responses_bridge.chat_request(payload)
+            chat = responses_bridge.chat_request(request.payload)
 
             def answer(chat_answer: dict[str, Any], _pool: ModelPool) -> bytes:
                 response = responses_bridge.response_from_chat(chat_answer, live, record)
@@ -175,7 +239,7 @@ class RouteService:
             def handler(_pool: ModelPool) -> StreamHandler:
                 return responses_bridge.ResponsesFromChat(live, record)
         else:
-            chat = messages_bridge.chat_request(payload)
+            chat = messages_bridge.chat_request(request.payload)
 
             def answer(chat_answer: dict[str, Any], _pool: ModelPool) -> bytes:
                 return orjson.dumps(messages_bridge.message_from_chat(chat_answer, pool.name,
@@ -184,26 +248,18 @@ class RouteService:
             def handler(_pool: ModelPool) -> StreamHandler:
                 return messages_bridge.MessagesFromChat(pool.name, record)
 
-        result = await self._chat.create(principal, chat, record, shape=ChatShape(answer, handler))
+        result = await self.create(self._chat, request.principal, chat, record,
+                                   shape=ChatShape(answer, handler))
         if turn is not None and kept:
             await turn.finish(kept[0])
         return result
 
 
-def _default_ceiling(route: Route, pool: ModelPool, payload: Any) -> None:
-    """The model's default_max_tokens for a generating route whose request sets no limit (as
-    chat has it): llama.cpp's completions would otherwise run to the end of the context."""
-    default = pool.config.default_max_tokens
-    if default and route.ceiling and isinstance(payload, dict) \
-            and all(payload.get(name) is None for name in route.ceiling):
-        payload[route.ceiling[0]] = default
+def _not_served(route: ModelRoute, pool: ModelPool, why: str) -> RouteNotServed:
+    return not_served(route.path, pool.name, why, _HOW_TO.get(route.name, ""))
 
 
-def _not_served(route: Route, pool: ModelPool, why: str) -> RouteNotServed:
-    return not_served(route.paths[0], pool.name, why, _HOW_TO.get(route.name, ""))
-
-
-def _validate(route: Route, payload: Any) -> BaseModel | None:
+def _validate(route: ModelRoute, payload: Any) -> BaseModel:
     if not isinstance(payload, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
     assert route.schema is not None
@@ -211,17 +267,3 @@ def _validate(route: Route, payload: Any) -> BaseModel | None:
         return route.schema.model_validate(payload)
     except ValidationError as exc:
         raise invalid_request_from(exc) from None
-
-
-def _ask_for_usage(pool: ModelPool, payload: dict[str, Any]) -> UsageAsked:
-    """As for chat: a stream always asks its engine for usage (budgets count the engine's
-    figures); what the client did not ask for is kept from it."""
-    options = payload.get("stream_options")
-    options = options if isinstance(options, dict) else {}
-    asked = UsageAsked(final=bool(options.get("include_usage")),
-                       running=bool(options.get("continuous_usage_stats")))
-    wanted = {"include_usage": True}
-    if pool.config.running_usage():
-        wanted["continuous_usage_stats"] = True
-    payload["stream_options"] = {**options, **wanted}
-    return asked

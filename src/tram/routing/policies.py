@@ -100,7 +100,7 @@ def make_policy(config: RoutingConfig) -> RoutingPolicy:
         return Affinity(config.affinity_overload)
     if config.policy in ("cache_aware", "auto"):
         # auto: with one replica this is the least loaded one (the prompt is not even hashed:
-        # relay/chat.py asks for the prefix only when a pool has several replicas).
+        # relay/steps.py asks for the prefix only when a pool has several replicas).
         return CacheAware(config)
     return LeastOutstanding()
 

@@ -34,12 +34,13 @@ class MediaPart:
     message_index: int
     part_index: int
     part: dict[str, Any]  # the client's own part, rewritten in place once vetted
+    where: str = "messages"  # the list it is in: chat's messages, Responses' input
 
     @property
     def param(self) -> str:
         field = "input_audio.data" if self.part.get("type") == "input_audio" \
             else f"{self.part.get('type')}.url"
-        return f"messages[{self.message_index}].content[{self.part_index}].{field}"
+        return f"{self.where}[{self.message_index}].content[{self.part_index}].{field}"
 
     def source(self) -> str | bytes:
         """A URL to fetch (str, http/https) or the clip's bytes."""

@@ -1,0 +1,170 @@
+"""The model routes as plain ASGI endpoints: one `ModelEndpoint` per route of the route table
+(chat completions, completions, embeddings, responses, messages, rerank, score, tokenize,
+transcriptions), each driven by its `ModelRoute`.
+
+Chat is on every request's hot path, so these skip Starlette's request objects, router and
+exception middlewares (the benchmark measured them at ~20% of the gateway's CPU per request);
+errors are turned into responses in one place (`errors.error_response`), in the route's own
+shape (Anthropic's on /v1/messages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tram.api.body import ClientGone, content_length, parse_json, read_body
+from tram.api.middleware import header, record_of
+from tram.api.state import AppState
+from tram.api.streaming import SSEResponse, cancel_on_disconnect
+from tram.auth.keys import Principal
+from tram.errors import TramError, error_response
+from tram.limits.base import Ticket
+from tram.relay.accounting import audio_estimate, prompt_estimate, settle
+from tram.relay.forward import StreamResult
+from tram.relay.multipart import Form, boundary_of
+from tram.relay.route import ModelRoute
+from tram.requestlog import RequestRecord
+from tram.types import Receive, Scope, Send
+from tram.vision.lift import Lifted, keep_image_urls, lift_data_urls
+
+__all__ = ["ModelEndpoint"]
+
+_JSON = [(b"content-type", b"application/json")]
+# Held against a budget for a request that sets no max_tokens on a model with no default.
+_UNBOUNDED_CEILING = 256
+
+
+class ModelEndpoint:
+    """Read, admit (the key's limits), create the answer, send it, settle what it cost."""
+
+    def __init__(self, state: AppState, route: ModelRoute) -> None:
+        self.state = state
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        record = record_of(scope)
+        record.route = self.route.name
+        try:
+            await self._handle(scope, receive, send)
+        except TramError as error:
+            record.error_code = error.code
+            await error_response(error, dialect=self.route.dialect)(scope, receive, send)
+
+    def _body_limit(self) -> int:
+        server = self.state.config.server
+        return server.max_upload_bytes if self.route.body == "multipart" \
+            else server.max_body_bytes
+
+    def _parse(self, scope: Scope, raw: bytes) -> tuple[Any, Lifted | Form | None]:
+        """The payload (what is journaled and checked), and what the service needs besides:
+        the image data URLs lifted out of a chat body, or a multipart upload's form."""
+        if self.route.body == "multipart":
+            form = Form(raw, boundary_of(header(scope, b"content-type")))
+            return dict(form.fields), form
+        if self.route.body == "json-lifted":
+            # Large images as data URLs are not parsed on the event loop (vision/lift.py).
+            raw, lifted = lift_data_urls(raw)
+            payload = parse_json(raw)
+            return payload, keep_image_urls(payload, lifted)
+        return parse_json(raw), None  # images stay in the body: a bridge sends them on
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.route.body == "multipart":
+            await self._upload(scope, receive, send)
+            return
+        record = record_of(scope)
+        principal: Principal = scope["state"]["tram.principal"]
+        try:
+            raw = await read_body(scope, receive, self._body_limit())
+        except ClientGone:
+            record.client_disconnected = True
+            return
+        payload, context = self._parse(scope, raw)
+        # From here on the request is journaled: even a killed gateway leaves a trace of it.
+        self.state.usage.begin(record, payload)
+        # Admission before any engine work: rpm, tpm, concurrency and budgets of the key.
+        ticket = await self._admit(principal, payload)
+        try:
+            await self._serve(scope, receive, send, principal, payload, context)
+        finally:
+            await self._settle(record, payload, ticket)
+
+    async def _upload(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A multipart upload: admitted before a byte of its body is read (a key over its
+        limits costs nothing), held within the process's upload budget while in memory, and
+        parsed off the event loop."""
+        state, record = self.state, record_of(scope)
+        principal: Principal = scope["state"]["tram.principal"]
+        declared = content_length(scope) or self._body_limit()
+        ticket = await self._admit(principal, None, audio_estimate(declared))
+        payload: Any = None
+        try:
+            async with state.uploads.hold(declared):
+                try:
+                    raw = await read_body(scope, receive, self._body_limit())
+                except ClientGone:
+                    record.client_disconnected = True
+                    return
+                payload, context = await asyncio.to_thread(self._parse, scope, raw)
+                del raw
+                state.usage.begin(record, payload)
+                await self._serve(scope, receive, send, principal, payload, context)
+        finally:
+            await self._settle(record, payload, ticket)
+
+    async def _admit(self, principal: Principal, payload: Any,
+                     estimate: int | None = None) -> Ticket | None:
+        limits = principal.limits
+        if limits is None:
+            return None
+        reserve = 0
+        if limits.tpm is not None or limits.budget_tokens is not None \
+                or limits.max_total_tokens is not None:
+            # Held while it runs: what the prompt may cost as well as what it may generate.
+            reserve = estimate if estimate is not None else \
+                prompt_estimate(payload) + self._completion_ceiling(payload)
+        return await self.state.limiter.admit(principal.key_id, limits, reserve)
+
+    async def _settle(self, record: RequestRecord, payload: Any, ticket: Ticket | None) -> None:
+        # A cut stream or a cancelled request is charged what the engine did for it.
+        settle(record, payload)
+        if ticket is not None:
+            await self.state.limiter.release(ticket, (record.prompt_tokens or 0)
+                                             + (record.completion_tokens or 0))
+
+    def _completion_ceiling(self, payload: object) -> int:
+        """What a request may still generate, held against budgets while it runs."""
+        if not self.route.ceiling:
+            return 0  # nothing generated: embeddings, rerank, tokenize, …
+        if isinstance(payload, dict):
+            for name in self.route.ceiling:
+                value = payload.get(name)
+                if isinstance(value, int) and value > 0:
+                    return value
+            model = payload.get("model")
+            config = self.state.config.model(model) if isinstance(model, str) else None
+            if config is not None and config.default_max_tokens is not None:
+                return config.default_max_tokens
+        return _UNBOUNDED_CEILING
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, principal: Principal,
+                     payload: Any, context: Any) -> None:
+        state = self.state
+        record = record_of(scope)
+
+        # A non-streaming answer can take minutes; if the client leaves meanwhile, the engine
+        # request is cancelled instead of finishing for nobody.
+        ticker = state.upstream.deadlines
+        result = await cancel_on_disconnect(
+            receive, state.models.create(self.route, principal, payload, record, context),
+            record, ticker)
+        if result is None:
+            return
+        if isinstance(result, StreamResult):
+            await SSEResponse(result, record, ticker)(scope, receive, send)
+            return
+        # With its length given, the answer goes out as one plain body, not chunked.
+        headers = [*_JSON, (b"content-length", b"%d" % len(result.body))]
+        await send({"type": "http.response.start", "status": result.status, "headers": headers})
+        await send({"type": "http.response.body", "body": result.body})

@@ -1,0 +1,189 @@
+"""The route table: every route the gateway serves, in one place, and the only module that
+names a path. From it come the dispatch (`app.py`), which routes need a key and which accept
+Anthropic's `x-api-key` (`api/middleware.py`), the shape of each route's errors, the model
+routes' behaviour (`relay/route.py`: schema, media, thinking, bridge, usage fields) and the
+OpenAPI document (`api/openapi.py`).
+
+Adding a model route is one `ModelRoute` below plus its request schema (`protocol/routes.py`);
+adding another route, one `Endpoint` and its handler.
+"""
+
+from __future__ import annotations
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tram.api.admin import metrics, reload
+from tram.api.endpoint import Endpoint, Param
+from tram.api.health import health, ready
+from tram.api.keys import create_key, list_keys, revoke_key, show_key, update_key, usage_view
+from tram.api.models import get_model, list_models
+from tram.api.openapi import openapi_document
+from tram.api.pages import me, models_status
+from tram.api.responses import delete_response, get_response
+from tram.api.state import state_of
+from tram.protocol.answers import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    Health,
+    KeyCreated,
+    KeyInfo,
+    KeyList,
+    Me,
+    ModelStatusList,
+    OpenAPIDocument,
+    Readiness,
+    RelayedAnswer,
+    RelayedEvent,
+    Reloaded,
+    StoredResponseDeleted,
+    UsageList,
+)
+from tram.protocol.chat import ChatCompletionRequest
+from tram.protocol.keys import KeyCreate, KeyUpdate
+from tram.protocol.models import ModelCard, ModelList
+from tram.protocol.routes import (
+    CompletionRequest,
+    EmbeddingRequest,
+    MessagesRequest,
+    RerankRequest,
+    ResponsesRequest,
+    ScoreRequest,
+    TokenizeRequest,
+)
+from tram.relay.route import LACKS, Dialect, ModelRoute
+from tram.web import web_index
+
+__all__ = ["ENDPOINTS", "MODEL_ROUTES", "PAGE", "PAGE_ASSETS", "dialect_of", "key_prefixes",
+           "takes_x_api_key"]
+
+# The web pages: the page itself, its assets under one prefix (never a catch-all that would
+# turn an API route's 405 into a 404).
+PAGE = "/"
+PAGE_ASSETS = "/ui"
+
+
+_ADMIN_ERRORS = (401, 403)
+_KEY_ID = Param("key_id", {"type": "string"}, "A key's id (key_…).", "path", True)
+_RESPONSE_ID = Param("response_id", {"type": "string"}, "A stored response's id (resp_…).",
+                     "path", True)
+_USAGE_PARAMS = (
+    Param("by", {"enum": ["key", "model", "day", "route"], "default": "key"},
+          "How rows are grouped."),
+    Param("days", {"type": "number"}, "Only the last N days."),
+    Param("key", {"type": "string"}, "Only this key id."),
+    Param("model", {"type": "string"}, "Only this model alias."))
+
+
+async def _openapi(request: Request) -> Response:
+    names = [pool.name for pool in state_of(request).registry]
+    return Response(orjson.dumps(openapi_document(names, ENDPOINTS, MODEL_ROUTES)),
+                    media_type="application/json")
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/health", health, "The process is alive", "operations", "none", Health),
+    Endpoint("GET", PAGE, web_index, "The web pages: playground and admin console "
+             "(HTML)", "operations", "none", text="The page; its assets are under /ui/",
+             text_type="text/html"),
+    Endpoint("GET", "/ready", ready, "Every model has a reachable engine (503 if not)",
+             "operations", "none", Readiness),
+    Endpoint("GET", "/v1/models", list_models, "Models this key may use", "openai", "key",
+             ModelList, errors=(401,)),
+    Endpoint("GET", "/v1/models/{model:path}", get_model, "One model", "openai", "key",
+             ModelCard, params=(Param("model", {"type": "string"}, "The model alias.", "path",
+                                      True),), errors=(401, 404)),
+    Endpoint("GET", "/v1/responses/{response_id}", get_response, "A stored response (its key's "
+             "only)", "openai", "key", RelayedAnswer, params=(_RESPONSE_ID,), errors=(401, 404)),
+    Endpoint("DELETE", "/v1/responses/{response_id}", delete_response, "Delete a stored "
+             "response", "openai", "key", StoredResponseDeleted, params=(_RESPONSE_ID,),
+             errors=(401, 404)),
+    Endpoint("GET", "/v1/me", me, "The key making the request: its name, rights, models, "
+             "limits and its own usage by day (what the web pages show)", "openai", "key", Me,
+             errors=(401,)),
+    Endpoint("GET", "/admin/models", models_status, "Every model's replicas live: health, "
+             "circuit state, requests in flight", "admin", "admin", ModelStatusList,
+             errors=_ADMIN_ERRORS),
+    Endpoint("GET", "/metrics", metrics, "Prometheus metrics", "admin", "admin",
+             text="Prometheus text exposition format", errors=_ADMIN_ERRORS),
+    Endpoint("POST", "/admin/keys", create_key, "Create a virtual key (the key is in this "
+             "answer only)", "admin", "admin", KeyCreated, status=201, body=KeyCreate,
+             errors=(400, *_ADMIN_ERRORS)),
+    Endpoint("GET", "/admin/keys", list_keys, "List virtual keys", "admin", "admin", KeyList,
+             errors=_ADMIN_ERRORS),
+    Endpoint("GET", "/admin/keys/{key_id}", show_key, "One key's record", "admin", "admin",
+             KeyInfo, params=(_KEY_ID,), errors=(*_ADMIN_ERRORS, 404)),
+    Endpoint("PATCH", "/admin/keys/{key_id}", update_key, "Change a key (null removes a limit)",
+             "admin", "admin", KeyInfo, body=KeyUpdate, params=(_KEY_ID,),
+             errors=(400, *_ADMIN_ERRORS, 404)),
+    Endpoint("DELETE", "/admin/keys/{key_id}", revoke_key, "Revoke a key (at once, everywhere)",
+             "admin", "admin", KeyInfo, params=(_KEY_ID,), errors=(*_ADMIN_ERRORS, 404)),
+    Endpoint("GET", "/admin/usage", usage_view, "Requests and tokens by key, model or day",
+             "admin", "admin", UsageList, errors=(400, *_ADMIN_ERRORS), params=_USAGE_PARAMS),
+    Endpoint("GET", "/openapi.json", _openapi, "This document (OpenAPI 3.1)", "operations",
+             "none", OpenAPIDocument),
+    Endpoint("POST", "/admin/reload", reload, "Re-read tram.yaml (in-flight requests "
+             "untouched)", "admin", "admin", Reloaded, errors=(400, *_ADMIN_ERRORS)),
+)
+
+MODEL_ROUTES: tuple[ModelRoute, ...] = (
+    ModelRoute("chat", ("/v1/chat/completions",), "/chat/completions", ChatCompletionRequest,
+               "Chat completion (JSON, or SSE with stream: true)", ChatCompletion,
+               ChatCompletionChunk, body="json-lifted", events="chunks",
+               ceiling=("max_tokens", "max_completion_tokens"), media="chat", templated=True,
+               lacks_on=frozenset({501})),
+    ModelRoute("completions", ("/v1/completions",), "/completions", CompletionRequest,
+               "Text completion (JSON, or SSE with stream: true)", RelayedAnswer, RelayedEvent,
+               events="chunks", ceiling=("max_tokens",)),
+    ModelRoute("embeddings", ("/v1/embeddings",), "/embeddings", EmbeddingRequest,
+               "Embeddings (models whose engine serves them)", RelayedAnswer),
+    ModelRoute("responses", ("/v1/responses",), "/responses", ResponsesRequest,
+               "OpenAI Responses (stored with store; previous_response_id continues a stored "
+               "conversation)", RelayedAnswer, RelayedEvent, events="responses",
+               ceiling=("max_output_tokens",), media="responses", templated=True,
+               bridge="responses"),
+    ModelRoute("messages", ("/v1/messages",), "/messages", MessagesRequest,
+               "Anthropic Messages (x-api-key or Bearer; Anthropic's errors)", RelayedAnswer,
+               RelayedEvent, events="anthropic", ceiling=("max_tokens",), dialect="anthropic",
+               media="messages", templated=True, bridge="messages"),
+    ModelRoute("rerank", ("/v1/rerank", "/rerank"), "/rerank", RerankRequest,
+               "Rerank documents (models whose engine serves it)", RelayedAnswer),
+    ModelRoute("score", ("/v1/score", "/score"), "/score", ScoreRequest,
+               "Score text pairs (models whose engine serves it)", RelayedAnswer),
+    ModelRoute("tokenize", ("/tokenize",), "/tokenize", TokenizeRequest,
+               "Tokenize with the model's tokenizer", RelayedAnswer, at_root=True,
+               model_optional=True),
+    ModelRoute("detokenize", ("/detokenize",), "/detokenize", TokenizeRequest,
+               "Tokens back to text", RelayedAnswer, at_root=True, model_optional=True),
+    ModelRoute("transcriptions", ("/v1/audio/transcriptions",), "/audio/transcriptions", None,
+               "Transcribe an audio file (multipart/form-data: file, model)", RelayedAnswer,
+               body="multipart", lacks_on=LACKS),
+)
+
+
+def _first_segment(path: str) -> str:
+    return "/" + path.strip("/").split("/", 1)[0] if path != "/" else "/"
+
+
+def key_prefixes() -> tuple[str, ...]:
+    """The path prefixes behind which every request needs a key: the first segment of every
+    route that needs one (so an unknown path there is a 401 without a key, not a 404)."""
+    paths = [e.path for e in ENDPOINTS if e.auth != "none"]
+    paths += [path for route in MODEL_ROUTES for path in route.paths]
+    return tuple(sorted({_first_segment(path) for path in paths}))
+
+
+def dialect_of(path: str) -> Dialect:
+    """The shape a route's errors take (Anthropic's on its Messages route, else OpenAI's)."""
+    for route in MODEL_ROUTES:
+        if path in route.paths:
+            return route.dialect
+    return "openai"
+
+
+def takes_x_api_key(path: str) -> bool:
+    """Anthropic's clients send the key as `x-api-key`; it is taken on the client API (every
+    route a plain key may use), never on the admin API or the metrics."""
+    return not path.startswith(tuple(_first_segment(e.path) for e in ENDPOINTS
+                                     if e.auth == "admin"))
