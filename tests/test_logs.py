@@ -40,7 +40,7 @@ def stream() -> Iterator[_CountingStream]:
 def _record(request_id: str = "r-1") -> RequestRecord:
     record = RequestRecord(request_id, "POST", "/v1/chat/completions")
     record.status, record.key_id, record.model, record.route = 200, "master", "qwen-text", "chat"
-    record.prompt_tokens, record.completion_tokens = 7, 2
+    record.meter.prompt_tokens, record.meter.completion_tokens = 7, 2
     return record
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from tram.logs import ACCESS, access_text
+from tram.meter import Meter
 from tram.stamps import utc_stamp
 
 __all__ = ["RequestRecord", "log_request"]
@@ -42,52 +43,31 @@ class RequestRecord:
     stream: bool | None = None
     images: int = 0
     image_pixels: int = 0  # pixels of every image sent to the engine (after downscaling)
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cached_tokens: int | None = None
     first_byte_ms: float | None = None
     error_code: str | None = None
     client_disconnected: bool = False
-    # Accounting when the engine does not report (relay/accounting.py): the engine has the
-    # request (from the moment it is sent until it refuses it), the engine's usage covered the
-    # whole answer, content/reasoning/tool deltas relayed, and whether the figures are estimated.
-    engine_working: bool = False
-    usage_final: bool = False
-    relayed_deltas: int = 0
-    tokens_estimated: bool = False
+    # What the request cost: the engine's usage, what was relayed, settled at the end.
+    meter: Meter = field(default_factory=Meter)
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        return self.meter.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int | None:
+        return self.meter.completion_tokens
+
+    @property
+    def cached_tokens(self) -> int | None:
+        return self.meter.cached_tokens
+
+    @property
+    def tokens_estimated(self) -> bool:
+        return self.meter.estimated
 
     def mark_first_byte(self) -> None:
         if self.first_byte_ms is None:
             self.first_byte_ms = round((time.perf_counter() - self.started) * 1000, 2)
-
-    def take_usage(self, usage: Any, final: bool = True) -> None:
-        """The engine's counts; `final` False for a running count (vLLM's continuous usage
-        stats on every chunk), which a later one replaces. OpenAI chat's names
-        (prompt/completion), Responses' and Anthropic's (input/output, Anthropic's cache reads
-        and writes counted as prompt), or a total alone (rerank, score)."""
-        if not isinstance(usage, dict):
-            return
-        self.usage_final = self.usage_final or final
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        if prompt is None and completion is None:
-            prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
-            if isinstance(prompt, int):
-                read, written = (usage.get("cache_read_input_tokens"),
-                                 usage.get("cache_creation_input_tokens"))
-                if isinstance(read, int):
-                    self.cached_tokens = read
-                    prompt += read
-                if isinstance(written, int):
-                    prompt += written
-            elif completion is None and isinstance(usage.get("total_tokens"), int):
-                prompt = usage["total_tokens"]
-        if isinstance(prompt, int):
-            self.prompt_tokens = prompt
-        if isinstance(completion, int):
-            self.completion_tokens = completion
-        details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
-        if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
-            self.cached_tokens = details["cached_tokens"]
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -111,11 +91,19 @@ class RequestRecord:
     def as_log(self) -> dict[str, Any]:
         entry = {k: v for k, v in self.__dict__.items()
                  if v is not None and k not in _NOT_LOGGED}
+        meter = self.meter
+        for name, value in (("prompt_tokens", meter.prompt_tokens),
+                            ("completion_tokens", meter.completion_tokens),
+                            ("cached_tokens", meter.cached_tokens)):
+            if value is not None:
+                entry[name] = value
+        if meter.estimated:
+            entry["tokens_estimated"] = True
         entry["duration_ms"] = round(self.elapsed() * 1000, 2)
         return entry
 
 
-_NOT_LOGGED = frozenset({"started", "event_id", "engine_working", "usage_final", "relayed_deltas"})
+_NOT_LOGGED = frozenset({"started", "event_id", "meter"})
 
 
 def log_request(record: RequestRecord) -> None:

@@ -18,7 +18,7 @@ from tests.support.keys import key_with
 from tests.support.servers import clean_env
 from tests.support.tram_up import TramUp
 from tram.config import Settings
-from tram.relay.accounting import is_generated, prompt_estimate, settle
+from tram.meter import Meter, is_generated, prompt_estimate
 from tram.requestlog import RequestRecord
 
 COUNT = [{"role": "user", "content": "Count from 1 to 200, one number per line."}]
@@ -187,17 +187,18 @@ def test_prompt_estimate_and_delta_count() -> None:
 
 
 def test_settle_keeps_the_engines_final_figures() -> None:
-    exact = RequestRecord("r", "POST", "/v1/chat/completions", engine_working=True)
-    exact.take_usage({"prompt_tokens": 5, "completion_tokens": 9})
-    exact.relayed_deltas = 20
-    settle(exact, {"messages": COUNT})
+    exact = RequestRecord("r", "POST", "/v1/chat/completions", meter=Meter(engine_working=True))
+    exact.meter.engine_usage({"prompt_tokens": 5, "completion_tokens": 9})
+    exact.meter.relayed(20)
+    exact.meter.settle({"messages": COUNT})
     assert (exact.prompt_tokens, exact.completion_tokens, exact.tokens_estimated) == (5, 9, False)
-    running = RequestRecord("r", "POST", "/v1/chat/completions", engine_working=True)
-    running.take_usage({"prompt_tokens": 5, "completion_tokens": 9}, final=False)
-    running.relayed_deltas = 4
-    settle(running, {"messages": COUNT})
+    running = RequestRecord("r", "POST", "/v1/chat/completions",
+                            meter=Meter(engine_working=True))
+    running.meter.engine_usage({"prompt_tokens": 5, "completion_tokens": 9}, final=False)
+    running.meter.relayed(4)
+    running.meter.settle({"messages": COUNT})
     assert (running.prompt_tokens, running.completion_tokens, running.tokens_estimated) == \
         (5, 9, True)
     never_sent = RequestRecord("r", "POST", "/v1/chat/completions")
-    settle(never_sent, {"messages": COUNT})
+    never_sent.meter.settle({"messages": COUNT})
     assert (never_sent.prompt_tokens, never_sent.tokens_estimated) == (None, False)

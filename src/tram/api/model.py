@@ -20,7 +20,7 @@ from tram.api.streaming import SSEResponse, cancel_on_disconnect
 from tram.auth.keys import Principal
 from tram.errors import TramError, error_response
 from tram.limits.base import Ticket
-from tram.relay.accounting import audio_estimate, prompt_estimate, settle
+from tram.meter import audio_estimate, prompt_estimate
 from tram.relay.forward import StreamResult
 from tram.relay.multipart import Form, boundary_of
 from tram.relay.route import ModelRoute
@@ -128,10 +128,9 @@ class ModelEndpoint:
 
     async def _settle(self, record: RequestRecord, payload: Any, ticket: Ticket | None) -> None:
         # A cut stream or a cancelled request is charged what the engine did for it.
-        settle(record, payload)
+        record.meter.settle(payload)
         if ticket is not None:
-            await self.state.limiter.release(ticket, (record.prompt_tokens or 0)
-                                             + (record.completion_tokens or 0))
+            await self.state.limiter.release(ticket, record.meter.total())
 
     def _completion_ceiling(self, payload: object) -> int:
         """What a request may still generate, held against budgets while it runs."""

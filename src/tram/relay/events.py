@@ -87,12 +87,12 @@ class EventStream:
                 self._rewrite(response)
             if kind in _RESPONSE_ENDS:
                 self._ended = True
-                self._record.take_usage(response.get("usage"))
+                self._record.meter.engine_usage(response.get("usage"))
                 if self._finish is not None:
                     self._final = response
                     self.pending = True
         elif kind in _RESPONSE_DELTAS:
-            self._record.relayed_deltas += 1
+            self._record.meter.relayed()
 
     def _place(self, event: dict[str, Any], kind: Any) -> None:
         """Fill in what an engine left out (llama.cpp's events name the item only) and the
@@ -110,13 +110,13 @@ class EventStream:
 
     def _anthropic_event(self, event: dict[str, Any], kind: Any) -> None:
         if kind == "content_block_delta":
-            self._record.relayed_deltas += 1
+            self._record.meter.relayed()
         elif kind == "message_start" and isinstance(message := event.get("message"), dict):
             if "model" in message:
                 message["model"] = self._alias
-            self._record.take_usage(message.get("usage"), final=False)
+            self._record.meter.engine_usage(message.get("usage"), final=False)
         elif kind == "message_delta":
-            self._record.take_usage(event.get("usage"))
+            self._record.meter.engine_usage(event.get("usage"))
         elif kind == "message_stop":
             self._ended = True
 

@@ -171,13 +171,13 @@ class Forwarder:
         held = _Held(pool, replica)
         try:
             wait, message = _first_byte_wait(call.stream, timeouts, deadline)
-            record.engine_working = True  # from here, a cancelled request has cost the engine
+            record.meter.engine_working = True  # from here, a cancelled request has cost the engine
             try:
                 response = await self._upstream.send(
                     replica, call.path, body, record.request_id, timeouts, wait, message,
                     at_root=call.at_root, content_type=call.content_type)
             except (EngineUnreachable, EngineConnectTimeout) as exc:
-                record.engine_working = False
+                record.meter.engine_working = False
                 if health is not None:
                     health.record_failure()
                 raise _Retryable(exc) from None
@@ -187,7 +187,7 @@ class Forwarder:
                 raise
             held.response = response
             if response.status_code >= 300:
-                record.engine_working = False  # refused: nothing generated to charge
+                record.meter.engine_working = False  # refused: nothing generated to charge
                 raise await _refusal(call, replica, response)
             if health is not None:
                 health.record_success()

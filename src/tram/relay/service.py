@@ -26,7 +26,6 @@ from tram.auth.keys import Principal
 from tram.config import ResponsesConfig
 from tram.errors import InvalidRequest, RouteNotServed
 from tram.protocol.routes import ResponsesRequest
-from tram.relay.accounting import charge_answer
 from tram.relay.bridges import messages as messages_bridge
 from tram.relay.bridges import responses as responses_bridge
 from tram.relay.events import EventStream
@@ -200,7 +199,7 @@ class ModelService:
             if route.events == "chunks":
                 return orjson.dumps(rewritten_answer(raw, alias, record))
             engine = engine_answer(raw, alias, record)
-            charge_answer(route.name, engine, payload, record, form.size if form else 0)
+            record.meter.charge_answer(route.name, engine, payload, form.size if form else 0)
             if turn is not None:
                 turn.rewrite(engine)
                 answered.append(engine)  # stored after, without parsing it again

@@ -13,7 +13,7 @@ import orjson
 from tram.config import Timeouts
 from tram.deadlines import Ticker, Watch
 from tram.errors import EngineBadResponse, EngineTimeout, TramError
-from tram.relay.accounting import CHARS_PER_TOKEN, is_generated
+from tram.meter import is_generated
 from tram.relay.sse import DONE, SSEDecoder, data_frame, done_frame, error_frame
 from tram.requestlog import RequestRecord
 from tram.routing.upstream import UpstreamResponse
@@ -39,7 +39,7 @@ def engine_answer(raw: bytes, alias: str, record: RequestRecord) -> dict[str, An
         raise EngineBadResponse("The engine's answer is not a JSON object.")
     if "model" in answer:
         answer["model"] = alias
-    record.take_usage(answer.get("usage"))
+    record.meter.engine_usage(answer.get("usage"))
     return answer
 
 
@@ -50,8 +50,7 @@ def rewritten_answer(raw: bytes, alias: str, record: RequestRecord) -> dict[str,
     for choice in answer.get("choices") or ():
         if isinstance(choice, dict) and isinstance(message := choice.get("message"), dict):
             mirror_reasoning(message)
-    if not record.usage_final:  # an engine that reports no usage: count what it answered
-        record.relayed_deltas = _answer_tokens(answer)
+    record.meter.answered(answer)  # an engine that reports no usage: what it answered counts
     return answer
 
 
@@ -64,16 +63,6 @@ def mirror_reasoning(part: dict[str, Any]) -> None:
             part["reasoning_content"] = part["reasoning"]
     elif "reasoning_content" in part:
         part["reasoning"] = part["reasoning_content"]
-
-
-def _answer_tokens(answer: dict[str, Any]) -> int:
-    chars = 0
-    for choice in answer.get("choices") or ():
-        message = choice.get("message") if isinstance(choice, dict) else None
-        if isinstance(message, dict):
-            chars += sum(len(text) for name in ("content", "reasoning_content", "reasoning")
-                         if isinstance(text := message.get(name), str))
-    return -(-chars // CHARS_PER_TOKEN)
 
 
 class _StreamProgress:
@@ -131,14 +120,14 @@ def _rewrite_chunk(payload: bytes, alias: str, record: RequestRecord,
             chunk["model"] = alias
         choices = chunk.get("choices")
         if chunk.get("usage"):
-            record.take_usage(chunk["usage"], final=not choices)
+            record.meter.engine_usage(chunk["usage"], final=not choices)
             if not choices and not asked.final:
                 return None
             if choices and not asked.running:
                 del chunk["usage"]
         if "error" in chunk:
             record.error_code = "engine_stream_error"
-        record.relayed_deltas += progress.see(choices)
+        record.meter.relayed(progress.see(choices))
         return orjson.dumps(chunk)
     return payload
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from tram.relay.accounting import is_generated
+from tram.meter import is_generated
 from tram.relay.stream import mirror_reasoning
 from tram.requestlog import RequestRecord
 
@@ -56,7 +56,7 @@ def read_chunk(payload: bytes, record: RequestRecord) -> ChatDelta | None:
         return None
     choices = chunk.get("choices")
     if chunk.get("usage"):
-        record.take_usage(chunk["usage"], final=not choices)
+        record.meter.engine_usage(chunk["usage"], final=not choices)
     if "error" in chunk:
         record.error_code = "engine_stream_error"
     read = ChatDelta()
@@ -68,7 +68,7 @@ def read_chunk(payload: bytes, record: RequestRecord) -> ChatDelta | None:
         if isinstance(delta, dict):
             mirror_reasoning(delta)
             if is_generated(delta):
-                record.relayed_deltas += 1
+                record.meter.relayed()
             reasoning, content = delta.get("reasoning"), delta.get("content")
             read.reasoning = reasoning if isinstance(reasoning, str) and reasoning else None
             read.content = content if isinstance(content, str) and content else None
