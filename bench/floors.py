@@ -124,7 +124,7 @@ def _tram_forward(engine: str) -> Answer:
     """Trạm's engine client, one task per request."""
     from tram.config import Timeouts
     from tram.routing.registry import Replica
-    from tram.routing.upstream import UpstreamClient
+    from tram.transport.upstream import UpstreamClient
 
     client, timeouts = UpstreamClient(), Timeouts()
     replica = Replica(url=engine + "/v1", served_name="bench")

@@ -102,7 +102,7 @@ def floor_app(engine: str) -> App:
     """Forward the body to the engine with Trạm's own engine client; nothing else."""
     from tram.config import Timeouts
     from tram.routing.registry import Replica
-    from tram.routing.upstream import UpstreamClient
+    from tram.transport.upstream import UpstreamClient
 
     client = UpstreamClient()
     replica = Replica(url=engine + "/v1", served_name="bench")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tram.deadlines import Ticker
+from tram.transport.deadlines import Ticker
 
 
 async def test_a_passed_deadline_raises_timeout_error_soon_after() -> None:

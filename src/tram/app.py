@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from starlette.applications import Starlette
@@ -42,12 +43,12 @@ from tram.routing.discovery import discover_forever
 from tram.routing.engine_load import scrape_forever
 from tram.routing.prober import probe_forever
 from tram.routing.registry import Registry
-from tram.routing.upstream import UpstreamClient
 from tram.server import ConnectionGuard
 from tram.store.db import Database, database_url
 from tram.store.keys import KeyStore, revision_file_of
 from tram.store.responses import ResponseStore
 from tram.store.usage import UsageWriter
+from tram.transport.upstream import UpstreamClient
 from tram.types import ASGIApp, Receive, Scope, Send
 from tram.vision.fetch import ImageFetcher
 from tram.web import web_pages
@@ -149,10 +150,7 @@ async def _dispatched_before(request: Request) -> Response:
     raise InternalError("The model routes are served by their endpoints before the router.")
 
 
-def create_app(settings: Settings, config: TramConfig, *,
-               registry: Registry | None = None) -> TramApp:
-    state = build_state(settings, config, registry)
-
+def _lifespan(state: AppState) -> Any:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
@@ -165,8 +163,8 @@ def create_app(settings: Settings, config: TramConfig, *,
                 background.start_soon(discover_forever, state.registry)  # idle without dns
                 background.start_soon(scrape_forever, state.registry, state.upstream)
                 background.start_soon(state.limiter.run)
-                if config.usage.retention_days is not None:
-                    background.start_soon(state.usage.prune_forever, config.usage)
+                if state.config.usage.retention_days is not None:
+                    background.start_soon(state.usage.prune_forever, state.config.usage)
                 _reload_on_sighup(state)
                 try:
                     yield
@@ -176,6 +174,11 @@ def create_app(settings: Settings, config: TramConfig, *,
             # Outside the cancelled task group, so the closing awaits are not cancelled too.
             await state.aclose()
 
+    return lifespan
+
+
+def _router(state: AppState) -> Starlette:
+    """The routes served by plain handlers (and the app's lifespan)."""
     app = Starlette(
         routes=[*(Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS),
                 # Model routes are dispatched before the router; here so that another method
@@ -188,12 +191,19 @@ def create_app(settings: Settings, config: TramConfig, *,
             HTTPException: _http_error,
             Exception: _unexpected,
         },
-        lifespan=lifespan,
+        lifespan=_lifespan(state),
     )
     # No `/path/` → `/path` redirect: Starlette builds its Location from the client's Host
     # header, which lets anyone make the gateway point a browser elsewhere.
     app.router.redirect_slashes = False
     app.state.tram = state
+    return app
+
+
+def create_app(settings: Settings, config: TramConfig, *,
+               registry: Registry | None = None) -> TramApp:
+    state = build_state(settings, config, registry)
+    app = _router(state)
     endpoints = {path: ModelEndpoint(state, route) for route in MODEL_ROUTES
                  for path in route.paths}
 

@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 from tram.api.streaming import WATCH_AFTER, cancel_on_disconnect
-from tram.deadlines import Ticker
 from tram.requestlog import RequestRecord
+from tram.transport.deadlines import Ticker
 
 
 def _record() -> RequestRecord:

@@ -18,7 +18,7 @@ from tests.support.redis_server import RedisServer
 from tram.errors import InsufficientQuota, LimitsUnavailable, RateLimited
 from tram.limits.base import KeyLimits
 from tram.limits.redis import RedisLimiter
-from tram.limits.resp import RedisUnavailable, ReplyError, RespClient
+from tram.transport.resp import RedisUnavailable, ReplyError, RespClient
 
 
 def test_rpm_is_shared_by_two_gateway_instances(gateway: GatewayFactory, auth: dict,

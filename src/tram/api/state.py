@@ -14,11 +14,11 @@ from tram.metrics import Metrics
 from tram.relay.media import MediaVetting
 from tram.relay.service import ModelService
 from tram.routing.registry import Registry
-from tram.routing.upstream import UpstreamClient
 from tram.store.db import Database
 from tram.store.keys import KeyStore
 from tram.store.responses import ResponseStore
 from tram.store.usage import UsageWriter
+from tram.transport.upstream import UpstreamClient
 from tram.vision.fetch import ImageFetcher
 
 __all__ = ["AppState", "state_of"]

@@ -14,9 +14,9 @@ from typing import TypeVar
 
 from starlette.types import Receive, Scope, Send
 
-from tram.deadlines import Ticker
 from tram.relay.forward import StreamResult
 from tram.requestlog import RequestRecord
+from tram.transport.deadlines import Ticker
 
 __all__ = ["SSEResponse", "cancel_on_disconnect"]
 

@@ -18,7 +18,7 @@ def build_limiter(config: LimitsConfig, redis_url: str | None,
         return MemoryLimiter(recorded)
     # Imported only when configured: the Redis client is not needed (nor loaded) otherwise.
     from tram.limits.redis import RedisLimiter
-    from tram.limits.resp import RespClient
+    from tram.transport.resp import RespClient
 
     return RedisLimiter(RespClient(url, timeout=config.redis_timeout), recorded,
                         prefix=config.redis_prefix, on_error=config.on_redis_error)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 from tram.errors import InsufficientQuota, RateLimited
+from tram.protocol.keys import Period
 
 __all__ = [
     "Budget",
@@ -30,7 +31,6 @@ __all__ = [
     "rate_limit_error",
 ]
 
-Period = Literal["day", "week", "month"]
 
 # Tokens used by a key since a time (None: ever), as recorded in the store.
 RecordedTokens = Callable[[str, dt.datetime | None], Awaitable[int]]

@@ -36,7 +36,7 @@ from tram.limits.base import (
     rate_limit_error,
 )
 from tram.limits.memory import MemoryLimiter
-from tram.limits.resp import RedisUnavailable, ReplyError, RespClient, Script
+from tram.transport.resp import RedisUnavailable, ReplyError, RespClient, Script
 
 __all__ = ["RedisLimiter"]
 

@@ -9,7 +9,7 @@ value the store cannot hold is a 400 naming the field, never a 500 from the data
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -22,9 +22,9 @@ from pydantic import (
     field_validator,
 )
 
-from tram.limits.base import Period
+__all__ = ["KeyCreate", "KeyUpdate", "Period"]
 
-__all__ = ["KeyCreate", "KeyUpdate"]
+Period = Literal["day", "week", "month"]  # a budget renews at its start (UTC)
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1

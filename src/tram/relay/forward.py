@@ -29,7 +29,7 @@ from tram.relay.stream import StreamHandler, relay_stream
 from tram.requestlog import RequestRecord
 from tram.routing.policies import RoutingHints
 from tram.routing.registry import ModelPool, Registry, Replica
-from tram.routing.upstream import UpstreamClient, UpstreamResponse, engine_error
+from tram.transport.upstream import UpstreamClient, UpstreamResponse, engine_error
 
 __all__ = ["CHAT_NOT_SERVED", "NOT_SERVED", "Call", "EngineLacksRoute", "Forwarder",
            "JSONResult", "StreamResult", "not_served", "resolve_pool"]

@@ -11,12 +11,12 @@ from typing import Any, Protocol
 import orjson
 
 from tram.config import Timeouts
-from tram.deadlines import Ticker, Watch
 from tram.errors import EngineBadResponse, EngineTimeout, TramError
 from tram.meter import is_generated
 from tram.relay.sse import DONE, SSEDecoder, data_frame, done_frame, error_frame
 from tram.requestlog import RequestRecord
-from tram.routing.upstream import UpstreamResponse
+from tram.transport.deadlines import Ticker, Watch
+from tram.transport.upstream import UpstreamResponse
 
 __all__ = ["ChunkStream", "StreamHandler", "UsageAsked", "engine_answer", "mirror_reasoning",
            "relay_stream",

@@ -1,6 +1,5 @@
-"""Models and their replicas, the choice of a replica, and the HTTP client to engines."""
+"""Models and their replicas, the choice of a replica, health and load."""
 
 from tram.routing.registry import ModelPool, Registry, Replica
-from tram.routing.upstream import UpstreamClient
 
-__all__ = ["ModelPool", "Registry", "Replica", "UpstreamClient"]
+__all__ = ["ModelPool", "Registry", "Replica"]

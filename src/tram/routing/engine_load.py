@@ -23,7 +23,7 @@ import anyio
 
 from tram.config import RoutingConfig
 from tram.routing.registry import ModelPool, Registry, Replica
-from tram.routing.upstream import UpstreamClient
+from tram.transport.upstream import UpstreamClient
 
 __all__ = ["EngineLoad", "parse_metrics", "penalty", "scrape_forever", "scrape_once"]
 

@@ -8,7 +8,7 @@ import time
 import anyio
 
 from tram.routing.registry import Registry, Replica
-from tram.routing.upstream import UpstreamClient
+from tram.transport.upstream import UpstreamClient
 
 __all__ = ["probe_forever", "probe_once"]
 

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import hiredis
 
-from tram.deadlines import Ticker
+from tram.transport.deadlines import Ticker
 
 __all__ = ["RedisUnavailable", "ReplyError", "RespClient", "Script"]
 

@@ -14,12 +14,12 @@ import asyncio
 import functools
 import ssl
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import orjson
 
 from tram.config import Timeouts
-from tram.deadlines import Ticker
 from tram.errors import (
     EngineBadResponse,
     EngineConnectTimeout,
@@ -29,13 +29,22 @@ from tram.errors import (
     TramError,
     UpstreamClientError,
 )
-from tram.routing.http1 import ConnectionPool, ConnectTimeout
-from tram.routing.http1 import PooledResponse as UpstreamResponse
-from tram.routing.registry import Replica
+from tram.transport.deadlines import Ticker
+from tram.transport.http1 import ConnectionPool, ConnectTimeout
+from tram.transport.http1 import PooledResponse as UpstreamResponse
 
-__all__ = ["UpstreamClient", "UpstreamResponse", "engine_error"]
+__all__ = ["Engine", "UpstreamClient", "UpstreamResponse", "engine_error"]
 
 _MAX_ERROR_BODY = 64 * 1024
+
+
+class Engine(Protocol):
+    """Where an engine is and how to reach it (a routing replica is one)."""
+
+    url: str  # its OpenAI base URL (…/v1)
+    api_key: str | None  # sent as a Bearer token
+    ca_file: str | None  # a private CA for an https engine
+    socket: str | None  # a Unix socket to connect to instead of the URL's host
 
 
 @dataclass(frozen=True)
@@ -77,7 +86,7 @@ class UpstreamClient:
     async def aclose(self) -> None:
         self._pool.close()
 
-    async def send(self, replica: Replica, path: str, body: bytes, request_id: str,
+    async def send(self, replica: Engine, path: str, body: bytes, request_id: str,
                    timeouts: Timeouts, first_byte: float,
                    timeout_message: str | None = None, *, at_root: bool = False,
                    content_type: str = "application/json") -> UpstreamResponse:
@@ -109,11 +118,11 @@ class UpstreamClient:
             raise EngineUnreachable(
                 f"The engine for this model is unreachable ({type(exc).__name__}).") from None
 
-    async def probe(self, replica: Replica, limit_s: float) -> bool:
+    async def probe(self, replica: Engine, limit_s: float) -> bool:
         """Whether the replica answers GET <url>/models with 200 within `limit_s`."""
         return await self.get(replica, "/models", limit_s) is not None
 
-    async def get(self, replica: Replica, path: str, limit_s: float,
+    async def get(self, replica: Engine, path: str, limit_s: float,
                   at_root: bool = False) -> bytes | None:
         """GET a small document (an engine's /metrics); None unless a 200 within `limit_s`."""
         target = _target(replica.url, replica.ca_file, replica.socket)
