@@ -63,12 +63,16 @@ def live(tmp_path_factory: pytest.TempPathFactory,
 
 def test_the_document_lists_every_route_the_app_serves(live: tuple[str, dict]) -> None:
     url, callers = live
-    served = httpx.get(url + "/openapi.json").json()
+    served = httpx.get(url + "/openapi.json", headers=callers["master"]).json()
     assert served["openapi"] == "3.1.0"
     documented = {(path, method) for path, ops in served["paths"].items() for method in ops}
     assert documented == {(op.path, op.method) for op in OPERATIONS}
     model = served["components"]["schemas"]["ChatCompletionRequest"]["properties"]["model"]
-    assert model["examples"] == MODELS  # this deployment's aliases
+    assert model["examples"] == MODELS  # this deployment's aliases, to a caller with a key
+    anonymous = httpx.get(url + "/openapi.json").json()
+    assert "examples" not in anonymous["components"]["schemas"]["ChatCompletionRequest"][
+        "properties"]["model"]  # and to nobody else
+    assert anonymous["paths"] == served["paths"]
     # Every documented route answers (not 404/405) with the master key.
     for op in OPERATIONS:
         path = op.path.replace("{model}", "qwen-text").replace("{key_id}", "key_none")

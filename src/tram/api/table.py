@@ -23,6 +23,8 @@ from tram.api.openapi import openapi_document
 from tram.api.pages import me, models_status
 from tram.api.responses import delete_response, get_response
 from tram.api.state import state_of
+from tram.auth.keys import bearer_token
+from tram.errors import TramError
 from tram.protocol.answers import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -77,7 +79,14 @@ _USAGE_PARAMS = (
 
 
 async def _openapi(request: Request) -> Response:
-    names = [pool.name for pool in state_of(request).registry]
+    """The document is public; this deployment's model aliases are in it only for a caller
+    with a valid key (they say what the gateway serves, which is nobody else's business)."""
+    state = state_of(request)
+    try:
+        await state.authenticator.authenticate(bearer_token(request.headers.get("authorization")))
+        names = [pool.name for pool in state.registry]
+    except TramError:
+        names = []
     return Response(orjson.dumps(openapi_document(names, ENDPOINTS, MODEL_ROUTES)),
                     media_type="application/json")
 
