@@ -94,3 +94,15 @@ def test_request_id_is_honoured_or_created(gateway: GatewayFactory, auth: dict) 
     assert given.headers["x-request-id"] == "abc-123"
     assert len(made.headers["x-request-id"]) == 32
     assert refused.headers["x-request-id"] != "bad id\twith junk"
+
+
+def test_x_api_key_is_taken_on_the_client_api_only(gateway: GatewayFactory) -> None:
+    """Anthropic's header is for Anthropic's clients: the client API takes it, the admin API
+    and the metrics need `Authorization: Bearer` (issue 23, item 13)."""
+    key = {"x-api-key": MASTER_KEY}
+    with gateway() as url:
+        assert httpx.get(url + "/v1/models", headers=key).status_code == 200
+        for path in ("/admin/keys", "/admin/usage", "/metrics"):
+            refused = httpx.get(url + path, headers=key)
+            assert refused.status_code == 401, (path, refused.text)
+            assert refused.json()["error"]["code"] == "missing_api_key"

@@ -188,3 +188,33 @@ def test_deeply_nested_json_is_a_400_everywhere(routes: tuple[str, RouteLog], au
         assert answer.status_code == 400, (path, answer.text)
         assert answer.json()["error"]["code"] == "invalid_json"
     assert log.received == []
+
+
+def test_uploads_in_memory_are_bounded_per_process(gateway: GatewayFactory, auth: dict) -> None:
+    """Four uploads of the largest allowed size may be in memory at once; a fifth waits for
+    room, then gets a 503 with Retry-After, before any of its body is read."""
+    log = RouteLog()
+    size = 64 * 1024
+    with serve_app(route_engine(log)) as engine, gateway(
+            models=[{"name": "m", "upstreams": [{"url": engine + "/v1", "served_name": "f"}]}],
+            server={"max_upload_bytes": size, "body_timeout": 30}) as url:
+        host, port = url.removeprefix("http://").split(":")
+        head = (f"POST /v1/audio/transcriptions HTTP/1.1\r\nhost: x\r\n"
+                f"authorization: {auth['Authorization']}\r\n"
+                f"content-type: multipart/form-data; boundary={BOUNDARY}\r\n"
+                f"content-length: {size}\r\n\r\n").encode()
+        held = []
+        try:
+            for _ in range(4):  # each holds its declared size, its body still coming
+                conn = socket.create_connection((host, int(port)), timeout=10)
+                conn.sendall(head + b"--" + BOUNDARY.encode())
+                held.append(conn)
+            time.sleep(0.3)
+            with socket.create_connection((host, int(port)), timeout=10) as fifth:
+                fifth.sendall(head)
+                answer = fifth.recv(4096)
+        finally:
+            for conn in held:
+                conn.close()
+    assert answer.startswith(b"HTTP/1.1 503"), answer[:300]
+    assert b"retry-after" in answer.lower() and b"server_busy" in answer
