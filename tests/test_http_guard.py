@@ -141,6 +141,24 @@ def test_heads_and_bodies_that_stop_arriving_are_closed(serve) -> None:
     assert answer.status_code == 200, answer.text
 
 
+def test_every_worker_applies_the_configured_bounds(
+        tmp_path: Path, fault_engine_server: tuple[str, EngineLog]) -> None:
+    # With --workers N each worker builds its own app; its connections take that app's guard.
+    process, url = start_tram_serve(
+        tmp_path, f"server: {{max_head_bytes: 4096}}\nmodels: [{{name: qwen-text, upstreams: "
+                  f"[{{url: '{fault_engine_server[0]}', served_name: echo}}]}}]\n", workers=2)
+    try:
+        for _ in range(6):
+            sock = connect(url)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 5000 +
+                         b"\r\n\r\n")
+            assert read_until_closed(sock).startswith(b"HTTP/1.1 431")
+        assert httpx.get(url + "/health", headers={"X-Pad": "a" * 3000}).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+
+
 def test_connections_past_the_cap_are_refused_at_once(serve) -> None:
     url = serve("{max_connections: 5}")
     held = [connect(url) for _ in range(5)]

@@ -3,7 +3,8 @@ pipelining in order, chunked and streamed request bodies, `Expect: 100-continue`
 chosen from the app's headers, `Connection: close` and HTTP/1.0, a closed keep-alive connection
 when idle, an early answer that ends the connection, the app's crash answered in the OpenAI
 shape, a disconnect seen by the app, and headers that would split a response refused. Driven
-over real loopback sockets, byte for byte."""
+over real loopback sockets, byte for byte. And a server gets its bounds from its factory, or
+does not start."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 from tests.support.raw_http import STILL_OPEN, connect, exchange, read_until_closed
 from tests.support.servers import serve_app
 from tram.config import ServerConfig
-from tram.server import ConnectionGuard
+from tram.server import ConnectionGuard, gateway_config, uvicorn_options
 
 seen: dict[str, Any] = {}
 
@@ -191,3 +192,34 @@ def test_a_next_head_begun_during_an_answer_is_timed_from_the_answer(url: str) -
     second = raw.split(b"HTTP/1.1 ")[2]
     assert second.startswith(b"408") and b"request_timeout" in second
     assert time.monotonic() - started >= 1.7  # 1.2 s answer + 0.6 s for the head
+
+
+class SmallHeads:
+    """An app carrying a guard with a 4 KiB head limit (as a TramApp carries its own)."""
+
+    connection_guard = ConnectionGuard(ServerConfig(max_head_bytes=4096))
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await app(scope, receive, send)
+
+
+BIG_HEAD = b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-Pad: " + b"a" * 5000 + \
+    b"\r\n\r\n"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_server_is_handed_its_guard_or_does_not_start() -> None:
+    # No guard given and none on the app: refused at start-up (it used to serve on defaults).
+    with pytest.raises(TypeError, match="connection_guard"):
+        gateway_config(app, ServerConfig()).load()
+    with pytest.raises(RuntimeError, match="did not start"), serve_app(app, tram_server=True):
+        pass
+    # The guard handed over is the one applied (a 5000-byte head passes the default limit).
+    with serve_app(app, tram_server=True, guard=SmallHeads.connection_guard) as served:
+        assert exchange(served, BIG_HEAD).startswith(b"HTTP/1.1 431")
+    with serve_app(GuardedApp(), tram_server=True) as served:
+        assert exchange(served, BIG_HEAD).startswith(b"HTTP/1.1 200")
+    # `tram up`'s settings for a plain uvicorn.Config (until it calls gateway_config): the
+    # guard of the app uvicorn serves.
+    with serve_app(SmallHeads(), tram_server=False, **uvicorn_options(ServerConfig())) as served:
+        assert exchange(served, BIG_HEAD).startswith(b"HTTP/1.1 431")

@@ -40,7 +40,7 @@ from tram.errors import (
     raw_http_response,
 )
 from tram.server.cycle import Cycle
-from tram.server.guard import ConnectionGuard, guard_of
+from tram.server.guard import ConnectionGuard
 from tram.types import ASGIApp
 
 __all__ = ["HttpConnection"]
@@ -53,7 +53,7 @@ _HEAD_END = b"\r\n\r\n"
 class HttpConnection(asyncio.Protocol):
     """uvicorn's `http` protocol interface: `__init__(config, server_state, app_state)`,
     `shutdown()`, membership of `server_state.connections` and of `.tasks` while a request
-    runs."""
+    runs. `config` is a GatewayConfig (tram.server), which hands over the guard."""
 
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -67,7 +67,7 @@ class HttpConnection(asyncio.Protocol):
         self._app_state = app_state
         self._root_path: str = config.root_path
         self._keep_alive_timeout: float = config.timeout_keep_alive
-        self._guard: ConnectionGuard = guard_of(self.app)
+        self._guard: ConnectionGuard = config.guard
         self._parser = httptools.HttpRequestParser(self)
         self._parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]

@@ -1,5 +1,6 @@
 """The bounds one gateway process puts on every client, and where their refusals are counted
-(`tram_connections_closed_total{reason}`). The connection (connection.py) applies them."""
+(`tram_connections_closed_total{reason}`). The connection (connection.py) applies them; the
+server's factory (`gateway_config` in __init__.py) hands them to it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from tram.config import ServerConfig
 from tram.metrics import Metrics
 
-__all__ = ["ConnectionGuard", "guard_of"]
+__all__ = ["ConnectionGuard"]
 
 
 class ConnectionGuard:
@@ -29,18 +30,3 @@ class ConnectionGuard:
         if child is None:
             child = self._children[reason] = self._closed.labels(reason)
         child.inc()
-
-
-_DEFAULT = ServerConfig()
-
-
-def guard_of(app: Any) -> ConnectionGuard:
-    """The guard of the Trạm app that uvicorn serves (through any wrapper uvicorn added)."""
-    for _ in range(8):
-        guard = getattr(app, "connection_guard", None)
-        if isinstance(guard, ConnectionGuard):
-            return guard
-        app = getattr(app, "app", None)
-        if app is None:
-            break
-    return ConnectionGuard(_DEFAULT)
