@@ -9,6 +9,7 @@ does not start."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -114,6 +115,40 @@ def test_keep_alive_and_pipelined_requests_are_answered_in_order(url: str) -> No
     assert orjson.loads(answers[0][1])["query"] == "x=0"
     assert b"connection: close" in answers[-1][0]
     assert b"date: " in answers[0][0]
+
+
+def test_a_tight_pipeline_bound_still_delivers_every_body_in_order() -> None:
+    # At most 2 requests and 8 KiB waiting per connection: reading pauses and resumes many
+    # times over bodies of known length, chunked bodies and bare heads, all on one connection.
+    tight = ConnectionGuard(ServerConfig(), max_pipelined=2, max_pipelined_bytes=8192)
+    sizes = [0, 3 << 20, 5, 70_000, 0, 100_000, 1]
+    requests = []
+    for i, size in enumerate(sizes):
+        body = bytes([97 + i]) * size
+        if i % 3 == 2:  # chunked, in 10 KiB chunks
+            chunks = b"".join(b"%x\r\n%b\r\n" % (len(body[j:j + 10240]), body[j:j + 10240])
+                              for j in range(0, len(body), 10240))
+            requests.append(b"POST /c%d HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked"
+                            b"\r\n\r\n%b0\r\n\r\n" % (i, chunks))
+        else:
+            requests.append(b"POST /p%d HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%b"
+                            % (i, size, body))
+    requests += [b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"] + \
+        [b"GET /g%d HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(500)]
+    with serve_app(app, tram_server=True, guard=tight) as served:
+        sock = connect(served)
+        threading.Thread(target=sock.sendall, args=(b"".join(requests),), daemon=True).start()
+        raw = b""
+        sock.settimeout(10)
+        while raw.count(b"HTTP/1.1 200") < len(requests) and (data := sock.recv(1 << 20)):
+            raw += data
+    answers = [orjson.loads(body) for _, body in _responses(raw)]
+    assert [a["path"] for a in answers] == \
+        [f"/{'c' if i % 3 == 2 else 'p'}{i}" for i in range(len(sizes))] + ["/slow"] + \
+        [f"/g{i}" for i in range(500)]
+    assert [a["size"] for a in answers[:len(sizes)]] == sizes
+    assert all(a["body"] == chr(97 + i) * min(size, 40)
+               for i, (a, size) in enumerate(zip(answers, sizes, strict=False)))
 
 
 def test_bodies_chunked_large_or_after_100_continue_arrive_whole(url: str) -> None:

@@ -82,14 +82,17 @@ def clean_env(**settings: str) -> dict[str, str]:
 
 
 def start_tram_serve(cwd: Path, config: str, master_key: str = "sk-test-master-0123456789",
-                     workers: int = 1, **env: str) -> tuple[subprocess.Popen[str], str]:
+                     workers: int = 1, log_level: str = "info",
+                     **env: str) -> tuple[subprocess.Popen[str], str]:
     """`tram serve` (one worker) with `config` as its tram.yaml in `cwd`, once healthy: the
-    process (stdout and stderr piped together) and its URL. The caller stops it."""
+    process (stdout and stderr piped together: a test sending thousands of requests logs at
+    `warning`, or the unread pipe fills and stalls the gateway) and its URL. The caller stops
+    it."""
     (cwd / "tram.yaml").write_text(config)
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "tram", "serve", "--config", "tram.yaml", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", str(workers)], cwd=cwd,
+         "--port", str(port), "--workers", str(workers), "--log-level", log_level], cwd=cwd,
         env=clean_env(TRAM_MASTER_KEY=master_key, **env),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"

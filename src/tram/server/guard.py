@@ -9,17 +9,28 @@ from typing import Any
 from tram.config import ServerConfig
 from tram.metrics import Metrics
 
-__all__ = ["ConnectionGuard"]
+__all__ = ["MAX_PIPELINED", "MAX_PIPELINED_BYTES", "ConnectionGuard"]
+
+# Requests one connection may have parsed and waiting behind the one being answered, and the
+# bytes they (and what was read but not parsed yet) may hold; past either, reading from that
+# client pauses until answers drain. Not `server:` settings yet (docs/decisions.md,
+# "Pipelined requests: bounded per connection").
+MAX_PIPELINED = 32
+MAX_PIPELINED_BYTES = 256 * 1024
 
 
 class ConnectionGuard:
     """The bounds of one gateway process and where their refusals are counted."""
 
-    def __init__(self, config: ServerConfig, metrics: Metrics | None = None) -> None:
+    def __init__(self, config: ServerConfig, metrics: Metrics | None = None, *,
+                 max_pipelined: int = MAX_PIPELINED,
+                 max_pipelined_bytes: int = MAX_PIPELINED_BYTES) -> None:
         self.max_head_bytes = config.max_head_bytes
         self.head_timeout = config.head_timeout
         self.body_timeout = config.body_timeout
         self.max_connections = config.max_connections
+        self.max_pipelined = max_pipelined
+        self.max_pipelined_bytes = max_pipelined_bytes
         self._closed = metrics.connections_closed if metrics is not None else None
         self._children: dict[str, Any] = {}
 
