@@ -1,7 +1,8 @@
 """The HTTP server bounds every client (`tram serve` as an operator runs it, on loopback):
 head size, heads and bodies that stop arriving, a connection cap, pipelined requests held to a
-bound and answered in order, malformed requests answered in the OpenAI shape, refused requests
-that write nothing, no redirect built from Host, and a store private to its user."""
+bound and answered in order, malformed requests (and HTTP/0.9) answered in the OpenAI shape
+after the valid ones before them, refused requests that write nothing, no redirect built from
+Host, and a store private to its user."""
 
 from __future__ import annotations
 
@@ -234,6 +235,9 @@ MALFORMED = {
     "nul in a header": b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
     "bad chunk size": b"POST /v1/models HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                       b"\r\nzz\r\nhello\r\n0\r\n\r\n",
+    "HTTP/0.9 (no version)": b"GET /health\r\nHost: x\r\n\r\n",
+    "HTTP/0.9, said": b"GET /health HTTP/0.9\r\n\r\n",
+    "HTTP/2.0 over HTTP/1": b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n",
 }
 
 
@@ -246,6 +250,21 @@ def test_malformed_requests_get_an_openai_error(serve) -> None:
         assert (status, error["code"], error["type"]) == \
             (400, "invalid_http_request", "invalid_request_error"), name
     assert _metric(url, "tram_connections_closed_total", reason="invalid_http") == len(MALFORMED)
+
+
+def test_a_valid_request_before_a_refused_one_is_answered_first(serve) -> None:
+    # Pipelined on one connection: the valid request's answer, then the refusal, then close.
+    url = serve()
+    refused = {**{name: (raw, 400) for name, raw in MALFORMED.items()},
+               "a head over the limit": (b"GET /health HTTP/1.1\r\nX-Pad: " + b"a" * 70_000 +
+                                         b"\r\n\r\n", 431)}
+    for name, (raw, status) in refused.items():
+        sock = connect(url)
+        sock.sendall(BARE + raw)
+        answer = read_until_closed(sock)
+        first, _, rest = answer.partition(b'{"status":"ok"}')
+        assert first.startswith(b"HTTP/1.1 200 OK"), (name, answer[:300])
+        assert _json_error(rest)[0] == status, name
 
 
 def test_refused_requests_write_nothing_and_are_counted(serve, tmp_path: Path) -> None:

@@ -215,6 +215,22 @@ def test_crashes_bad_headers_and_disconnects(url: str) -> None:
     assert httpx.get(url + "/still-serving").status_code == 200
 
 
+def test_pipelined_answers_come_before_the_refusal_of_a_later_request(url: str) -> None:
+    # A slow request and one with a body, then a malformed one: both answered, then the 400.
+    sock = connect(url)
+    sock.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nPOST /p HTTP/1.1\r\nHost: t\r\n"
+                 b"Content-Length: 2\r\n\r\nhi"
+                 b"POST /bad HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n")
+    raw = read_until_closed(sock, 5)
+    assert not raw.endswith(STILL_OPEN)
+    good, _, refusal = raw.partition(b"HTTP/1.1 400")
+    assert [orjson.loads(body)["path"] for _, body in _responses(good)] == ["/slow", "/p"]
+    assert b"invalid_http_request" in refusal
+    # An HTTP/0.9 request line (no version) is refused, never answered 200.
+    raw = exchange(url, b"GET /a\r\n\r\n", 3)
+    assert raw.startswith(b"HTTP/1.1 400") and b"HTTP/0.9" in raw
+
+
 def test_a_next_head_begun_during_an_answer_is_timed_from_the_answer(url: str) -> None:
     # The next request's head starts arriving while a slow answer (1.2 s) is still being
     # made, and never ends: the answer goes out whole; the head is refused only after its

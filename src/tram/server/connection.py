@@ -16,6 +16,8 @@ shutdown; see `shutdown()`); why not uvicorn's own: docs/decisions.md. Bounds (C
 - at most `max_pipelined` requests parsed and waiting behind the one being answered, holding
   at most `max_pipelined_bytes` (with the bytes read but not parsed yet): past either, reading
   pauses until answers drain (overshot by at most one `_SLICE` of requests, one read of bytes);
+- a refused request (malformed, a head too large, HTTP/0.9) is answered after the requests
+  pipelined before it are, then the connection closes.
 
 Every deadline is kept by one timer per connection that is re-armed only when it fires early
 (a timestamp update per request instead of a timer made and cancelled per request).
@@ -83,6 +85,7 @@ class HttpConnection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._continue = False
         self._length = b""
+        self._bad_head: TramError | None = None
         # Flow control.
         self._read_paused = False
         self.write_paused = False
@@ -96,8 +99,10 @@ class HttpConnection(asyncio.Protocol):
         self._since = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
-        # No more input is parsed: refused, or ended by an upgrade.
+        # No more input is parsed: refused, or ended by an upgrade; `_owed`: a refusal that
+        # goes out after the answers before it.
         self._stopped = False
+        self._owed: tuple[TramError, str] | None = None
 
     # -- connection life -------------------------------------------------------------------
 
@@ -180,7 +185,7 @@ class HttpConnection(asyncio.Protocol):
                 if self._head_bytes == 0 and self._requests:
                     self._since = self.loop.time()  # a later head: its own time to arrive
                 if not self._head_fits(piece):
-                    self._refuse(HeadersTooLarge(
+                    self._refuse_in_turn(HeadersTooLarge(
                         f"The request line and headers exceed {self._guard.max_head_bytes} "
                         "bytes."), "head_too_large")
                     return
@@ -209,10 +214,28 @@ class HttpConnection(asyncio.Protocol):
                 cycle.keep_alive = False
             self._stopped = True
         except httptools.HttpParserError:
-            self._refuse(MalformedHTTP(
+            error, self._bad_head = self._bad_head, None
+            self._refuse_in_turn(error or MalformedHTTP(
                 "The HTTP request is malformed (e.g. both Content-Length and Transfer-Encoding, "
                 "an invalid length or chunk size, or a forbidden character in a header)."),
                 "invalid_http")
+
+    def _refuse_in_turn(self, error: TramError, reason: str) -> None:
+        """Refuse what the client sent next, once the requests before it are answered."""
+        receiving = self._receiving()
+        if receiving is not None and receiving.more_body and not receiving.response_complete:
+            # The refused bytes are this request's own body.
+            if receiving is self.cycle:
+                self._refuse(None if receiving.response_started else error, reason)
+                return
+            self._pipeline.pop()  # never started: the refusal is its answer
+        if self.cycle is None or self.cycle.response_complete:
+            self._refuse(error, reason)
+            return
+        self._stopped = True
+        self._owed = (error, reason)
+        self._backlog = b""
+        self.pause_reading()
 
     def _refuse(self, error: TramError | None, reason: str) -> None:
         """Count the closure, answer `error` (None: nothing to answer), close."""
@@ -248,6 +271,12 @@ class HttpConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self._parser
         version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            # llhttp takes a request line without a version as HTTP/0.9 (whose answer would be
+            # a bare body), and reads "HTTP/2.0" as if it were HTTP/1.
+            self._bad_head = MalformedHTTP(
+                f"HTTP/{version} is not served here; send HTTP/1.1 (or HTTP/1.0).")
+            raise ValueError(version)  # the parser stops; _parse answers with _bad_head
         self._awaiting_head = False
         self._requests += 1
         self._head_bytes = 0
@@ -303,6 +332,9 @@ class HttpConnection(asyncio.Protocol):
                 backlog, self._backlog = self._backlog, b""
                 self._feed(backlog)
             self.resume_reading()
+            return
+        if self._owed is not None:  # every answer before the refused request is out
+            self._refuse(*self._owed)
             return
         self.resume_reading()
         # Idle from now, or the next head (begun while this answer was going out) has its
