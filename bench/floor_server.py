@@ -14,15 +14,20 @@ from typing import Any
 import uvicorn
 
 from bench.inprocess import floor_app
-from tram.server import protocol_options
+from tram.config import ServerConfig
+from tram.server import ConnectionGuard, gateway_config
 
 
 def main() -> None:
     engine, port = sys.argv[1], int(sys.argv[2])
-    protocol: dict[str, Any] = {"http": "httptools", "loop": "uvloop"} \
-        if "--uvicorn-protocol" in sys.argv else protocol_options()
-    uvicorn.run(floor_app(engine), host="127.0.0.1", port=port, access_log=False,
-                log_level="warning", lifespan="off", **protocol)
+    common: dict[str, Any] = {"host": "127.0.0.1", "port": port, "access_log": False,
+                              "log_level": "warning", "lifespan": "off"}
+    if "--uvicorn-protocol" in sys.argv:
+        uvicorn.run(floor_app(engine), http="httptools", loop="uvloop", **common)
+        return
+    limits = ServerConfig()
+    uvicorn.Server(gateway_config(floor_app(engine), limits, guard=ConnectionGuard(limits),
+                                  **common)).run()
 
 
 if __name__ == "__main__":

@@ -153,15 +153,17 @@ async def _serve(kind: str, engine: str, port: int) -> None:
         import uvicorn
 
         from bench.inprocess import floor_app
-        from tram.server import protocol_options
+        from tram.config import ServerConfig
+        from tram.server import ConnectionGuard, gateway_config
 
         app = _fixed_app if kind.endswith("-fixed") else floor_app(engine)
         # Trạm's protocol, or uvicorn's own as uvicorn runs by default; on the loop this
         # process already runs, for every kind alike.
-        protocol = protocol_options() if kind.startswith("tram") else {"http": "httptools"}
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False,
-                                log_level="warning", lifespan="off",
-                                **{**protocol, "loop": "none"})
+        common: dict[str, Any] = {"host": "127.0.0.1", "port": port, "access_log": False,
+                                  "log_level": "warning", "lifespan": "off", "loop": "none"}
+        limits = ServerConfig()
+        config = gateway_config(app, limits, guard=ConnectionGuard(limits), **common) \
+            if kind.startswith("tram") else uvicorn.Config(app, http="httptools", **common)
         await uvicorn.Server(config).serve()
         return
     make: Callable[[], _Server]

@@ -1,15 +1,18 @@
 """The HTTP server bounds every client (`tram serve` as an operator runs it, on loopback):
-head size, heads and bodies that stop arriving, a connection cap, malformed requests answered
-in the OpenAI shape, refused requests that write nothing, no redirect built from Host, and a
-store private to its user."""
+head size, heads and bodies that stop arriving, a connection cap, pipelined requests held to a
+bound and answered in order, malformed requests (and HTTP/0.9) answered in the OpenAI shape
+after the valid ones before them, refused requests that write nothing, no redirect built from
+Host, and a store private to its user."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,10 +34,11 @@ def serve(tmp_path: Path, fault_engine_server: tuple[str, EngineLog]) -> Iterato
     """`serve(server_yaml)` → the URL of a `tram serve` with that `server:` section."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(server: str = "{}") -> str:
+    def start(server: str = "{}", log_level: str = "info") -> str:
         process, url = start_tram_serve(
             tmp_path, f"server: {server}\nmodels: [{{name: qwen-text, upstreams: "
-                      f"[{{url: '{fault_engine_server[0]}', served_name: echo}}]}}]\n")
+                      f"[{{url: '{fault_engine_server[0]}', served_name: echo}}]}}]\n",
+            log_level=log_level)
         started.append(process)
         return url
 
@@ -52,7 +56,7 @@ def _json_error(raw: bytes) -> tuple[int, dict]:
     return status, orjson.loads(body)["error"]
 
 
-def _rss_mb(url: str) -> float:
+def _pid(url: str) -> int:
     port = url.rsplit(":", 1)[1]
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -61,10 +65,15 @@ def _rss_mb(url: str) -> float:
             except OSError:
                 continue
             if b"serve" in cmdline and port.encode() in cmdline:
-                for line in (entry / "status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) / 1024
+                return int(entry.name)
     raise AssertionError("gateway process not found")
+
+
+def _rss_mb(url: str, pid: int | None = None) -> float:
+    for line in Path(f"/proc/{pid or _pid(url)}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
 
 
 def _metric(url: str, name: str, **labels: str) -> float:
@@ -141,6 +150,24 @@ def test_heads_and_bodies_that_stop_arriving_are_closed(serve) -> None:
     assert answer.status_code == 200, answer.text
 
 
+def test_every_worker_applies_the_configured_bounds(
+        tmp_path: Path, fault_engine_server: tuple[str, EngineLog]) -> None:
+    # With --workers N each worker builds its own app; its connections take that app's guard.
+    process, url = start_tram_serve(
+        tmp_path, f"server: {{max_head_bytes: 4096}}\nmodels: [{{name: qwen-text, upstreams: "
+                  f"[{{url: '{fault_engine_server[0]}', served_name: echo}}]}}]\n", workers=2)
+    try:
+        for _ in range(6):
+            sock = connect(url)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 5000 +
+                         b"\r\n\r\n")
+            assert read_until_closed(sock).startswith(b"HTTP/1.1 431")
+        assert httpx.get(url + "/health", headers={"X-Pad": "a" * 3000}).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+
+
 def test_connections_past_the_cap_are_refused_at_once(serve) -> None:
     url = serve("{max_connections: 5}")
     held = [connect(url) for _ in range(5)]
@@ -154,6 +181,49 @@ def test_connections_past_the_cap_are_refused_at_once(serve) -> None:
     assert httpx.get(url + "/health").status_code == 200  # room again once they left
 
 
+BARE = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_a_pipelined_burst_is_answered_in_order_within_bounded_memory(serve) -> None:
+    # Issue 23, item 3: one connection writes 1.5 MiB of pipelined `GET /health` (~45,000
+    # requests, every 64th with an id) and reads the answers as they come. The gateway used to
+    # parse everything it was sent before answering it (+65 MB here); now it reads on only
+    # while what waits on that connection is small.
+    url = serve(log_level="warning")  # (not a log line per request into an unread pipe)
+    pid = _pid(url)
+    count = (3 << 19) // len(BARE)
+    burst = b"".join(BARE if i % 64 else b"GET /health HTTP/1.1\r\nHost: x\r\nX-Request-ID: "
+                     b"n%d\r\n\r\n" % i for i in range(count))
+    idle = peak = _rss_mb(url, pid)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _rss_mb(url, pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    sock = connect(url)
+    sock.settimeout(60)
+    threading.Thread(target=sock.sendall, args=(burst,), daemon=True).start()
+    parts, answered, tail = [], 0, b""
+    try:
+        while answered < count and (data := sock.recv(1 << 20)):
+            parts.append(data)
+            answered += (tail + data).count(b"HTTP/1.1 ")
+            tail = (tail + data)[-8:]
+    finally:
+        done.set()
+        sampler.join()
+    received = b"".join(parts)
+    assert received.count(b"HTTP/1.1 200 OK\r\n") == answered == count
+    assert re.findall(rb"x-request-id: (n\d+)", received) == \
+        [b"n%d" % i for i in range(0, count, 64)]
+    assert peak - idle < 20, f"the gateway grew by {peak - idle:.0f} MB"
+
+
 MALFORMED = {
     "content-length and transfer-encoding":
         b"POST /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
@@ -165,6 +235,9 @@ MALFORMED = {
     "nul in a header": b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
     "bad chunk size": b"POST /v1/models HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                       b"\r\nzz\r\nhello\r\n0\r\n\r\n",
+    "HTTP/0.9 (no version)": b"GET /health\r\nHost: x\r\n\r\n",
+    "HTTP/0.9, said": b"GET /health HTTP/0.9\r\n\r\n",
+    "HTTP/2.0 over HTTP/1": b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n",
 }
 
 
@@ -177,6 +250,21 @@ def test_malformed_requests_get_an_openai_error(serve) -> None:
         assert (status, error["code"], error["type"]) == \
             (400, "invalid_http_request", "invalid_request_error"), name
     assert _metric(url, "tram_connections_closed_total", reason="invalid_http") == len(MALFORMED)
+
+
+def test_a_valid_request_before_a_refused_one_is_answered_first(serve) -> None:
+    # Pipelined on one connection: the valid request's answer, then the refusal, then close.
+    url = serve()
+    refused = {**{name: (raw, 400) for name, raw in MALFORMED.items()},
+               "a head over the limit": (b"GET /health HTTP/1.1\r\nX-Pad: " + b"a" * 70_000 +
+                                         b"\r\n\r\n", 431)}
+    for name, (raw, status) in refused.items():
+        sock = connect(url)
+        sock.sendall(BARE + raw)
+        answer = read_until_closed(sock)
+        first, _, rest = answer.partition(b'{"status":"ok"}')
+        assert first.startswith(b"HTTP/1.1 200 OK"), (name, answer[:300])
+        assert _json_error(rest)[0] == status, name
 
 
 def test_refused_requests_write_nothing_and_are_counted(serve, tmp_path: Path) -> None:

@@ -3,11 +3,13 @@ pipelining in order, chunked and streamed request bodies, `Expect: 100-continue`
 chosen from the app's headers, `Connection: close` and HTTP/1.0, a closed keep-alive connection
 when idle, an early answer that ends the connection, the app's crash answered in the OpenAI
 shape, a disconnect seen by the app, and headers that would split a response refused. Driven
-over real loopback sockets, byte for byte."""
+over real loopback sockets, byte for byte. And a server gets its bounds from its factory, or
+does not start."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +21,7 @@ import pytest
 from tests.support.raw_http import STILL_OPEN, connect, exchange, read_until_closed
 from tests.support.servers import serve_app
 from tram.config import ServerConfig
-from tram.server import ConnectionGuard
+from tram.server import ConnectionGuard, gateway_config, uvicorn_options
 
 seen: dict[str, Any] = {}
 
@@ -115,6 +117,40 @@ def test_keep_alive_and_pipelined_requests_are_answered_in_order(url: str) -> No
     assert b"date: " in answers[0][0]
 
 
+def test_a_tight_pipeline_bound_still_delivers_every_body_in_order() -> None:
+    # At most 2 requests and 8 KiB waiting per connection: reading pauses and resumes many
+    # times over bodies of known length, chunked bodies and bare heads, all on one connection.
+    tight = ConnectionGuard(ServerConfig(), max_pipelined=2, max_pipelined_bytes=8192)
+    sizes = [0, 3 << 20, 5, 70_000, 0, 100_000, 1]
+    requests = []
+    for i, size in enumerate(sizes):
+        body = bytes([97 + i]) * size
+        if i % 3 == 2:  # chunked, in 10 KiB chunks
+            chunks = b"".join(b"%x\r\n%b\r\n" % (len(body[j:j + 10240]), body[j:j + 10240])
+                              for j in range(0, len(body), 10240))
+            requests.append(b"POST /c%d HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked"
+                            b"\r\n\r\n%b0\r\n\r\n" % (i, chunks))
+        else:
+            requests.append(b"POST /p%d HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%b"
+                            % (i, size, body))
+    requests += [b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"] + \
+        [b"GET /g%d HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(500)]
+    with serve_app(app, tram_server=True, guard=tight) as served:
+        sock = connect(served)
+        threading.Thread(target=sock.sendall, args=(b"".join(requests),), daemon=True).start()
+        raw = b""
+        sock.settimeout(10)
+        while raw.count(b"HTTP/1.1 200") < len(requests) and (data := sock.recv(1 << 20)):
+            raw += data
+    answers = [orjson.loads(body) for _, body in _responses(raw)]
+    assert [a["path"] for a in answers] == \
+        [f"/{'c' if i % 3 == 2 else 'p'}{i}" for i in range(len(sizes))] + ["/slow"] + \
+        [f"/g{i}" for i in range(500)]
+    assert [a["size"] for a in answers[:len(sizes)]] == sizes
+    assert all(a["body"] == chr(97 + i) * min(size, 40)
+               for i, (a, size) in enumerate(zip(answers, sizes, strict=False)))
+
+
 def test_bodies_chunked_large_or_after_100_continue_arrive_whole(url: str) -> None:
     sock = connect(url)
     sock.sendall(b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -179,6 +215,22 @@ def test_crashes_bad_headers_and_disconnects(url: str) -> None:
     assert httpx.get(url + "/still-serving").status_code == 200
 
 
+def test_pipelined_answers_come_before_the_refusal_of_a_later_request(url: str) -> None:
+    # A slow request and one with a body, then a malformed one: both answered, then the 400.
+    sock = connect(url)
+    sock.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nPOST /p HTTP/1.1\r\nHost: t\r\n"
+                 b"Content-Length: 2\r\n\r\nhi"
+                 b"POST /bad HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n")
+    raw = read_until_closed(sock, 5)
+    assert not raw.endswith(STILL_OPEN)
+    good, _, refusal = raw.partition(b"HTTP/1.1 400")
+    assert [orjson.loads(body)["path"] for _, body in _responses(good)] == ["/slow", "/p"]
+    assert b"invalid_http_request" in refusal
+    # An HTTP/0.9 request line (no version) is refused, never answered 200.
+    raw = exchange(url, b"GET /a\r\n\r\n", 3)
+    assert raw.startswith(b"HTTP/1.1 400") and b"HTTP/0.9" in raw
+
+
 def test_a_next_head_begun_during_an_answer_is_timed_from_the_answer(url: str) -> None:
     # The next request's head starts arriving while a slow answer (1.2 s) is still being
     # made, and never ends: the answer goes out whole; the head is refused only after its
@@ -191,3 +243,34 @@ def test_a_next_head_begun_during_an_answer_is_timed_from_the_answer(url: str) -
     second = raw.split(b"HTTP/1.1 ")[2]
     assert second.startswith(b"408") and b"request_timeout" in second
     assert time.monotonic() - started >= 1.7  # 1.2 s answer + 0.6 s for the head
+
+
+class SmallHeads:
+    """An app carrying a guard with a 4 KiB head limit (as a TramApp carries its own)."""
+
+    connection_guard = ConnectionGuard(ServerConfig(max_head_bytes=4096))
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await app(scope, receive, send)
+
+
+BIG_HEAD = b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-Pad: " + b"a" * 5000 + \
+    b"\r\n\r\n"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_server_is_handed_its_guard_or_does_not_start() -> None:
+    # No guard given and none on the app: refused at start-up (it used to serve on defaults).
+    with pytest.raises(TypeError, match="connection_guard"):
+        gateway_config(app, ServerConfig()).load()
+    with pytest.raises(RuntimeError, match="did not start"), serve_app(app, tram_server=True):
+        pass
+    # The guard handed over is the one applied (a 5000-byte head passes the default limit).
+    with serve_app(app, tram_server=True, guard=SmallHeads.connection_guard) as served:
+        assert exchange(served, BIG_HEAD).startswith(b"HTTP/1.1 431")
+    with serve_app(GuardedApp(), tram_server=True) as served:
+        assert exchange(served, BIG_HEAD).startswith(b"HTTP/1.1 200")
+    # `tram up`'s settings for a plain uvicorn.Config (until it calls gateway_config): the
+    # guard of the app uvicorn serves.
+    with serve_app(SmallHeads(), tram_server=False, **uvicorn_options(ServerConfig())) as served:
+        assert exchange(served, BIG_HEAD).startswith(b"HTTP/1.1 431")

@@ -67,8 +67,6 @@ def app_factory() -> object:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     try:
         settings, config = load_for_serve(args.config)
     except ConfigError as exc:
@@ -79,19 +77,27 @@ def _serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format)
     # Migrate once here, before any worker starts (workers would race on a fresh database).
     asyncio.run(_migrate(settings, config))
-    from tram.server import uvicorn_options
+    from tram.server import gateway_config
 
-    common: dict[str, object] = {"host": host, "port": port, **uvicorn_options(config.server)}
     if workers > 1:
         assert settings.config_path is not None
         os.environ["TRAM_CONFIG"] = str(settings.config_path.resolve())
         os.environ["TRAM_LOG_LEVEL"] = args.log_level
         os.environ["TRAM_LOG_FORMAT"] = resolve_format(args.log_format)
-        uvicorn.run("tram.cli:app_factory", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+        # What uvicorn.run does for workers, with the gateway's Config: each worker builds its
+        # app from the environment, and its connections take that app's guard.
+        from uvicorn.supervisors import Multiprocess
+
+        gateway = gateway_config("tram.cli:app_factory", config.server, factory=True,
+                                 workers=workers, host=host, port=port)
+        Multiprocess(gateway, sockets=[gateway.bind_socket()]).run()
     else:
         from tram.app import create_app
 
-        server = _graceful_server_class()(uvicorn.Config(create_app(settings, config), **common))  # type: ignore[arg-type]
+        app = create_app(settings, config)
+        gateway = gateway_config(app, config.server, guard=app.connection_guard, host=host,
+                                 port=port)
+        server = _graceful_server_class()(gateway)
         server.run()
     return 0
 

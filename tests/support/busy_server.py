@@ -11,7 +11,8 @@ from typing import Any
 
 import uvicorn
 
-from tram.server import HttpConnection
+from tram.config import ServerConfig
+from tram.server import ConnectionGuard, gateway_config
 
 BUSY_MS = 3.0
 ANSWER = b"ok"
@@ -29,5 +30,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop=sys.argv[2],
-                http=HttpConnection, lifespan="off", log_level="warning", backlog=2048)
+    limits = ServerConfig()
+    uvicorn.Server(gateway_config(
+        app, limits, guard=ConnectionGuard(limits), host="127.0.0.1", port=int(sys.argv[1]),
+        loop=sys.argv[2], lifespan="off", log_level="warning", backlog=2048)).run()

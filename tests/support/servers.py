@@ -28,16 +28,22 @@ def free_port() -> int:
 def serve_app(app: Any, port: int | None = None, *, tram_server: bool | None = None,
               **options: Any) -> Iterator[str]:
     """Yield `http://127.0.0.1:PORT` while uvicorn serves `app`; stop it afterwards. A Trạm
-    app (or any app with `tram_server=True`) runs on Trạm's own HTTP protocol, as `tram serve`
-    runs it; the test engines on uvicorn's."""
+    app (or any app with `tram_server=True`, which then carries its `connection_guard`, or is
+    given one as `guard=`) runs on Trạm's own HTTP protocol, made by the factory `tram serve`
+    uses; the test engines on uvicorn's."""
     from tram.app import TramApp
-    from tram.server import protocol_options
+    from tram.config import ServerConfig
+    from tram.server import gateway_config
 
     port = port or free_port()
+    common: dict[str, Any] = {"host": "127.0.0.1", "port": port, "log_config": None,
+                              "access_log": False, "lifespan": "on",
+                              "timeout_graceful_shutdown": 2}
+    config: uvicorn.Config
     if tram_server or (tram_server is None and isinstance(app, TramApp)):
-        options = {**protocol_options(), **options}
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                            lifespan="on", timeout_graceful_shutdown=2, **options)
+        config = gateway_config(app, ServerConfig(), **{**common, **options})
+    else:
+        config = uvicorn.Config(app, **{**common, **options})
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -76,14 +82,17 @@ def clean_env(**settings: str) -> dict[str, str]:
 
 
 def start_tram_serve(cwd: Path, config: str, master_key: str = "sk-test-master-0123456789",
-                     workers: int = 1, **env: str) -> tuple[subprocess.Popen[str], str]:
+                     workers: int = 1, log_level: str = "info",
+                     **env: str) -> tuple[subprocess.Popen[str], str]:
     """`tram serve` (one worker) with `config` as its tram.yaml in `cwd`, once healthy: the
-    process (stdout and stderr piped together) and its URL. The caller stops it."""
+    process (stdout and stderr piped together: a test sending thousands of requests logs at
+    `warning`, or the unread pipe fills and stalls the gateway) and its URL. The caller stops
+    it."""
     (cwd / "tram.yaml").write_text(config)
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "tram", "serve", "--config", "tram.yaml", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", str(workers)], cwd=cwd,
+         "--port", str(port), "--workers", str(workers), "--log-level", log_level], cwd=cwd,
         env=clean_env(TRAM_MASTER_KEY=master_key, **env),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"

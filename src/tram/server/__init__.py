@@ -2,17 +2,53 @@
 shutdown; each connection is Trạm's own protocol (connection.py), which bounds every client
 (guard.py) and runs each request's ASGI cycle (cycle.py). Why a protocol of our own rather than
 uvicorn's with a subclass, or another server: docs/decisions.md ("Bounding clients in the
-server", "An HTTP/1.1 protocol of our own")."""
+server", "An HTTP/1.1 protocol of our own").
+
+A server is made by one factory, `gateway_config`, which hands the connections their bounds (a
+ConnectionGuard): never looked for through wrappers, never a default nobody chose."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import uvicorn
+from uvicorn.importer import import_from_string
+
 from tram.config import ServerConfig
 from tram.server.connection import HttpConnection
 from tram.server.guard import ConnectionGuard
 
-__all__ = ["ConnectionGuard", "HttpConnection", "protocol_options", "uvicorn_options"]
+__all__ = ["ConnectionGuard", "GatewayConfig", "HttpConnection", "gateway_config",
+           "protocol_options", "uvicorn_options"]
+
+
+class GatewayConfig(uvicorn.Config):
+    """uvicorn's Config, plus the guard every connection of this server applies (read by
+    HttpConnection as `config.guard`).
+
+    The guard is the one given, else the served app's own `connection_guard` (a TramApp's),
+    read when uvicorn loads the app: with `--workers N` the app is an import string of a
+    factory, and each worker's guard is that of the app (and metrics) the worker builds. An
+    app without one is refused at start-up, so a server never runs on limits nobody chose."""
+
+    def __init__(self, app: Any, guard: ConnectionGuard | None = None, **options: Any) -> None:
+        super().__init__(app, **options)
+        self.guard = guard
+
+    def load(self) -> None:
+        if isinstance(self.app, str) and self.factory:
+            # This worker's app, built here so that its guard is known (uvicorn would build it
+            # the same way in `super().load()`).
+            self.app = import_from_string(self.app)()
+            self.factory = False
+        if self.guard is None:
+            guard = getattr(self.app, "connection_guard", None)
+            if not isinstance(guard, ConnectionGuard):
+                raise TypeError(
+                    f"{type(self.app).__name__} has no connection_guard: give gateway_config() "
+                    "a guard, or serve a TramApp.")
+            self.guard = guard
+        super().load()
 
 
 def protocol_options() -> dict[str, Any]:
@@ -28,13 +64,42 @@ def protocol_options() -> dict[str, Any]:
     }
 
 
+def gateway_config(app: Any, server: ServerConfig, *, guard: ConnectionGuard | None = None,
+                   **options: Any) -> GatewayConfig:
+    """The uvicorn Config of a Trạm server (`tram serve`, `tram up`, the tests' and benchmarks'
+    servers): Trạm's protocol and loop, the uvicorn settings of `server`, the guard (see
+    GatewayConfig), then `options` (host, port, workers, factory, …) over all of these."""
+    return GatewayConfig(app, guard, **{**_settings(server), **options})
+
+
 def uvicorn_options(config: ServerConfig) -> dict[str, Any]:
-    """The uvicorn settings every Trạm gateway runs with (`tram serve`, `tram up`)."""
+    """Transitional, for `tram up` (engines/up.py) until it calls `gateway_config(app,
+    config.server, host=…, port=…)`: the same settings for a plain uvicorn.Config, whose
+    connections take the guard of the app uvicorn was handed (a TramApp's) and fail without
+    one. Remove once nothing calls it."""
+    return {**_settings(config), "http": _AppGuardedConnection}
+
+
+def _settings(server: ServerConfig) -> dict[str, Any]:
     return {
         **protocol_options(),
         "log_config": None,
         "access_log": False,
         "server_header": False,
-        "timeout_graceful_shutdown": config.shutdown_grace,
-        "timeout_keep_alive": config.keep_alive_timeout,
+        "timeout_graceful_shutdown": server.shutdown_grace,
+        "timeout_keep_alive": server.keep_alive_timeout,
     }
+
+
+class _AppGuardedConnection(HttpConnection):
+    """HttpConnection under a plain uvicorn.Config (see `uvicorn_options`)."""
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
+                 _loop: Any = None) -> None:
+        if not config.loaded:
+            config.load()
+        guard = getattr(config.loaded_app, "connection_guard", None)
+        if not isinstance(guard, ConnectionGuard):
+            raise TypeError("A Trạm server is made by tram.server.gateway_config().")
+        config.guard = guard
+        super().__init__(config, server_state, app_state, _loop)

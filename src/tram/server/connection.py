@@ -1,10 +1,7 @@
 """One client connection: llhttp's parser (httptools) fed from an asyncio Protocol, a `Cycle`
-per request, and the guard's bounds applied where the bytes arrive.
-
-It plugs into uvicorn as its `http` protocol class (uvicorn keeps the sockets, the workers,
-the lifespan and the graceful shutdown; see `shutdown()`), in place of uvicorn's own
-`HttpToolsProtocol`, which cost ~35 µs a request over a bare Protocol on this machine
-(`python -m bench floors`: asgi-fixed against proto-fixed). Bounds (ConnectionGuard):
+per request, and the guard's bounds applied where the bytes arrive. uvicorn runs it as its
+`http` protocol class (keeping the sockets, the workers, the lifespan and the graceful
+shutdown; see `shutdown()`); why not uvicorn's own: docs/decisions.md. Bounds (ConnectionGuard):
 
 - the head (request line + headers) is at most `max_head_bytes`, counted on the raw bytes
   before the parser buffers them → 431;
@@ -15,7 +12,12 @@ the lifespan and the graceful shutdown; see `shutdown()`), in place of uvicorn's
 - a body may pause at most `body_timeout` between two reads → 408 (if no answer started) and
   the connection closed; a body paused because the app has not read it yet is not timed out;
 - an idle keep-alive connection is closed after `keep_alive_timeout`;
-- at most `max_connections` connections per process; one more is answered 503 at once.
+- at most `max_connections` connections per process; one more is answered 503 at once;
+- at most `max_pipelined` requests parsed and waiting behind the one being answered, holding
+  at most `max_pipelined_bytes` (with the bytes read but not parsed yet): past either, reading
+  pauses until answers drain (overshot by at most one `_SLICE` of requests, one read of bytes);
+- a refused request (malformed, a head too large, HTTP/0.9) is answered after the requests
+  pipelined before it are, then the connection closes.
 
 Every deadline is kept by one timer per connection that is re-armed only when it fires early
 (a timestamp update per request instead of a timer made and cancelled per request).
@@ -24,8 +26,6 @@ Every deadline is kept by one timer per connection that is re-armed only when it
 from __future__ import annotations
 
 import asyncio
-import logging
-import urllib.parse
 from collections import deque
 from typing import Any, cast
 
@@ -39,21 +39,22 @@ from tram.errors import (
     TramError,
     raw_http_response,
 )
-from tram.server.cycle import Cycle
-from tram.server.guard import ConnectionGuard, guard_of
+from tram.server.cycle import Cycle, request_scope
+from tram.server.guard import ConnectionGuard
 from tram.types import ASGIApp
 
 __all__ = ["HttpConnection"]
 
-logger = logging.getLogger("tram.server")
-
 _HEAD_END = b"\r\n\r\n"
+# At most this much is parsed at once where a next request may begin: ~200 of the shortest
+# requests, so the pipeline's bound is overshot by little however much one read brings.
+_SLICE = 4096
 
 
 class HttpConnection(asyncio.Protocol):
     """uvicorn's `http` protocol interface: `__init__(config, server_state, app_state)`,
     `shutdown()`, membership of `server_state.connections` and of `.tasks` while a request
-    runs."""
+    runs. `config` is a GatewayConfig (tram.server), which hands over the guard."""
 
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -67,7 +68,7 @@ class HttpConnection(asyncio.Protocol):
         self._app_state = app_state
         self._root_path: str = config.root_path
         self._keep_alive_timeout: float = config.timeout_keep_alive
-        self._guard: ConnectionGuard = guard_of(self.app)
+        self._guard: ConnectionGuard = config.guard
         self._parser = httptools.HttpRequestParser(self)
         self._parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
@@ -76,10 +77,15 @@ class HttpConnection(asyncio.Protocol):
         self._scheme = "http"
         self.cycle: Cycle | None = None
         self._pipeline: deque[Cycle] = deque()
+        self._backlog = b""  # read, not parsed: it waits for room in the pipeline
+        self._queued_bytes = 0  # parsed since the pipeline began (an upper bound of what it holds)
+        self._body_left = 0  # of the body being parsed, when it has a length
         # The request whose head is being parsed.
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._continue = False
+        self._length = b""
+        self._bad_head: TramError | None = None
         # Flow control.
         self._read_paused = False
         self.write_paused = False
@@ -93,7 +99,10 @@ class HttpConnection(asyncio.Protocol):
         self._since = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
-        self._refused = False
+        # No more input is parsed: refused, or ended by an upgrade; `_owed`: a refusal that
+        # goes out after the answers before it.
+        self._stopped = False
+        self._owed: tuple[TramError, str] | None = None
 
     # -- connection life -------------------------------------------------------------------
 
@@ -131,54 +140,106 @@ class HttpConnection(asyncio.Protocol):
         return None
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
+        if self._stopped:
             return
-        if self._awaiting_head:
-            if self._head_bytes == 0 and self._requests:
-                self._since = self.loop.time()  # a later head: its own time to arrive
-            if not self._head_fits(data):
-                self._refuse(HeadersTooLarge(
-                    f"The request line and headers exceed {self._guard.max_head_bytes} bytes."),
-                    "head_too_large")
-                return
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # No upgrade is served (no WebSocket route): the request was answered as plain
-            # HTTP, and the connection ends with that answer.
-            if self.cycle is not None:
-                self.cycle.keep_alive = False
+        if self._backlog:  # (reading is paused: at most what the transport had in hand)
+            self._backlog += data
             return
-        except httptools.HttpParserError:
-            self._malformed()
+        self._feed(data)
+        if self._stopped:
             return
         if self._awaiting_head:
             if self._head_bytes:
-                self._tail = (self._tail + data)[-3:]
                 self._need_check(self._since + self._guard.head_timeout)
         elif self.cycle is not None and self.cycle.more_body \
                 and not self.cycle.response_complete:
             self._since = self.loop.time()  # progress: the body's pause starts again
             self._need_check(self._since + self._guard.body_timeout)
 
-    def _head_fits(self, data: bytes) -> bool:
+    def _head_fits(self, data: bytes | memoryview) -> bool:
         self._head_bytes += len(data)
         if self._head_bytes <= self._guard.max_head_bytes:
             return True
-        # Over the limit with this read, unless the head ends inside the allowed part of it.
+        # Over the limit with these bytes, unless the head ends inside the allowed part of them.
         before = self._head_bytes - len(data) - len(self._tail)
         end = (self._tail + data).find(_HEAD_END)
         return end != -1 and before + end + len(_HEAD_END) <= self._guard.max_head_bytes
 
-    def _malformed(self) -> None:
-        self._refuse(MalformedHTTP(
-            "The HTTP request is malformed (e.g. both Content-Length and Transfer-Encoding, an "
-            "invalid length or chunk size, or a forbidden character in a header)."),
-            "invalid_http")
+    def _feed(self, data: bytes | memoryview) -> None:
+        """Parse `data` while the pipeline has room, a slice at a time wherever a next request
+        may begin (a body of known length goes whole), each head's size checked on the raw
+        bytes before the parser buffers them; keep the rest until answers drain."""
+        while data:
+            if self._pipeline_full():
+                self._backlog = bytes(data)
+                self.pause_reading()
+                return
+            size = max(self._body_left, _SLICE)
+            piece: bytes | memoryview = data
+            if len(data) > size:
+                view = data if isinstance(data, memoryview) else memoryview(data)
+                piece, data = view[:size], view[size:]
+            else:
+                data = b""
+            if self._awaiting_head:
+                if self._head_bytes == 0 and self._requests:
+                    self._since = self.loop.time()  # a later head: its own time to arrive
+                if not self._head_fits(piece):
+                    self._refuse_in_turn(HeadersTooLarge(
+                        f"The request line and headers exceed {self._guard.max_head_bytes} "
+                        "bytes."), "head_too_large")
+                    return
+            self._parse(piece)
+            if self._stopped:
+                return
+            if self._awaiting_head and self._head_bytes:
+                self._tail = (self._tail + bytes(piece[-3:]))[-3:]
+            if self._pipeline:
+                self._queued_bytes += len(piece)
+        if self._pipeline_full():
+            self.pause_reading()
+
+    def _pipeline_full(self) -> bool:
+        return len(self._pipeline) >= self._guard.max_pipelined \
+            or self._queued_bytes >= self._guard.max_pipelined_bytes
+
+    def _parse(self, data: bytes | memoryview) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # No upgrade is served (no WebSocket route): the request was answered as plain
+            # HTTP, and the connection ends with that answer.
+            cycle = self._receiving()
+            if cycle is not None:
+                cycle.keep_alive = False
+            self._stopped = True
+        except httptools.HttpParserError:
+            error, self._bad_head = self._bad_head, None
+            self._refuse_in_turn(error or MalformedHTTP(
+                "The HTTP request is malformed (e.g. both Content-Length and Transfer-Encoding, "
+                "an invalid length or chunk size, or a forbidden character in a header)."),
+                "invalid_http")
+
+    def _refuse_in_turn(self, error: TramError, reason: str) -> None:
+        """Refuse what the client sent next, once the requests before it are answered."""
+        receiving = self._receiving()
+        if receiving is not None and receiving.more_body and not receiving.response_complete:
+            # The refused bytes are this request's own body.
+            if receiving is self.cycle:
+                self._refuse(None if receiving.response_started else error, reason)
+                return
+            self._pipeline.pop()  # never started: the refusal is its answer
+        if self.cycle is None or self.cycle.response_complete:
+            self._refuse(error, reason)
+            return
+        self._stopped = True
+        self._owed = (error, reason)
+        self._backlog = b""
+        self.pause_reading()
 
     def _refuse(self, error: TramError | None, reason: str) -> None:
         """Count the closure, answer `error` (None: nothing to answer), close."""
-        self._refused = True
+        self._stopped = True
         self._guard.count(reason)
         if error is not None:
             self.transport.write(raw_http_response(error))
@@ -194,6 +255,7 @@ class HttpConnection(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._continue = False
+        self._length = b""
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -202,56 +264,41 @@ class HttpConnection(asyncio.Protocol):
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self._continue = True
+        elif name == b"content-length":
+            self._length = value  # (llhttp refuses a second one, or one with anything but digits)
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        parser = self._parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            # llhttp takes a request line without a version as HTTP/0.9 (whose answer would be
+            # a bare body), and reads "HTTP/2.0" as if it were HTTP/1.
+            self._bad_head = MalformedHTTP(
+                f"HTTP/{version} is not served here; send HTTP/1.1 (or HTTP/1.0).")
+            raise ValueError(version)  # the parser stops; _parse answers with _bad_head
         self._awaiting_head = False
         self._requests += 1
         self._head_bytes = 0
         self._tail = b""
-        parser = self._parser
-        url = self._url
-        if url[:1] == b"/" and url[1:2] != b"/" and b"?" not in url and b"%" not in url \
-                and b"#" not in url:
-            raw_path, query = url, b""  # nearly every request: no parsing needed
-        else:
-            parsed = httptools.parse_url(url)
-            raw_path, query = parsed.path, parsed.query or b""
-        path = raw_path.decode("ascii")
-        if "%" in path:
-            path = urllib.parse.unquote(path)
-        version = parser.get_http_version()
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": version,
-            "server": self._server,
-            "client": self._client,
-            "scheme": self._scheme,
-            "root_path": self._root_path,
-            "headers": self._headers,
-            "state": self._app_state.copy(),
-            "method": parser.get_method().decode("ascii"),
-            "path": self._root_path + path if self._root_path else path,
-            "raw_path": self._root_path.encode("ascii") + raw_path if self._root_path
-            else raw_path,
-            "query_string": query,
-        }
+        self._body_left = int(self._length) if self._length else 0
+        scope = request_scope(parser.get_method(), version, self._url, self._headers,
+                              (self._server, self._client, self._scheme), self._root_path,
+                              self._app_state.copy())
         cycle = Cycle(self, scope, version != "1.0" and parser.should_keep_alive(),
                       self._continue)
         if self.cycle is None or self.cycle.response_complete:
             self.cycle = cycle
             self._start(cycle)
         else:
-            # A pipelined request: it waits for the answer before it.
-            self.pause_reading()
-            self._pipeline.append(cycle)
+            self._pipeline.append(cycle)  # it waits for the answer before it (_feed bounds them)
 
     def _receiving(self) -> Cycle | None:
         """The request whose body is arriving: the last one pipelined, else the current."""
         return self._pipeline[-1] if self._pipeline else self.cycle
 
     def on_body(self, body: bytes) -> None:
+        self._body_left -= len(body)
         cycle = self._receiving()
         if cycle is not None and not cycle.response_complete:
             cycle.add_body(body)
@@ -259,6 +306,7 @@ class HttpConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         # From here on, bytes are the next head's (pipelined or not): bounded as such.
         self._awaiting_head = True
+        self._body_left = 0
         cycle = self._receiving()
         if cycle is not None and not cycle.response_complete:
             cycle.body_complete()
@@ -275,11 +323,20 @@ class HttpConnection(asyncio.Protocol):
         self._server_state.total_requests += 1
         if self.transport.is_closing():
             return
-        self.resume_reading()
         if self._pipeline:
             self.cycle = self._pipeline.popleft()
+            if not self._pipeline:
+                self._queued_bytes = 0
             self._start(self.cycle)
+            if self._backlog and not self._stopped:  # what waited for room in the pipeline
+                backlog, self._backlog = self._backlog, b""
+                self._feed(backlog)
+            self.resume_reading()
             return
+        if self._owed is not None:  # every answer before the refused request is out
+            self._refuse(*self._owed)
+            return
+        self.resume_reading()
         # Idle from now, or the next head (begun while this answer was going out) has its
         # whole time to arrive from now: the client was waiting for this answer.
         self._since = self.loop.time()
@@ -308,7 +365,8 @@ class HttpConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self._read_paused and not self.transport.is_closing():
+        if self._read_paused and not self._backlog and not self._stopped \
+                and not self._pipeline_full() and not self.transport.is_closing():
             self._read_paused = False
             self.transport.resume_reading()
 

@@ -16,7 +16,10 @@ import asyncio
 import http
 import logging
 import re
+import urllib.parse
 from typing import TYPE_CHECKING, Any
+
+import httptools
 
 from tram.errors import InternalError, raw_http_response
 from tram.types import ASGIApp, Message, Scope
@@ -24,7 +27,7 @@ from tram.types import ASGIApp, Message, Scope
 if TYPE_CHECKING:
     from tram.server.connection import HttpConnection
 
-__all__ = ["Cycle"]
+__all__ = ["Cycle", "request_scope"]
 
 logger = logging.getLogger("tram.server")
 
@@ -48,6 +51,36 @@ def _status_line(status: int) -> bytes:
 
 
 STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
+
+
+def request_scope(method: bytes, version: str, url: bytes, headers: list[tuple[bytes, bytes]],
+                  where: tuple[Any, Any, str], root_path: str, state: dict[str, Any]) -> Scope:
+    """The ASGI scope of a request whose head was parsed (`where`: server and client
+    addresses, scheme)."""
+    if url[:1] == b"/" and url[1:2] != b"/" and b"?" not in url and b"%" not in url \
+            and b"#" not in url:
+        raw_path, query = url, b""  # nearly every request: no parsing needed
+    else:
+        parsed = httptools.parse_url(url)
+        raw_path, query = parsed.path, parsed.query or b""
+    path = raw_path.decode("ascii")
+    if "%" in path:
+        path = urllib.parse.unquote(path)
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": version,
+        "server": where[0],
+        "client": where[1],
+        "scheme": where[2],
+        "root_path": root_path,
+        "headers": headers,
+        "state": state,
+        "method": method.decode("ascii"),
+        "path": root_path + path if root_path else path,
+        "raw_path": root_path.encode("ascii") + raw_path if root_path else raw_path,
+        "query_string": query,
+    }
 
 
 class Cycle:

@@ -1,5 +1,6 @@
 """The bounds one gateway process puts on every client, and where their refusals are counted
-(`tram_connections_closed_total{reason}`). The connection (connection.py) applies them."""
+(`tram_connections_closed_total{reason}`). The connection (connection.py) applies them; the
+server's factory (`gateway_config` in __init__.py) hands them to it."""
 
 from __future__ import annotations
 
@@ -8,17 +9,28 @@ from typing import Any
 from tram.config import ServerConfig
 from tram.metrics import Metrics
 
-__all__ = ["ConnectionGuard", "guard_of"]
+__all__ = ["MAX_PIPELINED", "MAX_PIPELINED_BYTES", "ConnectionGuard"]
+
+# Requests one connection may have parsed and waiting behind the one being answered, and the
+# bytes they (and what was read but not parsed yet) may hold; past either, reading from that
+# client pauses until answers drain. Not `server:` settings yet (docs/decisions.md,
+# "Pipelined requests: bounded per connection").
+MAX_PIPELINED = 32
+MAX_PIPELINED_BYTES = 256 * 1024
 
 
 class ConnectionGuard:
     """The bounds of one gateway process and where their refusals are counted."""
 
-    def __init__(self, config: ServerConfig, metrics: Metrics | None = None) -> None:
+    def __init__(self, config: ServerConfig, metrics: Metrics | None = None, *,
+                 max_pipelined: int = MAX_PIPELINED,
+                 max_pipelined_bytes: int = MAX_PIPELINED_BYTES) -> None:
         self.max_head_bytes = config.max_head_bytes
         self.head_timeout = config.head_timeout
         self.body_timeout = config.body_timeout
         self.max_connections = config.max_connections
+        self.max_pipelined = max_pipelined
+        self.max_pipelined_bytes = max_pipelined_bytes
         self._closed = metrics.connections_closed if metrics is not None else None
         self._children: dict[str, Any] = {}
 
@@ -29,18 +41,3 @@ class ConnectionGuard:
         if child is None:
             child = self._children[reason] = self._closed.labels(reason)
         child.inc()
-
-
-_DEFAULT = ServerConfig()
-
-
-def guard_of(app: Any) -> ConnectionGuard:
-    """The guard of the Trạm app that uvicorn serves (through any wrapper uvicorn added)."""
-    for _ in range(8):
-        guard = getattr(app, "connection_guard", None)
-        if isinstance(guard, ConnectionGuard):
-            return guard
-        app = getattr(app, "app", None)
-        if app is None:
-            break
-    return ConnectionGuard(_DEFAULT)
