@@ -21,7 +21,7 @@ import pytest
 from tests.support.raw_http import STILL_OPEN, connect, exchange, read_until_closed
 from tests.support.servers import serve_app
 from tram.config import ServerConfig
-from tram.server import ConnectionGuard, gateway_config, uvicorn_options
+from tram.server import ConnectionGuard, gateway_config
 
 seen: dict[str, Any] = {}
 
@@ -270,7 +270,7 @@ def test_a_server_is_handed_its_guard_or_does_not_start() -> None:
         assert exchange(served, BIG_HEAD).startswith(b"HTTP/1.1 431")
     with serve_app(GuardedApp(), tram_server=True) as served:
         assert exchange(served, BIG_HEAD).startswith(b"HTTP/1.1 200")
-    # `tram up`'s settings for a plain uvicorn.Config (until it calls gateway_config): the
-    # guard of the app uvicorn serves.
-    with serve_app(SmallHeads(), tram_server=False, **uvicorn_options(ServerConfig())) as served:
+    # `tram up`'s gateway: the guard of the app it serves, handed over.
+    up_app = SmallHeads()
+    with serve_app(up_app, tram_server=True, guard=up_app.connection_guard) as served:
         assert exchange(served, BIG_HEAD).startswith(b"HTTP/1.1 431")

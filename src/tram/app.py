@@ -139,7 +139,7 @@ class TramApp:
     def __init__(self, app: ASGIApp, state: AppState) -> None:
         self._app = app
         self.state = state
-        # Found by the HTTP server's protocol (server/connection.py): its bounds and their metrics.
+        # Handed to the server by `tram.server.gateway_config`: its bounds and their metrics.
         self.connection_guard = ConnectionGuard(state.config.server, state.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

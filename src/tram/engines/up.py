@@ -29,7 +29,7 @@ from tram.engines.launchers import (
 from tram.engines.requant import q8_0_copy
 from tram.engines.supervisor import EngineStartError, ManagedEngine, stop_all
 from tram.routing.registry import Registry, Replica
-from tram.server import uvicorn_options
+from tram.server import gateway_config
 
 __all__ = [
     "EMBEDDED_DESCRIPTION",
@@ -215,8 +215,8 @@ async def _serve(settings: Settings, config: TramConfig, registry: Registry, hos
     for engine in engines:
         engine.watch()
     app = create_app(settings, config, registry=registry)
-    gateway = _Gateway(uvicorn.Config(app, host=host, port=port,
-                                      **uvicorn_options(config.server)))
+    gateway = _Gateway(gateway_config(app, config.server, guard=app.connection_guard,
+                                      host=host, port=port))
     serving = asyncio.ensure_future(gateway.serve())
     while not gateway.started and not serving.done():  # noqa: ASYNC110 - uvicorn sets a flag
         await asyncio.sleep(0.05)

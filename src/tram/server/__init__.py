@@ -19,7 +19,7 @@ from tram.server.connection import HttpConnection
 from tram.server.guard import ConnectionGuard
 
 __all__ = ["ConnectionGuard", "GatewayConfig", "HttpConnection", "gateway_config",
-           "protocol_options", "uvicorn_options"]
+           "protocol_options"]
 
 
 class GatewayConfig(uvicorn.Config):
@@ -72,14 +72,6 @@ def gateway_config(app: Any, server: ServerConfig, *, guard: ConnectionGuard | N
     return GatewayConfig(app, guard, **{**_settings(server), **options})
 
 
-def uvicorn_options(config: ServerConfig) -> dict[str, Any]:
-    """Transitional, for `tram up` (engines/up.py) until it calls `gateway_config(app,
-    config.server, host=…, port=…)`: the same settings for a plain uvicorn.Config, whose
-    connections take the guard of the app uvicorn was handed (a TramApp's) and fail without
-    one. Remove once nothing calls it."""
-    return {**_settings(config), "http": _AppGuardedConnection}
-
-
 def _settings(server: ServerConfig) -> dict[str, Any]:
     return {
         **protocol_options(),
@@ -89,17 +81,3 @@ def _settings(server: ServerConfig) -> dict[str, Any]:
         "timeout_graceful_shutdown": server.shutdown_grace,
         "timeout_keep_alive": server.keep_alive_timeout,
     }
-
-
-class _AppGuardedConnection(HttpConnection):
-    """HttpConnection under a plain uvicorn.Config (see `uvicorn_options`)."""
-
-    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
-                 _loop: Any = None) -> None:
-        if not config.loaded:
-            config.load()
-        guard = getattr(config.loaded_app, "connection_guard", None)
-        if not isinstance(guard, ConnectionGuard):
-            raise TypeError("A Trạm server is made by tram.server.gateway_config().")
-        config.guard = guard
-        super().__init__(config, server_state, app_state, _loop)
