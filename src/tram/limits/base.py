@@ -17,6 +17,7 @@ from typing import Literal, Protocol
 from tram.errors import InsufficientQuota, RateLimited
 
 __all__ = [
+    "DEFAULT_BUDGET_PERIOD",
     "Budget",
     "KeyLimits",
     "Limiter",
@@ -30,6 +31,9 @@ __all__ = [
 ]
 
 Period = Literal["day", "week", "month"]
+# A budget whose period is not named renews monthly: keys administration (keys/service.py)
+# stores it with every budget; the limiter reads it for keys stored before that.
+DEFAULT_BUDGET_PERIOD: Period = "month"
 
 # Tokens used by a key since a time (None: ever), as recorded in the store.
 RecordedTokens = Callable[[str, dt.datetime | None], Awaitable[int]]
@@ -79,10 +83,10 @@ def budgets_of(limits: KeyLimits, now: dt.datetime | None = None) -> list[Budget
     if limits.max_total_tokens is not None:
         budgets.append(Budget("total", limits.max_total_tokens, None, None))
     if limits.budget_tokens is not None:
-        start, renews = period_start(limits.budget_period or "month",
-                                     now or dt.datetime.now(dt.UTC))
-        budgets.append(Budget(f"{limits.budget_period or 'month'}:{start.date().isoformat()}",
-                              limits.budget_tokens, start, renews))
+        period = limits.budget_period or DEFAULT_BUDGET_PERIOD
+        start, renews = period_start(period, now or dt.datetime.now(dt.UTC))
+        budgets.append(Budget(f"{period}:{start.date().isoformat()}", limits.budget_tokens,
+                              start, renews))
     return budgets
 
 
