@@ -97,8 +97,13 @@ class ResponsesConfig(Strict):
 
     store_default: bool = True  # a request that does not say (OpenAI's default: stored)
     retention_days: float = Field(30.0, gt=0)  # OpenAI keeps them 30 days
-    max_bytes_per_key: int = Field(256 * 1024 * 1024, ge=1024)  # oldest dropped past this
+    # Stored bytes per key (JSON of each turn's input and answer), held when a turn is stored:
+    # the key's oldest turns go to make room; a turn larger than the whole cap is not stored.
+    max_bytes_per_key: int = Field(256 * 1024 * 1024, ge=1024)
     max_chain: int = Field(1000, ge=1)  # previous_response_id links followed at most
+    # Stored conversation a `previous_response_id` may bring back into one request (JSON bytes
+    # of the earlier turns' items sent to the engine); a longer one is a 400.
+    max_expanded_bytes: int = Field(8 * 1024 * 1024, ge=1024)
 
 
 class TramConfig(Strict):
