@@ -15,12 +15,12 @@ from tram.config import UsageConfig
 from tram.store.db import Database
 from tram.store.models import UsageEvent
 
-__all__ = ["prune", "prune_forever"]
+__all__ = ["delete_older_than", "keep_pruning"]
 
 logger = logging.getLogger("tram.usage")
 
 
-async def prune(database: Database, older_than: dt.datetime, batch: int,
+async def delete_older_than(database: Database, older_than: dt.datetime, batch: int,
                 pause: float = 0.05) -> int:
     """Delete rows older than a time, `batch` rows per transaction; the number deleted."""
     total = 0
@@ -37,13 +37,13 @@ async def prune(database: Database, older_than: dt.datetime, batch: int,
         await asyncio.sleep(pause)  # let the writers in between batches
 
 
-async def prune_forever(database: Database, config: UsageConfig) -> None:
+async def keep_pruning(database: Database, config: UsageConfig) -> None:
     """A pass every `prune_interval` seconds, for as long as the gateway runs."""
     assert config.retention_days is not None
     while True:
         cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=config.retention_days)
         try:
-            deleted = await prune(database, cutoff, config.prune_batch)
+            deleted = await delete_older_than(database, cutoff, config.prune_batch)
             if deleted:
                 logger.info("usage: pruned %d rows older than %s", deleted, cutoff.isoformat())
         except (SQLAlchemyError, OSError) as exc:

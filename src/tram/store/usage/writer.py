@@ -29,9 +29,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from tram.config import UsageConfig
 from tram.requestlog import RequestRecord
 from tram.store.db import Database
-from tram.store.usage import retention
 from tram.store.usage.journal import Journal
 from tram.store.usage.recovery import dead_journals
+from tram.store.usage.retention import delete_older_than, keep_pruning
 from tram.store.usage.rows import UsageRows
 from tram.store.usage.spool import Spool
 from tram.store.usage.supervision import WriterTask
@@ -149,7 +149,7 @@ class UsageWriter:
 
     async def prune(self, older_than: dt.datetime, batch: int, pause: float = 0.05) -> int:
         """Delete rows older than a time, `batch` rows per short transaction; the number."""
-        return await retention.prune(self._db, older_than, batch, pause)
+        return await delete_older_than(self._db, older_than, batch, pause)
 
     async def prune_forever(self, config: UsageConfig) -> None:
-        await retention.prune_forever(self._db, config)
+        await keep_pruning(self._db, config)
