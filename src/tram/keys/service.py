@@ -84,7 +84,7 @@ def _budget_period(tokens: int | None, period: Period | None,
 
 
 def _may_grant_admin(actor: Principal, body: KeyUpdate) -> None:
-    if body.admin is not None and not actor.is_master:
+    if "admin" in body.model_fields_set and not actor.is_master:
         raise AdminRequired("Only the master key may grant or remove admin access.",
                             param="admin")
 
