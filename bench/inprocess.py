@@ -200,10 +200,11 @@ def _ablations(app: Any) -> dict[str, tuple[Callable[[], None], Callable[[], Non
         return await work
 
     def journal(off: bool) -> None:
-        usage._journal_failed = off  # no journal: begin() and record() skip it
-        if off and usage._journal is not None:
-            usage._journal.close(remove=False)
-            usage._journal = None
+        spool = usage._spool
+        spool.journal_failed = off  # no journal: begin() and record() skip it
+        if off and spool.journal is not None:
+            spool.journal.close(remove=False)
+            spool.journal = None
 
     def patch(target: Any, name: str, value: Any) -> tuple[Callable[[], None],
                                                             Callable[[], None]]:

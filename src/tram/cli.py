@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     from tram.engines.cli import add_up_parser
-    from tram.store.cli import add_keys_parser, add_usage_parser
+    from tram.keys.cli import add_keys_parser
+    from tram.store.cli import add_usage_parser
 
     add_up_parser(verbs)
     add_keys_parser(verbs)

@@ -1,6 +1,6 @@
 """Writes gathered over one turn of the event loop and made together at its end.
 
-The usage journal (store/journal.py) and the log handler (logs.py) each wrote one line per
+The usage journal (store/usage/journal.py) and the log handler (logs.py) each wrote one line per
 request event with its own system call; under load many requests end in the same turn of the
 loop, so their lines go out in one write when the turn is over (`loop.call_soon`). A line
 waits at most until then, i.e. microseconds after the answer left. Outside an event loop

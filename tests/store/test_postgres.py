@@ -3,6 +3,7 @@ being served, and afterwards there is exactly one usage row per request."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -95,3 +96,42 @@ def test_database_outage_under_load_loses_no_usage_and_fails_no_request(
     assert set(statuses) == {200}
     assert len(statuses) > 20
     assert after - before == len(statuses)
+
+
+async def test_stored_responses_hold_their_cap_on_postgres(tmp_path: Path,
+                                                           postgres: Postgres) -> None:
+    """The per-key total the cap is held to (an upsert with RETURNING, a DELETE … RETURNING)
+    in PostgreSQL's dialect, with concurrent saves of one key sharing commits."""
+    from sqlalchemy import func, select
+
+    from tram.config import ResponsesConfig
+    from tram.store.db import Database, database_url
+    from tram.store.models import StoredResponse, StoredResponseTotal
+    from tram.store.responses import ResponseStore
+
+    database = Database(database_url(postgres.url, tmp_path))
+    await database.migrate()
+    store = ResponseStore(database, ResponsesConfig(max_bytes_per_key=4000))
+    owner = "key_pg_cap"
+
+    def answer(rid: str, text: str) -> dict:
+        return {"id": rid, "object": "response", "status": "completed", "output": text}
+
+    async def stored() -> tuple[int, int]:
+        async with database.sessions() as session:
+            summed = await session.scalar(select(func.sum(StoredResponse.size_bytes))
+                                          .where(StoredResponse.key_id == owner))
+            total = await session.get(StoredResponseTotal, owner)
+        return int(summed or 0), total.size_bytes if total is not None else 0
+
+    try:
+        await asyncio.gather(*(store.save(owner, "m", None, [], answer(f"resp_pg_{n}", "y" * 200))
+                               for n in range(40)))
+        summed, total = await stored()
+        assert summed == total and 3000 < total <= 4000
+        assert await store.delete(owner, "resp_pg_39")  # the newest is never the one dropped
+        after_delete, after_total = await stored()
+        assert after_delete == after_total < total
+        assert not await store.save(owner, "m", None, [], answer("resp_pg_big", "z" * 5000))
+    finally:
+        await database.aclose()

@@ -186,6 +186,7 @@ async def test_a_write_that_hangs_at_shutdown_leaves_its_events_in_the_journal(
 async def test_a_down_database_is_retried_with_backoff_not_once_per_request(
         tmp_path: Path, database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     writer = UsageWriter(database, tmp_path / "journal", batch_size=10, flush_interval=0.05)
+    real_write = writer._write
     attempts = 0
 
     async def down(events: list) -> None:
@@ -200,7 +201,7 @@ async def test_a_down_database_is_retried_with_backoff_not_once_per_request(
         await asyncio.sleep(0.001)
     # Backoff from 0.05 s doubling: a handful of attempts in ~0.5 s, not one per event.
     assert 1 <= attempts <= 8
-    monkeypatch.setattr(writer, "_write", writer._write_sqlite)
+    monkeypatch.setattr(writer, "_write", real_write)
     await writer.close(deadline=5)
     assert await _count(database) == 400
 
@@ -220,7 +221,7 @@ async def test_journal_rotation_keeps_in_flight_requests_and_replays_are_idempot
     """A journal is replaced once its events are stored, carrying the requests still in
     flight; recovering a journal whose events are already stored adds nothing twice."""
     from tram.requestlog import RequestRecord
-    from tram.store import usage as usage_module
+    from tram.store.usage import spool
 
     dead = UsageWriter(database, tmp_path / "journal")
     records = [RequestRecord(f"r{i}", "POST", "/v1/chat/completions") for i in range(4)]
@@ -229,14 +230,14 @@ async def test_journal_rotation_keeps_in_flight_requests_and_replays_are_idempot
     for record in records[:2]:
         record.status = 200
         dead.record(record.as_usage())
-    old = dead._journal.path  # type: ignore[union-attr]
-    monkeypatch.setattr(usage_module, "_JOURNAL_ROTATE", 0)  # rotate at the next flush
+    old = dead.journal.path  # type: ignore[union-attr]
+    monkeypatch.setattr(spool, "_JOURNAL_ROTATE", 0)  # rotate at the next flush
     await dead.flush()
-    assert not old.exists() and dead._journal.path.exists()  # type: ignore[union-attr]
+    assert not old.exists() and dead.journal.path.exists()  # type: ignore[union-attr]
     records[2].status = 200
     dead.record(records[2].as_usage())  # journaled, never flushed: then the process "dies"
-    dead._journal._write(b"E{\"event_id\": \"cut")  # type: ignore[union-attr]  # a cut line
-    dead._journal.close(remove=False)  # type: ignore[union-attr]  # the kernel drops the lock
+    dead.journal._write(b"E{\"event_id\": \"cut")  # type: ignore[union-attr]  # a cut line
+    dead.journal.close(remove=False)  # type: ignore[union-attr]  # the kernel drops the lock
 
     survivor = UsageWriter(database, tmp_path / "journal")
     assert await survivor.recover() == 2  # r2's event and r3 (in flight: interrupted)
@@ -311,7 +312,7 @@ def test_tram_usage_counts_what_a_dead_gateway_left_in_its_journal(tmp_path: Pat
         dead = UsageWriter(database, tmp_path / "journal")
         for i in range(4):
             dead.record(_event(i) | {"key_id": "key_dead"})
-        dead._journal.close(remove=False)  # type: ignore[union-attr]  # killed: no flush
+        dead.journal.close(remove=False)  # type: ignore[union-attr]  # killed: no flush
         await database.aclose()
 
     asyncio.run(die_with_events_unstored())

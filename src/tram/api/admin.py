@@ -9,16 +9,15 @@ from starlette.responses import Response
 from tram.api.state import AppState, state_of
 from tram.auth.keys import Principal
 from tram.config import ConfigError, load_config
-from tram.errors import AdminRequired, InvalidRequest
+from tram.errors import InvalidRequest
+from tram.keys.service import require_administrator
 
 __all__ = ["metrics", "reload", "reload_config", "require_admin"]
 
 
 def require_admin(request: Request) -> Principal:
     principal: Principal = request.scope["state"]["tram.principal"]
-    if not (principal.is_master or principal.is_admin):
-        raise AdminRequired("Only the master key or an admin key may use the admin API.")
-    return principal
+    return require_administrator(principal)
 
 
 def reload_config(state: AppState) -> list[str]:

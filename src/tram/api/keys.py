@@ -1,5 +1,6 @@
-"""Admin API for virtual keys: /admin/keys and /admin/keys/{id} (the master key or an admin
-key; only the master key may make a key an admin key)."""
+"""Admin API for virtual keys: /admin/keys and /admin/keys/{id}, where the id may also be a
+key's name. An adapter: the body is parsed into `protocol/keys.py`'s models and the key
+administration service (`keys/service.py`) decides, with the rules of who may do what."""
 
 from __future__ import annotations
 
@@ -14,11 +15,10 @@ from starlette.responses import Response
 from tram.api.admin import require_admin
 from tram.api.body import ClientGone, read_json
 from tram.api.state import state_of
-from tram.errors import AdminRequired, InvalidRequest, NotFound
-from tram.limits.base import KeyLimits
+from tram.errors import InvalidRequest
+from tram.keys.service import KeyAdmin
 from tram.protocol.keys import KeyCreate, KeyUpdate
 from tram.relay.validation import invalid_request_from
-from tram.store.keys import KeyRecord, NewKey
 from tram.store.usage import usage_summary
 
 __all__ = ["create_key", "list_keys", "revoke_key", "show_key", "update_key", "usage_view"]
@@ -44,90 +44,37 @@ async def _body(request: Request, schema: type[M]) -> M:
         raise invalid_request_from(exc) from None
 
 
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise InvalidRequest("expires_at needs a time zone, e.g. 2027-01-31T00:00:00Z.",
-                             param="expires_at")
-    return value.astimezone(dt.UTC) if value is not None else None
-
-
-def _found(record: KeyRecord | None, key_id: str) -> KeyRecord:
-    if record is None:
-        raise NotFound(f"No key with id or name '{key_id}'.", param="key_id")
-    return record
-
-
-async def _key_id(request: Request) -> str:
-    """The path's key, by id or by name (a name shared by several keys is a 400 listing
-    them)."""
-    ref = request.path_params["key_id"]
-    return await state_of(request).keys.resolve(ref) or ref
-
-
-def _may_grant_admin(request: Request, admin: bool | None) -> None:
-    if admin is not None and not require_admin(request).is_master:
-        raise AdminRequired("Only the master key may grant or remove admin access.",
-                               param="admin")
+def _admin(request: Request) -> KeyAdmin:
+    return KeyAdmin(state_of(request).keys)
 
 
 async def create_key(request: Request) -> Response:
-    require_admin(request)
-    body = await _body(request, KeyCreate)
-    _may_grant_admin(request, body.admin)
-    if body.budget_period is not None and body.budget_tokens is None:
-        raise InvalidRequest("budget_period needs budget_tokens.", param="budget_period")
-    record, key = await state_of(request).keys.create(NewKey(
-        name=body.name, owner=body.owner, allowed_models=body.models,
-        expires_at=_utc(body.expires_at), is_admin=bool(body.admin),
-        limits=KeyLimits(rpm=body.rpm, tpm=body.tpm, max_concurrency=body.max_concurrency,
-                         max_total_tokens=body.max_total_tokens,
-                         budget_tokens=body.budget_tokens,
-                         budget_period=body.budget_period or
-                         ("month" if body.budget_tokens else None))))
+    actor = require_admin(request)
+    record, key = await _admin(request).create(actor, await _body(request, KeyCreate))
     # The only time the key is ever shown: it is stored as a digest.
     return _json({**record.as_json(), "key": key}, status=201)
 
 
 async def list_keys(request: Request) -> Response:
-    require_admin(request)
-    records = await state_of(request).keys.list()
+    records = await _admin(request).list(require_admin(request))
     return _json({"object": "list", "data": [r.as_json() for r in records]})
 
 
 async def show_key(request: Request) -> Response:
-    require_admin(request)
-    key_id = await _key_id(request)
-    return _json(_found(await state_of(request).keys.get(key_id), key_id).as_json())
+    record = await _admin(request).show(require_admin(request), request.path_params["key_id"])
+    return _json(record.as_json())
 
 
 async def update_key(request: Request) -> Response:
-    require_admin(request)
-    key_id = await _key_id(request)
+    actor = require_admin(request)
     body = await _body(request, KeyUpdate)
-    _may_grant_admin(request, body.admin)
-    changes: dict[str, Any] = {}
-    for field in body.model_fields_set:
-        value = getattr(body, field)
-        if field == "models":
-            changes["allowed_models"] = value
-        elif field == "expires_at":
-            changes["expires_at"] = _utc(value)
-        elif field == "admin":
-            changes["is_admin"] = bool(value)
-        else:
-            changes[field] = value
-    if changes.get("budget_tokens") and "budget_period" not in changes:
-        existing = await state_of(request).keys.get(key_id)
-        if existing is not None and existing.limits.budget_period is None:
-            changes["budget_period"] = "month"
-    record = await state_of(request).keys.update(key_id, changes)
-    return _json(_found(record, key_id).as_json())
+    record = await _admin(request).update(actor, request.path_params["key_id"], body)
+    return _json(record.as_json())
 
 
 async def revoke_key(request: Request) -> Response:
-    require_admin(request)
-    key_id = await _key_id(request)
-    return _json(_found(await state_of(request).keys.revoke(key_id), key_id).as_json())
+    record = await _admin(request).revoke(require_admin(request), request.path_params["key_id"])
+    return _json(record.as_json())
 
 
 async def usage_view(request: Request) -> Response:

@@ -19,6 +19,7 @@ from tram.errors import InsufficientQuota, RateLimited
 from tram.protocol.keys import Period
 
 __all__ = [
+    "DEFAULT_BUDGET_PERIOD",
     "Budget",
     "KeyLimits",
     "Limiter",
@@ -31,6 +32,9 @@ __all__ = [
     "rate_limit_error",
 ]
 
+# A budget whose period is not named renews monthly: keys administration (keys/service.py)
+# stores it with every budget; the limiter reads it for keys stored before that.
+DEFAULT_BUDGET_PERIOD: Period = "month"
 
 # Tokens used by a key since a time (None: ever), as recorded in the store.
 RecordedTokens = Callable[[str, dt.datetime | None], Awaitable[int]]
@@ -80,10 +84,10 @@ def budgets_of(limits: KeyLimits, now: dt.datetime | None = None) -> list[Budget
     if limits.max_total_tokens is not None:
         budgets.append(Budget("total", limits.max_total_tokens, None, None))
     if limits.budget_tokens is not None:
-        start, renews = period_start(limits.budget_period or "month",
-                                     now or dt.datetime.now(dt.UTC))
-        budgets.append(Budget(f"{limits.budget_period or 'month'}:{start.date().isoformat()}",
-                              limits.budget_tokens, start, renews))
+        period = limits.budget_period or DEFAULT_BUDGET_PERIOD
+        start, renews = period_start(period, now or dt.datetime.now(dt.UTC))
+        budgets.append(Budget(f"{period}:{start.date().isoformat()}", limits.budget_tokens,
+                              start, renews))
     return budgets
 
 

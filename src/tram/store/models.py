@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "StoredResponse", "UsageEvent", "VirtualKey"]
+__all__ = ["Base", "StoredResponse", "StoredResponseTotal", "UsageEvent", "VirtualKey"]
 
 
 class Base(DeclarativeBase):
@@ -96,3 +96,13 @@ class StoredResponse(Base):
     size_bytes: Mapped[int] = mapped_column(Integer)
     input_items: Mapped[str] = mapped_column(Text)
     response: Mapped[str] = mapped_column(Text)
+
+
+class StoredResponseTotal(Base):
+    """The bytes (`size_bytes`) of each key's stored responses, kept in the transactions that
+    store and delete them: the per-key cap is checked against it without summing the rows."""
+
+    __tablename__ = "stored_response_totals"
+
+    key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,130 @@
+"""tram.yaml as a whole: the gateway's own sections (server, database, limits, usage, vision,
+stored responses) and `TramConfig`, the document."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from tram.config.base import Strict
+from tram.config.models import ModelConfig
+
+__all__ = ["DatabaseConfig", "LimitsConfig", "ResponsesConfig", "ServerConfig", "TramConfig",
+           "UsageConfig", "VisionConfig"]
+
+
+class ServerConfig(Strict):
+    host: str = "0.0.0.0"
+    port: int = Field(4000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    # An audio upload (/v1/audio/transcriptions, multipart): held up to this size, 413 above.
+    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+    # On SIGTERM: stop accepting, let in-flight requests and streams finish for this long.
+    shutdown_grace: int = Field(30, ge=0)
+    # Bounds on every client, enforced by the HTTP server before any app code (server/):
+    # the request line + headers (bytes; larger → 431), the seconds a head may take to arrive,
+    # the seconds a body may pause between reads (→ 408, connection closed), the connections
+    # one process holds (one more → 503), and the seconds an idle keep-alive connection stays.
+    max_head_bytes: int = Field(64 * 1024, ge=4096, le=16 * 1024 * 1024)
+    head_timeout: float = Field(10.0, gt=0)
+    body_timeout: float = Field(10.0, gt=0)
+    max_connections: int = Field(4096, ge=1)
+    keep_alive_timeout: int = Field(5, ge=1)
+
+
+class VisionConfig(Strict):
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    allowed_types: list[str] = Field(
+        default_factory=lambda: ["image/png", "image/jpeg", "image/webp", "image/gif"]
+    )
+    fetch_timeout: float = Field(10.0, gt=0)  # the whole fetch, redirects included
+    fetch_connect_timeout: float = Field(5.0, gt=0)
+    # Host names the gateway may fetch from (empty: any public host) and may not; an entry is
+    # a name ("images.example.com") or every name under a domain ("*.example.com").
+    fetch_allow_hosts: list[str] = Field(default_factory=list)
+    fetch_deny_hosts: list[str] = Field(default_factory=list)
+    # Fetched images kept by URL, so the same image in every turn of a conversation is fetched
+    # once: at most this many bytes, each for at most this many seconds (0 turns it off).
+    fetch_cache_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    fetch_cache_seconds: float = Field(300.0, ge=0)
+    # Private, loopback and link-local addresses are refused when the gateway fetches an image
+    # (SSRF); a test or an intranet deployment may allow them explicitly.
+    allow_private_addresses: bool = False
+    # An image whose header declares more pixels is refused before anything decodes it
+    # (a decompression bomb); 50 MP lets any camera photo through.
+    max_decode_pixels: int = Field(50_000_000, ge=1)
+    # Images decoded, resized or re-encoded at once per process (the rest wait their turn, so
+    # text requests keep the CPU they need).
+    max_concurrent: int = Field(2, ge=1)
+    # The budget of an image sent with detail: "low" (OpenAI's low detail is 512×512).
+    low_detail_pixels: int = Field(512 * 512, ge=28 * 28)
+
+
+class DatabaseConfig(Strict):
+    url: str | None = None
+
+
+class LimitsConfig(Strict):
+    """Where per-key limits are counted. Without `redis_url` (or TRAM_REDIS_URL) each gateway
+    process counts on its own, which is exact for one process. With it, every process and host
+    shares the counters. `on_redis_error`: "open" (default) keeps serving while Redis is down,
+    each process enforcing the limits on its own traffic; "closed" answers 503 to limited keys
+    until Redis is back (the master key and unlimited keys are never refused)."""
+
+    redis_url: str | None = None
+    on_redis_error: Literal["open", "closed"] = "open"
+    # Seconds; bounds what a hung Redis adds to a request (a refused connection fails at once).
+    # Not much lower: a busy gateway's own event loop can delay a reply by a few hundred ms, and
+    # a spurious timeout switches that process to local counting for 2 s.
+    redis_timeout: float = Field(1.0, gt=0)
+    redis_prefix: str = "tram:"
+
+
+class UsageConfig(Strict):
+    """Usage rows older than `retention_days` are deleted (None keeps them forever), in batches
+    of `prune_batch` rows with a pause between, so neither SQLite nor PostgreSQL is locked."""
+
+    retention_days: float | None = Field(None, gt=0)
+    prune_interval: float = Field(3600.0, gt=0)  # seconds between pruning passes
+    prune_batch: int = Field(5000, ge=1)
+
+
+class ResponsesConfig(Strict):
+    """Stored responses (`/v1/responses` with `store`), kept by the gateway in its database so
+    that `previous_response_id` works across gateway processes, replicas and restarts."""
+
+    store_default: bool = True  # a request that does not say (OpenAI's default: stored)
+    retention_days: float = Field(30.0, gt=0)  # OpenAI keeps them 30 days
+    # Stored bytes per key (JSON of each turn's input and answer), held when a turn is stored:
+    # the key's oldest turns go to make room; a turn larger than the whole cap is not stored.
+    max_bytes_per_key: int = Field(256 * 1024 * 1024, ge=1024)
+    max_chain: int = Field(1000, ge=1)  # previous_response_id links followed at most
+    # Stored conversation a `previous_response_id` may bring back into one request (JSON bytes
+    # of the earlier turns' items sent to the engine); a longer one is a 400.
+    max_expanded_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+
+
+class TramConfig(Strict):
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    limits: LimitsConfig = LimitsConfig()
+    usage: UsageConfig = UsageConfig()
+    vision: VisionConfig = VisionConfig()
+    responses: ResponsesConfig = ResponsesConfig()
+    models: list[ModelConfig] = Field(default_factory=list)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        seen: set[str] = set()
+        for model in models:
+            if model.name in seen:
+                raise ValueError(f"model name {model.name!r} appears twice")
+            seen.add(model.name)
+        return models
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
