@@ -18,6 +18,7 @@ LAYERS: list[set[str]] = [
     {"limits", "vision", "routing", "server"},
     {"store"},
     {"auth"},
+    {"keys"},
     {"relay"},
     {"api"},
     {"app"},

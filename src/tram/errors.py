@@ -86,6 +86,7 @@ __all__ = [
     "error_body",
     "error_response",
     "raw_http_response",
+    "unexpected_error",
     "unexpected_failure",
 ]
 
@@ -404,12 +405,15 @@ def error_response(error: TramError, headers: dict[str, str] | None = None,
     )
 
 
-UNEXPECTED = ("The gateway failed unexpectedly; see its log with this request's X-Request-ID.")
+def unexpected_error() -> InternalError:
+    """What a client is told of any failure that is not a TramError, wherever it is caught
+    (the outermost middleware, Starlette's last handler, the HTTP server if the app itself
+    crashes): never the exception's text (it may carry secrets or prompt text), which goes to
+    the log with the request's id."""
+    return InternalError("The gateway failed unexpectedly; see its log with this request's "
+                         "X-Request-ID.")
 
 
 def unexpected_failure(dialect: str = "openai") -> Response:
-    """What a client gets for any failure that is not a TramError, wherever it is caught (the
-    outermost middleware; Starlette's last handler; the HTTP server if the app itself
-    crashes): one 500 in the route's shape, never the exception's text (it may carry secrets or
-    prompt text), which goes to the log."""
-    return error_response(InternalError(UNEXPECTED), dialect=dialect)
+    """`unexpected_error` as a 500 response in the route's shape."""
+    return error_response(unexpected_error(), dialect=dialect)

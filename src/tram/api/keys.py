@@ -18,7 +18,7 @@ from tram.api.state import state_of
 from tram.errors import InvalidRequest
 from tram.keys.service import KeyAdmin
 from tram.protocol.keys import KeyCreate, KeyUpdate
-from tram.relay.validation import invalid_request_from
+from tram.protocol.validation import invalid_request_from
 from tram.store.usage import usage_summary
 
 __all__ = ["create_key", "list_keys", "revoke_key", "show_key", "update_key", "usage_view"]

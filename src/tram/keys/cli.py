@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from tram.keys.service import KeyAdmin, expires_in_days, operator
 from tram.protocol.keys import KeyCreate, KeyUpdate
-from tram.relay.validation import invalid_request_from
+from tram.protocol.validation import invalid_request_from
 from tram.store.cli import config_path, run_on_store
 from tram.store.keys import LIMIT_FIELDS, KeyRecord, KeyStore
 

@@ -26,6 +26,7 @@ from tram.auth.keys import Principal
 from tram.config import ResponsesConfig
 from tram.errors import InvalidRequest, RouteNotServed
 from tram.protocol.routes import ResponsesRequest
+from tram.protocol.validation import invalid_request_from
 from tram.relay.bridges import messages as messages_bridge
 from tram.relay.bridges import responses as responses_bridge
 from tram.relay.events import EventStream
@@ -50,7 +51,6 @@ from tram.relay.stream import (
     engine_answer,
     rewritten_answer,
 )
-from tram.relay.validation import invalid_request_from
 from tram.requestlog import RequestRecord
 from tram.routing.registry import ModelPool, Registry
 from tram.store.responses import ResponseStore

@@ -17,17 +17,30 @@ import http
 import logging
 import re
 import urllib.parse
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httptools
 
-from tram.errors import InternalError, raw_http_response
+from tram.errors import raw_http_response, unexpected_error
 from tram.types import ASGIApp, Message, Scope
 
-if TYPE_CHECKING:
-    from tram.server.connection import HttpConnection
+__all__ = ["Channel", "Cycle", "request_scope"]
 
-__all__ = ["Cycle", "request_scope"]
+
+class Channel(Protocol):
+    """What a request's cycle uses of its connection (server/connection.py's HttpConnection)."""
+
+    loop: asyncio.AbstractEventLoop
+    write_paused: bool
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+    def closing(self) -> bool: ...
+    async def drain(self) -> None: ...
+    def response_complete(self, cycle: Cycle) -> None: ...
+    def default_headers(self) -> list[tuple[bytes, bytes]]: ...
 
 logger = logging.getLogger("tram.server")
 
@@ -37,7 +50,7 @@ _BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
 _DISCONNECT: Message = {"type": "http.disconnect"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # What a client gets when the app failed before answering (the traceback goes to the log).
-_FAILED = raw_http_response(InternalError("The gateway failed unexpectedly; see its log."))
+_FAILED = raw_http_response(unexpected_error())
 # Past this many buffered body bytes the app has not read, reading from the client pauses.
 HIGH_WATER = 65536
 
@@ -90,7 +103,7 @@ class Cycle:
                  "disconnected", "is_head", "keep_alive", "left", "more_body", "request_read",
                  "response_complete", "response_started", "scope", "task", "wants_continue")
 
-    def __init__(self, connection: HttpConnection, scope: Scope, keep_alive: bool,
+    def __init__(self, connection: Channel, scope: Scope, keep_alive: bool,
                  wants_continue: bool) -> None:
         self._connection = connection
         self.scope = scope
