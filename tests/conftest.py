@@ -16,8 +16,8 @@ from tests.support.tiny_qwen3 import build_tiny_qwen3
 from tests.support.tram_up import TramUp
 from tram.app import create_app
 from tram.config import Settings, parse_config
-from tram.engines.vllm import VLLM_VERSION
 from tram.files import cache_dir
+from tram.kinds.vllm import VLLM_VERSION
 
 MASTER_KEY = "sk-test-master-0123456789"
 

@@ -34,7 +34,7 @@ from tests.support.deploy import (
     without,
 )
 from tram.config import load_settings, parse_config
-from tram.engines.guard import GUARD_DIR, GUARD_MIDDLEWARE, KEY_VARIABLE
+from tram.kinds.guard import GUARD_DIR, GUARD_MIDDLEWARE, KEY_VARIABLE
 
 ROOT = DEPLOY.parent
 ENV = {"TRAM_DATABASE_URL": "postgresql://tram:x@postgres/tram", "TRAM_REDIS_URL": "redis://r:6379/0",
@@ -258,7 +258,7 @@ def test_the_build_context_is_what_the_image_copies(tmp_path: Path) -> None:
     assert _context(tmp_path) == {"src/tram/__init__.py", "pyproject.toml", "README.md",
                                   "deploy/Dockerfile", ".dockerignore"}
     real = _context(ROOT)
-    assert {"pyproject.toml", "README.md", "src/tram/engines/guard/tram_engine_guard.py"} <= real
+    assert {"pyproject.toml", "README.md", "src/tram/kinds/guard/tram_engine_guard.py"} <= real
     assert not {p for p in real if not p.startswith("src/")} - \
         {"pyproject.toml", "README.md", "deploy/Dockerfile", ".dockerignore"}
 

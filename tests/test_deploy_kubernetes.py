@@ -20,7 +20,7 @@ import yaml
 
 from tests.support.deploy import DEPLOY, flag_value, pixel_cap, profile_flags, render, without
 from tram.config import parse_config
-from tram.engines.guard import GUARD_DIR, GUARD_MIDDLEWARE, KEY_VARIABLE
+from tram.kinds.guard import GUARD_DIR, GUARD_MIDDLEWARE, KEY_VARIABLE
 
 KUBERNETES = "1.32.0"  # the oldest Kubernetes the manifests promise to work on
 SCHEMAS = Path(__file__).parent / "schemas" / "gateway-api-v1.2.1"

@@ -13,7 +13,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "tram"
 # before its own.
 LAYERS: list[set[str]] = [
     {"tram", "types", "stamps", "files", "errors", "meter", "turns"},
-    {"protocol", "config", "logs", "metrics"},
+    {"protocol", "kinds", "logs", "metrics"},
+    {"config"},
     {"transport", "requestlog", "web"},
     {"limits", "vision", "routing", "server"},
     {"store"},

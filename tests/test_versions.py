@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tram.engines.vllm import VLLM_VERSION
+from tram.kinds.vllm import VLLM_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = re.compile(r"vllm/vllm-openai(?::([\w.\-]+))?")

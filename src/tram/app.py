@@ -71,7 +71,7 @@ def build_state(settings: Settings, config: TramConfig,
     keys = KeyStore(database, revision_file_of(database))
     media = MediaVetting(config.vision, fetcher)
     responses = ResponseStore(database, config.responses)
-    return AppState(
+    state = AppState(
         settings=settings,
         config=config,
         registry=registry,
@@ -90,6 +90,8 @@ def build_state(settings: Settings, config: TramConfig,
         # Upload bodies in memory at once: four of the largest allowed (api/uploads.py).
         uploads=UploadBudget(4 * config.server.max_upload_bytes),
     )
+    state.models.check_config(config.models)
+    return state
 
 
 async def _tram_error(request: Request, exc: Exception) -> Response:

@@ -55,6 +55,7 @@ __all__ = [
     "AdminRequired",
     "AmbiguousKeyName",
     "AuthenticationFailed",
+    "ConfigError",
     "EngineBadResponse",
     "EngineConnectTimeout",
     "EngineTimeout",
@@ -417,3 +418,9 @@ def unexpected_error() -> InternalError:
 def unexpected_failure(dialect: str = "openai") -> Response:
     """`unexpected_error` as a 500 response in the route's shape."""
     return error_response(unexpected_error(), dialect=dialect)
+
+
+class ConfigError(Exception):
+    """A configuration mistake (tram.yaml, the environment, an engine that cannot start as
+    configured); the message is one line meant for the operator. Not a client's error: the CLI
+    prints it and exits with status 2."""

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import gguf
 
-from tram.engines.launchers import default_model_path
 from tram.engines.requant import q8_0_copy
 from tram.engines.up import embedded_profile
+from tram.kinds.llamacpp import default_model_path
 
 
 def test_q8_0_copy_keeps_the_model_and_is_made_once(tmp_path: Path) -> None:

@@ -16,11 +16,12 @@ import pytest
 
 from tests.conftest import MASTER_KEY
 from tests.support.tram_up import TramUp, alive, children_of
-from tram.config import ConfigError, EngineConfig, Settings, parse_config
-from tram.engines.guard import GUARD_DIR
-from tram.engines.launchers import Listen, engine_command
+from tram.config import ConfigError, Settings, parse_config
 from tram.engines.up import load_up_config
-from tram.engines.vllm import detect_preset, vllm_command
+from tram.kinds import Listen
+from tram.kinds.guard import GUARD_DIR
+from tram.kinds.transformers import TransformersEngine
+from tram.kinds.vllm import VLLMEngine, detect_preset, vllm_command
 
 REPO = Path(__file__).resolve().parents[2]
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
@@ -78,7 +79,7 @@ def test_the_qwen_profile_builds_the_guides_two_engines(fake_vllm: Path) -> None
 
 
 def test_typed_fields_override_the_preset_and_args_come_last(fake_vllm: Path) -> None:
-    engine = EngineConfig(kind="vllm", model="/models/Qwen3-8B-AWQ", gpus=[2, 3],
+    engine = VLLMEngine(kind="vllm", model="/models/Qwen3-8B-AWQ", gpus=[2, 3],
                           tensor_parallel_size=2, pipeline_parallel_size=2, max_model_len=8192,
                           prefix_caching=False, reasoning_parser="none", tool_call_parser=None,
                           args=["--quantization", "awq", "--max-model-len", "4096"])
@@ -110,8 +111,8 @@ def test_vllm_settings_on_another_kind_are_an_error_naming_the_key() -> None:
 
 def test_transformers_uses_the_gpu_when_there_is_one(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
-    command = engine_command(EngineConfig(kind="transformers", model=str(tmp_path), gpus=[1]),
-                             "m", Listen(port=9000), "sk")
+    command = TransformersEngine(kind="transformers", model=str(tmp_path), gpus=[1]).command(
+        "m", Listen(port=9000), "sk")
     assert _flag(command.argv, "--device") == "auto"  # cuda when torch sees one, else cpu
     assert command.env["CUDA_VISIBLE_DEVICES"] == "1"
 

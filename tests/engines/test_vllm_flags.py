@@ -13,9 +13,9 @@ import orjson
 import pytest
 
 from tests.conftest import MASTER_KEY, require_vllm
-from tram.config import EngineConfig, Settings
+from tram.config import Settings
 from tram.engines.up import load_up_config
-from tram.engines.vllm import PRESETS, vllm_flags
+from tram.kinds.vllm import PRESETS, VLLMEngine, vllm_flags
 
 pytestmark = pytest.mark.vllm
 
@@ -43,7 +43,7 @@ def _parsed(argvs: list[list[str]]) -> list[dict]:
 def test_every_preset_and_the_qwen_profile_parse() -> None:
     settings = Settings(master_key=MASTER_KEY, master_key_source="test", config_path=None)
     profile = [m.engine for m in load_up_config(settings, [], "qwen").models if m.engine]
-    engines = [*profile, *(EngineConfig(kind="vllm", model="Qwen/Qwen3-8B", preset=name)
+    engines = [*profile, *(VLLMEngine(kind="vllm", model="Qwen/Qwen3-8B", preset=name)
                            for name in PRESETS)]
     argvs = [["--model", e.model, *vllm_flags(e, e.model, Path("/run/tram/engine.sock"))]
              for e in engines]

@@ -16,7 +16,7 @@ import yaml
 from tests.conftest import MASTER_KEY
 from tram.config import Settings
 from tram.engines.up import load_up_config
-from tram.engines.vllm import vllm_flags
+from tram.kinds.vllm import vllm_flags
 
 __all__ = ["DEPLOY", "DEPLOY_ONLY_FLAGS", "compose_binary", "compose_config", "compose_model",
            "flag_value", "pixel_cap", "profile_flags", "render", "without"]

@@ -26,6 +26,7 @@ def reload_config(state: AppState) -> list[str]:
     if path is None:
         raise ConfigError("no config file to reload (this instance runs the built-in profile)")
     config = load_config(path, state.settings.env)
+    state.models.check_config(config.models)
     state.registry.replace(config.models)
     state.config = config
     return [model.name for model in config.models]

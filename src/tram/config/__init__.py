@@ -8,7 +8,7 @@ the CLI prints it and exits with status 2. Every name is importable from `tram.c
 
 from tram.config.base import ConfigError
 from tram.config.loading import load_config, parse_config, read_yaml
-from tram.config.models import BRIDGED_ROUTES, EngineConfig, MediaLimits, ModelConfig, RouteMode, RouteName
+from tram.config.models import EngineConfig, MediaLimits, ModelConfig, RouteMode
 from tram.config.schema import (
     DatabaseConfig,
     LimitsConfig,
@@ -22,7 +22,6 @@ from tram.config.settings import MASTER_KEY_VARS, Settings, load_settings
 from tram.config.upstreams import HealthConfig, RoutingConfig, Timeouts, UpstreamConfig
 
 __all__ = [
-    "BRIDGED_ROUTES",
     "MASTER_KEY_VARS",
     "ConfigError",
     "DatabaseConfig",
@@ -33,7 +32,6 @@ __all__ = [
     "ModelConfig",
     "ResponsesConfig",
     "RouteMode",
-    "RouteName",
     "RoutingConfig",
     "ServerConfig",
     "Settings",

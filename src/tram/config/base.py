@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from tram.errors import ConfigError
+
 __all__ = ["ConfigError", "Strict"]
-
-
-class ConfigError(Exception):
-    """A configuration mistake; the message is one line meant for the operator."""
 
 
 class Strict(BaseModel):

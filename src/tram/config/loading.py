@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from tram.config.base import ConfigError
 from tram.config.schema import TramConfig
+from tram.kinds import owners_of
 
 __all__ = ["load_config", "parse_config", "read_yaml"]
 
@@ -60,10 +61,30 @@ def parse_config(data: Any, source: str, env: Mapping[str, str] | None = None) -
         return TramConfig.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = "unknown key"
-        raise ConfigError(f"{source}: {_location(tuple(first['loc']))}: {message}") from None
+        loc, message = _engine_kind_error(tuple(first["loc"]), first["type"])
+        if message is None:
+            message = "unknown key" if first["type"] == "extra_forbidden" \
+                else first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{source}: {_location(loc)}: {message}") from None
+
+
+def _engine_kind_error(loc: tuple[int | str, ...], kind: str) -> tuple[tuple[int | str, ...],
+                                                                        str | None]:
+    """An error inside an `engine:` mapping names the key, not the kind's branch of the schema;
+    a setting of another kind says which kind takes it."""
+    if "engine" not in loc or loc.index("engine") + 1 >= len(loc):
+        return loc, None
+    at = loc.index("engine")
+    branch = str(loc[at + 1])
+    if branch not in {owner for name in ("model", "kind") for owner in owners_of(name)}:
+        return loc, None
+    rest = loc[at + 2:]
+    if kind == "extra_forbidden" and len(rest) == 1:
+        owners = owners_of(str(rest[0]))
+        if owners:
+            return loc[:at + 1], (f"{rest[0]} is a setting of kind {', '.join(owners)}, "
+                                  f"not {branch}")
+    return (*loc[:at + 1], *rest), None
 
 
 def read_yaml(path: Path) -> Any:

@@ -4,59 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from tram.config.base import Strict
 from tram.config.upstreams import HealthConfig, RoutingConfig, Timeouts, UpstreamConfig
+from tram.kinds import EngineConfig
 
-__all__ = ["BRIDGED_ROUTES", "EngineConfig", "MediaLimits", "ModelConfig", "RouteMode",
-           "RouteName"]
-
-
-_VLLM_ONLY = ("preset", "gpu_memory_utilization", "max_model_len", "tensor_parallel_size",
-              "pipeline_parallel_size", "prefix_caching", "reasoning_parser",
-              "tool_call_parser", "max_images", "max_pixels", "cpu_kv_cache_gib")
-
-
-class EngineConfig(Strict):
-    """An engine that `tram up` launches; its upstream is filled in when it starts.
-
-    The vLLM fields (engines/vllm.py) override what the preset for the model gives: "auto"
-    picks the preset from the model's name (Qwen3, Qwen3-VL), "none" sets nothing."""
-
-    kind: Literal["llamacpp", "transformers", "vllm"]
-    model: str
-    args: list[str] = Field(default_factory=list)
-    port: int | None = Field(None, ge=1, le=65535)
-    served_name: str | None = None
-    parallel: int = Field(8, ge=1)
-    context: int = Field(4096, ge=256)
-    threads: int | None = Field(None, ge=1)
-    startup_timeout: float = Field(600.0, gt=0)
-    # GPUs this engine may use (CUDA_VISIBLE_DEVICES); vllm and transformers.
-    gpus: list[int] | None = Field(None, min_length=1)
-    # vLLM only.
-    preset: Literal["auto", "qwen3", "qwen3-vl", "qwen3-vl-thinking", "none"] = "auto"
-    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
-    max_model_len: int | None = Field(None, ge=256)
-    tensor_parallel_size: int | None = Field(None, ge=1)
-    pipeline_parallel_size: int | None = Field(None, ge=1)
-    prefix_caching: bool = True
-    reasoning_parser: str | None = "auto"
-    tool_call_parser: str | None = "auto"
-    max_images: int | None = Field(None, ge=0)  # images per prompt
-    max_pixels: int | None = Field(None, ge=28 * 28)  # per image, before the engine's processor
-    # vLLM's CPU build: GiB of memory for the KV cache (VLLM_CPU_KVCACHE_SPACE, whole GiB);
-    # left unset, vLLM reserves most of the machine and refuses to start beside others.
-    cpu_kv_cache_gib: int = Field(4, ge=1)
-
-    @model_validator(mode="after")
-    def _vllm_fields_only_for_vllm(self) -> EngineConfig:
-        if self.kind != "vllm":
-            for name in _VLLM_ONLY:
-                if name in self.model_fields_set:
-                    raise ValueError(f"{name} is a setting of kind vllm, not {self.kind}")
-        return self
+__all__ = ["EngineConfig", "MediaLimits", "ModelConfig", "RouteMode"]
 
 
 class MediaLimits(Strict):
@@ -66,10 +20,7 @@ class MediaLimits(Strict):
     max_seconds: float = Field(30.0, gt=0)
 
 
-RouteName = Literal["chat", "completions", "embeddings", "responses", "messages", "rerank", "score",
-                    "tokenize", "detokenize", "transcriptions"]
 RouteMode = Literal["auto", "native", "bridge", "off"]
-BRIDGED_ROUTES = frozenset({"responses", "messages"})
 
 
 class ModelConfig(Strict):
@@ -95,7 +46,8 @@ class ModelConfig(Strict):
     image_fetch: Literal["engine", "gateway"] = "gateway"
     # Usage a stream asks its engine for: "final" (the last chunk; every OpenAI-compatible
     # engine), "running" (also on every chunk: vLLM's continuous_usage_stats, so a stream the
-    # client cuts is charged the engine's own count), "auto": running for `engine.kind: vllm`.
+    # client cuts is charged the engine's own count), "auto": running where the engine's kind
+    # reports it.
     stream_usage: Literal["auto", "final", "running"] = "auto"
     # Qwen3's thinking, applied as chat_template_kwargs.enable_thinking to every request that
     # does not set it (vLLM's reasoning parser needs to know: a template default alone makes it
@@ -109,11 +61,12 @@ class ModelConfig(Strict):
     # Video (MP4) and audio (WAV) parts: refused unless enabled here, then vetted and capped.
     video: MediaLimits | None = None
     audio: MediaLimits | None = None
-    # Routes (chat and the rest), each "auto" unless named here: "native" (forwarded),
-    # "bridge" (responses and messages only: translated to the engine's chat completions),
-    # "off" (refused with a 404 naming the route and the model). "auto" forwards, and a route
-    # the engine answers 404/405/501 for is bridged where a bridge exists, else refused.
-    routes: dict[RouteName, RouteMode] = Field(default_factory=dict)
+    # Routes (chat and the rest, by the names of the route table), each "auto" unless named
+    # here: "native" (forwarded), "bridge" (where a bridge exists: translated to the engine's
+    # chat completions), "off" (refused with a 404 naming the route and the model). "auto"
+    # forwards, and a route the engine answers 404/405/501 for is bridged where a bridge
+    # exists, else refused. The names are checked against the table when the app is built.
+    routes: dict[str, RouteMode] = Field(default_factory=dict)
 
     @field_validator("routes", mode="before")
     @classmethod
@@ -124,22 +77,12 @@ class ModelConfig(Strict):
                     for name, mode in routes.items()}
         return routes
 
-    @field_validator("routes")
-    @classmethod
-    def _bridges_exist(cls, routes: dict[str, str]) -> dict[str, str]:
-        for name, mode in routes.items():
-            if mode == "bridge" and name not in BRIDGED_ROUTES:
-                raise ValueError(f"route {name!r} has no bridge to chat; use auto, native or off")
-        return routes
-
     def route_mode(self, name: str) -> str:
-        mode = self.routes.get(name)  # type: ignore[call-overload]
+        mode = self.routes.get(name)
         if mode is not None:
             return str(mode)
-        if name == "responses" and self.engine is not None and self.engine.kind == "llamacpp":
-            # llama.cpp's own Responses stream lacks output_index and sequence_number, which
-            # the openai SDK's stream helpers need: its chat completions, bridged, are complete.
-            return "bridge"
+        if self.engine is not None and name in self.engine.bridged_routes:
+            return "bridge"  # the engine kind's own route is incomplete (kinds/)
         return "auto"
 
     def pixel_budget(self) -> int:
@@ -148,19 +91,17 @@ class ModelConfig(Strict):
         32×32 px, 16-px patches merged 2×2, so at most 980 of them)."""
         if self.max_pixels is not None:
             return self.max_pixels
-        if self.engine is not None and self.engine.max_pixels is not None:
-            return self.engine.max_pixels
-        return 1280 * 28 * 28
+        engine_pixels = self.engine.image_limits()[1] if self.engine is not None else None
+        return engine_pixels if engine_pixels is not None else 1280 * 28 * 28
 
     def images_per_request(self) -> int:
         if self.max_images is not None:
             return self.max_images
-        if self.engine is not None and self.engine.max_images is not None:
-            return max(self.engine.max_images, 1)
-        return 8
+        engine_images = self.engine.image_limits()[0] if self.engine is not None else None
+        return max(engine_images, 1) if engine_images is not None else 8
 
     def running_usage(self) -> bool:
         if self.stream_usage == "auto":
-            return self.engine is not None and self.engine.kind == "vllm"
+            return self.engine is not None and self.engine.running_usage
         return self.stream_usage == "running"
 

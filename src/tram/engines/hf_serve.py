@@ -31,8 +31,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tram.engines.guard.tram_engine_guard import EngineKeyGuard
 from tram.engines.hf_generate import Generation, LoadedModel, RequestError, load
+from tram.kinds.guard.tram_engine_guard import EngineKeyGuard
 
 __all__ = ["build_app", "main"]
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import httpx
 
-from tram.engines.launchers import EngineCommand, Listen
 from tram.files import private_dir
+from tram.kinds import EngineCommand, Listen
 from tram.routing.registry import Replica
 
 __all__ = ["EngineStartError", "ManagedEngine", "stop_all"]

@@ -18,16 +18,16 @@ import uvicorn
 
 from tram.app import create_app
 from tram.config import ConfigError, Settings, TramConfig, parse_config, read_yaml
-from tram.engines.launchers import (
-    Listen,
-    cache_dir,
-    default_model_path,
-    embedding_model_path,
-    engine_command,
-    install_default_model,
-)
 from tram.engines.requant import q8_0_copy
 from tram.engines.supervisor import EngineStartError, ManagedEngine, stop_all
+from tram.files import cache_dir
+from tram.kinds import Listen, kind_for_path
+from tram.kinds.llamacpp import (
+    LlamaCppEngine,
+    default_model_path,
+    embedding_model_path,
+    install_default_model,
+)
 from tram.routing.registry import Registry, Replica
 from tram.server import gateway_config
 
@@ -45,6 +45,7 @@ EMBEDDED_DESCRIPTION = (
 
 
 EMBEDDING_ALIAS = "all-minilm-l6-v2"
+LLAMACPP = LlamaCppEngine.model_fields["kind"].annotation.__args__[0]  # type: ignore[union-attr]
 
 
 def embedded_profile(model_path: Path | None = None) -> dict[str, Any]:
@@ -58,7 +59,7 @@ def embedded_profile(model_path: Path | None = None) -> dict[str, Any]:
         "description": EMBEDDED_DESCRIPTION,
         # A 135M model left to itself may ramble to the end of its context.
         "default_max_tokens": 512,
-        "engine": {"kind": "llamacpp", "model": str(model_path),
+        "engine": {"kind": LLAMACPP, "model": str(model_path),
                    "served_name": "SmolLM2-135M-Instruct"},
     }]
     embedding = embedding_model_path()
@@ -70,7 +71,7 @@ def embedded_profile(model_path: Path | None = None) -> dict[str, Any]:
             # An embedding model answers embeddings only: the rest is refused by name.
             "routes": {name: "off" for name in ("chat", "completions", "responses",
                                                 "messages", "rerank", "score")},
-            "engine": {"kind": "llamacpp", "model": str(embedding),
+            "engine": {"kind": LLAMACPP, "model": str(embedding),
                        "served_name": "all-MiniLM-L6-v2", "context": 512, "parallel": 4,
                        "args": ["--embeddings", "--pooling", "mean", "--ubatch-size", "512"]},
         })
@@ -85,11 +86,8 @@ def apply_model_overrides(data: dict[str, Any], overrides: list[str]) -> dict[st
         if not sep or not alias or not raw_path:
             raise ConfigError(f"--model {override!r}: expected ALIAS=PATH, e.g. qwen-text=./model.gguf")
         path = Path(raw_path).expanduser()
-        if path.is_file() and path.suffix == ".gguf":
-            kind = "llamacpp"
-        elif path.is_dir():
-            kind = "transformers"
-        else:
+        kind = kind_for_path(path)
+        if kind is None:
             raise ConfigError(f"--model {override!r}: {path} is neither a .gguf file nor a "
                               "Hugging Face checkpoint folder")
         vision = alias == "qwen-vl" or _is_vision_checkpoint(path)
@@ -170,12 +168,12 @@ def _plan(config: TramConfig, settings: Settings,
         listen = Listen(port=model.engine.port) if model.engine.port else \
             Listen(socket=sockets / f"engine-{index}.sock")
         internal_key = "sk-engine-" + secrets.token_urlsafe(24)
-        command = engine_command(model.engine, model.name, listen, internal_key)
+        command = model.engine.command(model.name, listen, internal_key)
         replica = Replica(url=listen.url, served_name=command.served_name, api_key=internal_key,
                           socket=str(listen.socket) if listen.socket else None)
         registry.attach(model.name, replica)
         engines.append(ManagedEngine(
-            name=model.name, kind=model.engine.kind, command=command, listen=listen,
+            name=model.name, kind=model.engine.kind_name, command=command, listen=listen,
             replica=replica,
             log_path=settings.data_dir / "logs" / f"engine-{model.name}.log",
             startup_timeout=model.engine.startup_timeout,

@@ -15,7 +15,7 @@ out to lack them; the bridged request then takes chat's own path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +23,8 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from tram.auth.keys import Principal
-from tram.config import ResponsesConfig
-from tram.errors import InvalidRequest, RouteNotServed
+from tram.config import ModelConfig, ResponsesConfig
+from tram.errors import ConfigError, InvalidRequest, RouteNotServed
 from tram.protocol.routes import ResponsesRequest
 from tram.protocol.validation import invalid_request_from
 from tram.relay.bridges import messages as messages_bridge
@@ -107,7 +107,21 @@ class ModelService:
         self._media = media
         self._store = store
         self._responses = responses
+        self._routes = dict(routes)
         self._chat = routes["chat"]
+
+    def check_config(self, models: Iterable[ModelConfig]) -> None:
+        """Each model's `routes:` name routes of the table, and bridges only those that have
+        one; a ConfigError naming the model and the route otherwise."""
+        for model in models:
+            for name, mode in model.routes.items():
+                route = self._routes.get(name)
+                if route is None:
+                    raise ConfigError(f"models[{model.name}].routes: no route named {name!r} "
+                                      f"(routes: {', '.join(sorted(self._routes))})")
+                if mode == "bridge" and route.bridge is None:
+                    raise ConfigError(f"models[{model.name}].routes.{name}: route {name!r} has "
+                                      "no bridge to chat; use auto, native or off")
 
     async def create(self, route: ModelRoute, principal: Principal, payload: Any,
                      record: RequestRecord, context: Lifted | Form | None = None,

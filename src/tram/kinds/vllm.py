@@ -15,7 +15,7 @@ from the model's name supplies what the guide's models need, and typed fields in
 
 The engine is never open on the network: `tram up` gives it a Unix socket in a private folder
 (`--uds`; a loopback port only when the operator sets `engine.port`), and Trạm's key guard
-(`--middleware`, engines/guard) refuses every path but `GET /health` without the internal key,
+(`--middleware`, kinds/guard) refuses every path but `GET /health` without the internal key,
 which is passed in the environment (so it is in no command line `ps` shows) and sent by the
 gateway: vLLM's own `--api-key` guards only /v1. Extra `args` come last, so an operator can
 override anything.
@@ -39,13 +39,17 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Literal
 
-from tram.config import ConfigError, EngineConfig
-from tram.engines.guard import GUARD_DIR, GUARD_MIDDLEWARE, KEY_VARIABLE
+from pydantic import Field
+
+from tram.errors import ConfigError
 from tram.files import cache_dir
+from tram.kinds.base import EngineBase, EngineCommand, Listen
+from tram.kinds.guard import GUARD_DIR, GUARD_MIDDLEWARE, KEY_VARIABLE
 
-__all__ = ["PRESETS", "VLLM_VERSION", "Preset", "detect_preset", "find_vllm", "vllm_command",
-           "vllm_flags"]
+__all__ = ["PRESETS", "VLLM_VERSION", "Preset", "VLLMEngine", "detect_preset", "find_vllm",
+           "vllm_command", "vllm_flags"]
 
 logger = logging.getLogger("tram.engines")
 
@@ -77,6 +81,40 @@ PRESETS: dict[str, Preset] = {
                                 max_pixels=QWEN_VL_MAX_PIXELS),
     "none": Preset(),
 }
+
+
+class VLLMEngine(EngineBase):
+    """vLLM's OpenAI server, on GPUs or its CPU build. The fields override what the preset for
+    the model gives: "auto" picks the preset from the model's name (Qwen3, Qwen3-VL), "none"
+    sets nothing."""
+
+    # vLLM reports usage on every streamed chunk when asked (continuous_usage_stats).
+    running_usage: ClassVar[bool] = True
+
+    kind: Literal["vllm"]
+    preset: Literal["auto", "qwen3", "qwen3-vl", "qwen3-vl-thinking", "none"] = "auto"
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    max_model_len: int | None = Field(None, ge=256)
+    tensor_parallel_size: int | None = Field(None, ge=1)
+    pipeline_parallel_size: int | None = Field(None, ge=1)
+    prefix_caching: bool = True
+    reasoning_parser: str | None = "auto"
+    tool_call_parser: str | None = "auto"
+    max_images: int | None = Field(None, ge=0)  # images per prompt
+    max_pixels: int | None = Field(None, ge=28 * 28)  # per image, before the engine's processor
+    # vLLM's CPU build: GiB of memory for the KV cache (VLLM_CPU_KVCACHE_SPACE, whole GiB);
+    # left unset, vLLM reserves most of the machine and refuses to start beside others.
+    cpu_kv_cache_gib: int = Field(4, ge=1)
+
+    def image_limits(self) -> tuple[int | None, int | None]:
+        return self.max_images, self.max_pixels
+
+    def command(self, alias: str, listen: Listen, key: str) -> EngineCommand:
+        # As vLLM names it by default, and as the guide's system did (LiteLLM mapping
+        # qwen-text → Qwen/Qwen3-8B): the alias is the gateway's, the model id the engine's.
+        served_name = self.served_name or self.model
+        argv, env = vllm_command(self, served_name, listen.socket or listen.port or 0, key)
+        return EngineCommand(argv, served_name, env=env)
 
 
 def detect_preset(model: str) -> str:
@@ -125,7 +163,7 @@ def _installed(python: Path) -> tuple[str, str] | None:
     return None
 
 
-def vllm_command(engine: EngineConfig, served_name: str, where: Path | int,
+def vllm_command(engine: VLLMEngine, served_name: str, where: Path | int,
                  key: str) -> tuple[list[str], dict[str, str]]:
     """argv and extra environment of vLLM's OpenAI server for this engine, listening on a Unix
     socket (a path) or a loopback port, every path guarded by `key`."""
@@ -145,7 +183,7 @@ def vllm_command(engine: EngineConfig, served_name: str, where: Path | int,
     return [*argv, *vllm_flags(engine, served_name, where)], env
 
 
-def vllm_flags(engine: EngineConfig, served_name: str, where: Path | int) -> list[str]:
+def vllm_flags(engine: VLLMEngine, served_name: str, where: Path | int) -> list[str]:
     """The flags after the model (also what deploy/ passes to the vLLM images): listening on a
     Unix socket (a path) or on 127.0.0.1:port, Trạm's key guard on every path, the preset."""
     preset = PRESETS[detect_preset(engine.model) if engine.preset == "auto" else engine.preset]
