@@ -23,7 +23,7 @@ from tram.api.model import ModelEndpoint
 from tram.api.state import AppState
 from tram.api.table import ENDPOINTS, MODEL_ROUTES, PAGE_ASSETS, dialect_of, key_prefixes, takes_x_api_key
 from tram.api.uploads import UploadBudget
-from tram.auth.keys import Authenticator
+from tram.auth.principal import Authenticator
 from tram.config import ConfigError, Settings, TramConfig
 from tram.errors import (
     InternalError,
@@ -46,7 +46,7 @@ from tram.routing.registry import Registry
 from tram.server import ConnectionGuard
 from tram.store.db import Database, database_url
 from tram.store.keys import KeyStore, revision_file_of
-from tram.store.responses import ResponseStore
+from tram.store.stored_responses import ResponseStore
 from tram.store.usage import UsageWriter
 from tram.transport.upstream import UpstreamClient
 from tram.types import ASGIApp, Receive, Scope, Send

@@ -9,7 +9,7 @@ Every request writes an access line, so a line must be cheap: lines are written 
 once per turn of the event loop (`TurnBufferedHandler`: one write(2) for all the lines of a
 turn instead of one each), and the LogRecord fields nobody here prints (the caller's file and
 line, which walks the stack; thread and process names) are not collected. An access line cost
-18 µs of the gateway's CPU per request before, ~6 µs after (bench/RESULTS.md, issue 16).
+a third of what it cost before (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class AccessWriter:
     """The access log's direct path, set by `setup_logging`: while its handler is the only
     one (no other handler, filter or level was added since, e.g. by a test's log capture), an
     access line goes straight to it, formatted as its formatter would, skipping the LogRecord
-    and handler chain (~8 µs of a request)."""
+    and handler chain (docs/decisions.md)."""
 
     def __init__(self) -> None:
         self.handler: TurnBufferedHandler | None = None

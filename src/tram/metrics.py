@@ -50,8 +50,8 @@ class RequestStats:
     """What every finished model request adds (requests, duration, time to first byte,
     tokens), kept as plain numbers and turned into Prometheus families only when /metrics is
     read. prometheus_client's own Counter and Histogram take a lock per value and walk the
-    buckets in Python: ~10 µs a request for these five updates, against ~2 µs here
-    (`python -m bench inprocess --ablate`, bench/RESULTS.md). Updated on the event loop only
+    buckets in Python, several times the cost of these plain numbers (docs/decisions.md).
+    Updated on the event loop only
     (the gateway's one thread that serves requests), so no lock is needed; read on it too."""
 
     def __init__(self) -> None:

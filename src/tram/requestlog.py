@@ -31,7 +31,7 @@ class RequestRecord:
     started: float = field(default_factory=time.perf_counter)
     # Names this request's usage row, so that replaying a journal never stores it twice.
     # Time-ordered (ns, then random), so the unique index grows at its end: random ids made
-    # each row's insert ~40% dearer in SQLite (page splits all over the index).
+    # each row's insert dearer in SQLite (page splits all over the index; docs/decisions.md).
     event_id: str = field(default_factory=lambda: f"{time.time_ns():016x}{os.urandom(4).hex()}")
     status: int | None = None
     # The API route that records usage (chat, completions, responses, …); None for the rest.

@@ -3,9 +3,9 @@
 Every request's usage event and journal line carry a stamp in one form,
 `datetime.now(UTC).isoformat(timespec="microseconds")` ("2026-12-02T02:56:59.123456+00:00"),
 which `store/usage/rows.py` slices into SQLite's form without parsing. Building a datetime and
-formatting it cost ~5 µs, twice per request (bench/RESULTS.md, issue 16); the date and time of
+formatting it twice per request was measurable (docs/decisions.md); the date and time of
 day change once a second, so they are formatted once a second and only the microseconds per
-call (~0.5 µs).
+call.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ def test_one_line_per_request_without_prompt_or_key(gateway: GatewayFactory, aut
 
 
 @pytest.mark.parametrize("target", ["tram.relay.service.ModelService.create",
-                                    "tram.auth.keys.Authenticator.authenticate",
+                                    "tram.auth.principal.Authenticator.authenticate",
                                     "tram.api.models._card"])
 def test_unexpected_errors_are_openai_500s_with_request_id(
         gateway: GatewayFactory, auth: dict, monkeypatch: pytest.MonkeyPatch, target: str) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import GatewayFactory
 from tests.support.keys import chat
-from tram.auth.keys import Principal
+from tram.auth.principal import Principal
 from tram.cli import main
 from tram.config import Settings
 from tram.errors import AdminRequired, InvalidRequest

@@ -107,7 +107,7 @@ async def test_stored_responses_hold_their_cap_on_postgres(tmp_path: Path,
     from tram.config import ResponsesConfig
     from tram.store.db import Database, database_url
     from tram.store.models import StoredResponse, StoredResponseTotal
-    from tram.store.responses import ResponseStore
+    from tram.store.stored_responses import ResponseStore
 
     database = Database(database_url(postgres.url, tmp_path))
     await database.migrate()

@@ -15,7 +15,7 @@ from tram.config import ResponsesConfig
 from tram.errors import StoreUnavailable
 from tram.store.db import Database, database_url
 from tram.store.models import StoredResponse, StoredResponseTotal
-from tram.store.responses import ResponseStore
+from tram.store.stored_responses import ResponseStore
 
 
 @pytest.fixture

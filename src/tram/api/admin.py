@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tram.api.state import AppState, state_of
-from tram.auth.keys import Principal
+from tram.auth.principal import Principal
 from tram.config import ConfigError, load_config
 from tram.errors import InvalidRequest
 from tram.keys.service import require_administrator

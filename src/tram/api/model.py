@@ -3,7 +3,7 @@
 transcriptions), each driven by its `ModelRoute`.
 
 Chat is on every request's hot path, so these skip Starlette's request objects, router and
-exception middlewares (the benchmark measured them at ~20% of the gateway's CPU per request);
+exception middlewares (a fifth of the gateway's CPU per request: docs/decisions.md);
 errors are turned into responses in one place (`errors.error_response`), in the route's own
 shape (Anthropic's on /v1/messages).
 """
@@ -17,7 +17,7 @@ from tram.api.body import ClientGone, content_length, parse_json, read_body
 from tram.api.middleware import header, record_of
 from tram.api.state import AppState
 from tram.api.streaming import SSEResponse, cancel_on_disconnect
-from tram.auth.keys import Principal
+from tram.auth.principal import Principal
 from tram.errors import TramError, error_response
 from tram.limits.base import Ticket
 from tram.meter import audio_estimate, prompt_estimate

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tram.api.state import state_of
-from tram.auth.keys import Principal
+from tram.auth.principal import Principal
 from tram.errors import ModelNotFound
 from tram.protocol.models import ModelCard, ModelList
 from tram.routing.registry import ModelPool

@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from tram.api.admin import require_admin
 from tram.api.state import state_of
-from tram.auth.keys import Principal
+from tram.auth.principal import Principal
 from tram.store.keys import LIMIT_FIELDS
 from tram.store.usage import usage_summary
 

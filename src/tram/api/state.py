@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from tram.api.uploads import UploadBudget
-from tram.auth.keys import Authenticator
+from tram.auth.principal import Authenticator
 from tram.config import Settings, TramConfig
 from tram.limits.base import Limiter
 from tram.metrics import Metrics
@@ -16,7 +16,7 @@ from tram.relay.service import ModelService
 from tram.routing.registry import Registry
 from tram.store.db import Database
 from tram.store.keys import KeyStore
-from tram.store.responses import ResponseStore
+from tram.store.stored_responses import ResponseStore
 from tram.store.usage import UsageWriter
 from tram.transport.upstream import UpstreamClient
 from tram.vision.fetch import ImageFetcher

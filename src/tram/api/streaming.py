@@ -42,7 +42,7 @@ WATCH_AFTER = 0.05
 
 class _Watch:
     """Watches for the client's disconnect, but only from `when` on (via the shared ticker):
-    a watcher task made and cancelled on every request cost ~10% of the gateway's CPU per
+    a watcher task made and cancelled on every request was a tenth of the gateway's CPU per
     short request (`python -m bench inprocess`, old and new code alternated), and a client
     that leaves sooner is still noticed, at most a tick later."""
 
@@ -71,7 +71,7 @@ async def cancel_on_disconnect(receive: Receive, work: Awaitable[T], record: Req
 
     Plain asyncio (one watcher task, cancelling this one, started only once the request has
     lasted WATCH_AFTER) rather than an anyio task group: this runs on every request, and a
-    task group costs several times more (bench/RESULTS.md).
+    task group costs several times more (docs/decisions.md).
     """
     this = asyncio.current_task()
     assert this is not None
@@ -108,7 +108,7 @@ class SSEResponse:
         except OSError:
             self._record.client_disconnected = True  # a send failed: the client is gone
         finally:
-            # Not shielded (an anyio CancelScope cost ~5% of a stream's CPU): closing the
+            # Not shielded (an anyio CancelScope was a measurable share of a stream): closing the
             # frames' generator, which is suspended at a `yield`, awaits nothing, so no
             # cancellation can land inside it, and the engine connection is released in
             # StreamResult.aclose's own `finally` in any case.

@@ -17,13 +17,13 @@ from starlette.responses import Response
 from tram.api.admin import metrics, reload
 from tram.api.endpoint import Endpoint, Param
 from tram.api.health import health, ready
-from tram.api.keys import create_key, list_keys, revoke_key, show_key, update_key, usage_view
+from tram.api.key_admin import create_key, list_keys, revoke_key, show_key, update_key, usage_view
 from tram.api.models import get_model, list_models
 from tram.api.openapi import openapi_document
 from tram.api.pages import me, models_status
-from tram.api.responses import delete_response, get_response
 from tram.api.state import state_of
-from tram.auth.keys import bearer_token
+from tram.api.stored import delete_response, get_response
+from tram.auth.principal import bearer_token
 from tram.errors import TramError
 from tram.protocol.answers import (
     ChatCompletion,

@@ -1,5 +1,5 @@
 """Key administration: the rules (`service.py`) and `tram keys` (`cli.py`). The SQL is in
-`store/keys.py`, checking a presented key in `auth/keys.py`."""
+`store/keys.py`, checking a presented key in `auth/principal.py`."""
 
 from tram.keys.service import KeyAdmin, expires_in_days, operator, require_administrator
 

@@ -1,5 +1,5 @@
 """Key administration: every rule about creating, changing and revoking virtual keys, written
-once. The admin API (`api/keys.py`) and `tram keys` (`keys/cli.py`) are adapters that parse
+once. The admin API (`api/key_admin.py`) and `tram keys` (`keys/cli.py`) are adapters that parse
 their input into the same bodies (`protocol/keys.py`) and print or answer what this returns.
 
 Who may do what:
@@ -31,7 +31,7 @@ import datetime as dt
 import math
 from typing import Any
 
-from tram.auth.keys import Principal
+from tram.auth.principal import Principal
 from tram.errors import AdminRequired, InvalidRequest, NotFound
 from tram.limits.base import DEFAULT_BUDGET_PERIOD, KeyLimits, Period
 from tram.protocol.keys import KeyCreate, KeyUpdate

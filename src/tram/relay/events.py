@@ -132,7 +132,7 @@ class EventStream:
     def failed(self, error: TramError) -> bytes:
         return failure_frame(self._dialect, error, self._sequence)
 
-    async def settle(self) -> None:
+    async def store_pending(self) -> None:
         self.pending = False
         final, self._final = self._final, None
         if final is not None and self._finish is not None:

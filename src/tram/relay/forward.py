@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
-from tram.auth.keys import Principal
+from tram.auth.principal import Principal
 from tram.config import Timeouts
 from tram.errors import (
     EngineConnectTimeout,
@@ -50,8 +50,8 @@ class JSONResult:
 class _Held:
     """What one attempt holds until its answer is read: the request counted in flight for the
     model and on the replica, and the engine's response (its connection). Plain code, not an
-    AsyncExitStack of context managers: that cost ~4% of a request's CPU (bench/RESULTS.md,
-    issue 16)."""
+    AsyncExitStack of context managers, which cost a measurable share of a request's CPU
+    (docs/decisions.md)."""
 
     __slots__ = ("_pool", "_replica", "response")
 

@@ -22,13 +22,14 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from tram.auth.keys import Principal
+from tram.auth.principal import Principal
 from tram.config import ModelConfig, ResponsesConfig
 from tram.errors import ConfigError, InvalidRequest, RouteNotServed
 from tram.protocol.routes import ResponsesRequest
 from tram.protocol.validation import invalid_request_from
 from tram.relay.bridges import messages as messages_bridge
 from tram.relay.bridges import responses as responses_bridge
+from tram.relay.conversation import ResponsesTurn
 from tram.relay.events import EventStream
 from tram.relay.forward import (
     Call,
@@ -41,19 +42,18 @@ from tram.relay.forward import (
 )
 from tram.relay.media import MediaVetting
 from tram.relay.multipart import Form
-from tram.relay.responses import ResponsesTurn
 from tram.relay.route import ModelRoute
 from tram.relay.steps import ask_for_usage, default_ceiling, routing_hints, thinking_default
 from tram.relay.stream import (
     ChunkStream,
     StreamHandler,
     UsageAsked,
+    choices_answer,
     engine_answer,
-    rewritten_answer,
 )
 from tram.requestlog import RequestRecord
 from tram.routing.registry import ModelPool, Registry
-from tram.store.responses import ResponseStore
+from tram.store.stored_responses import ResponseStore
 from tram.vision.lift import Lifted
 
 __all__ = ["ChatShape", "ModelService"]
@@ -209,9 +209,9 @@ class ModelService:
 
         def answer(raw: bytes) -> bytes:
             if shape is not None:
-                return shape.answer(rewritten_answer(raw, alias, record), pool)
+                return shape.answer(choices_answer(raw, alias, record), pool)
             if route.events == "chunks":
-                return orjson.dumps(rewritten_answer(raw, alias, record))
+                return orjson.dumps(choices_answer(raw, alias, record))
             engine = engine_answer(raw, alias, record)
             record.meter.charge_answer(route.name, engine, payload, form.size if form else 0)
             if turn is not None:

@@ -18,14 +18,15 @@ from tram.requestlog import RequestRecord
 from tram.transport.deadlines import Ticker, Watch
 from tram.transport.upstream import UpstreamResponse
 
-__all__ = ["ChunkStream", "StreamHandler", "UsageAsked", "engine_answer", "mirror_reasoning",
-           "relay_stream",
-           "rewrite_answer",
-           "rewritten_answer"]
-
-
-def rewrite_answer(raw: bytes, alias: str, record: RequestRecord) -> bytes:
-    return orjson.dumps(rewritten_answer(raw, alias, record))
+__all__ = [
+    "ChunkStream",
+    "StreamHandler",
+    "UsageAsked",
+    "choices_answer",
+    "engine_answer",
+    "mirror_reasoning",
+    "relay_stream",
+]
 
 
 def engine_answer(raw: bytes, alias: str, record: RequestRecord) -> dict[str, Any]:
@@ -43,7 +44,7 @@ def engine_answer(raw: bytes, alias: str, record: RequestRecord) -> dict[str, An
     return answer
 
 
-def rewritten_answer(raw: bytes, alias: str, record: RequestRecord) -> dict[str, Any]:
+def choices_answer(raw: bytes, alias: str, record: RequestRecord) -> dict[str, Any]:
     """A chat (or completions) answer with the alias as its model and reasoning under both
     names; its usage taken into the record."""
     answer = engine_answer(raw, alias, record)
@@ -151,11 +152,11 @@ class StreamHandler(Protocol):
     def failed(self, error: TramError) -> bytes:
         """The frames that close a stream that failed midway."""
 
-    # True when `settle` has work to do before the frames of this batch go out (storing an
+    # True when `store_pending` has work to do before the frames of this batch go out (storing an
     # answer before the client can refer to it); checked, not awaited, on every batch.
     pending: bool
 
-    async def settle(self) -> None: ...
+    async def store_pending(self) -> None: ...
 
 
 class ChunkStream:
@@ -187,7 +188,7 @@ class ChunkStream:
     def failed(self, error: TramError) -> bytes:
         return error_frame(error) + done_frame()
 
-    async def settle(self) -> None:
+    async def store_pending(self) -> None:
         return None
 
 
@@ -236,13 +237,13 @@ async def relay_stream(response: UpstreamResponse, handler: StreamHandler, timeo
                     frames.append(frame)
             if frames:
                 if handler.pending:
-                    await handler.settle()
+                    await handler.store_pending()
                 record.mark_first_byte()
                 yield b"".join(frames)
         if failure is None and not handler.complete():
             failure = EngineBadResponse("The engine ended the stream before it was complete.")
         elif failure is None and handler.pending:
-            await handler.settle()
+            await handler.store_pending()
     except OSError as exc:
         failure = EngineBadResponse(f"The engine's stream broke off ({type(exc).__name__}).")
     except TramError as error:  # the gateway's own part failed (storing the answer)

@@ -45,7 +45,7 @@ class Replica:
         flight, plus the engine's queue and KV pressure from its /metrics (everyone's). Not
         the engine's running count: a batch that is full but not queueing is not overloaded,
         and bounding on it made gateways with differently-timed scrapes move conversations
-        apart (bench/RESULTS.md). One attribute, so that a decision over 64 replicas reads it
+        apart (docs/decisions.md). One attribute, so that a decision over 64 replicas reads it
         in one C-level pass."""
         self.routing_load = self.outstanding + self.engine_penalty
 

@@ -5,9 +5,8 @@ libuv (uvloop's core) accepts one connection per loop iteration since 1.45 (libu
 most accept() calls after the first fail with EAGAIN). That is cheap when the loop is idle and
 unfair when it is saturated: one iteration then serves every ready connection (tens of ms at
 c=256), so the k-th of many new connections waits k iterations before its first request is
-read. Measured (bench/RESULTS.md, issue 16): at c=256, the first requests of the last new
-connections waited 4.3 s, in connection order, while older connections were served every
-iteration — the "> 2 s at c=256" answers of the gateway bench. Here each listening socket also
+read, in connection order, while older connections are served every iteration (measured in
+docs/decisions.md, "Accepting connections"). Here each listening socket also
 has a reader (on a dup of its descriptor, as libuv's watcher holds the original) that accepts
 up to 64 connections each time the socket is ready, and hands each to the loop as an
 accepted socket with the server's protocol; libuv's own accept then finds the queue empty,

@@ -118,7 +118,7 @@ class _SharedRevision:
     """Eight bytes every process of a SQLite store maps from one file (MAP_SHARED: a write by
     one is seen by all at once): a key change writes new random bytes, each lookup compares
     them with what its cache was filled under, reading memory rather than calling stat(2)
-    (that system call was ~3% of a virtual-key request's CPU; bench/RESULTS.md, issue 16)."""
+    (that system call was a measurable share of a virtual-key request; docs/decisions.md)."""
 
     def __init__(self, path: Path) -> None:
         self._path = path

@@ -31,7 +31,7 @@ class Expiring(Protocol):
 class Watch:
     """One deadline armed again for each wait of a loop (a stream's reads from its engine):
     the task and its cancel count are taken once, and each wait costs two set operations, not
-    an async context manager (~3 µs of a ~24 µs relayed chunk; bench/RESULTS.md, issue 16).
+    an async context manager (an eighth of a relayed chunk's cost; docs/decisions.md).
 
         watch.arm(time.monotonic() + seconds)
         try:

@@ -15,8 +15,8 @@ import orjson
 
 from tram.errors import InvalidRequest, TramError
 from tram.relay.bridges.common import ChatDelta, json_arguments, passthrough, read_chunk
+from tram.relay.conversation import new_id
 from tram.relay.events import event_frame, failure_frame
-from tram.relay.responses import new_id
 from tram.relay.thinking import apply_thinking, requested_thinking
 from tram.requestlog import RequestRecord
 
@@ -232,7 +232,7 @@ class MessagesFromChat:
     def complete(self) -> bool:
         return self._ended or self._finish_reason is not None
 
-    async def settle(self) -> None:
+    async def store_pending(self) -> None:
         return None
 
     def end(self) -> bytes:

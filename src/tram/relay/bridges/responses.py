@@ -15,8 +15,8 @@ from typing import Any
 
 from tram.errors import InvalidRequest, TramError
 from tram.relay.bridges.common import ChatDelta, passthrough, read_chunk
+from tram.relay.conversation import ResponsesTurn, new_id
 from tram.relay.events import event_frame, failure_frame
-from tram.relay.responses import ResponsesTurn, new_id
 from tram.relay.thinking import apply_thinking, requested_thinking
 from tram.requestlog import RequestRecord
 
@@ -319,7 +319,7 @@ class ResponsesFromChat:
             self.pending = True  # stored before its event goes out
         return whole
 
-    async def settle(self) -> None:
+    async def store_pending(self) -> None:
         if self.pending and self._response["status"] != "in_progress":
             await self._turn.finish(self._response)
         self.pending = False

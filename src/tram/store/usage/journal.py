@@ -3,7 +3,7 @@
 Each gateway process appends to its own file a `B` line when a chat request begins and an `E`
 line (the full usage event) when it ends, no fsync. Lines are written with one write(2) per
 turn of the event loop (turns.py: all the lines of the requests that began or ended in it): two
-write(2) per request were ~10% of the gateway's CPU per request (bench/RESULTS.md, issue 16).
+write(2) per request were a tenth of the gateway's CPU per request (docs/decisions.md).
 A line waits at most until the loop's next turn, i.e. until the request's answer has left
 (microseconds); a killed process's writes are then in the kernel's page cache, so they survive
 it (an OS crash or a power cut is what fsync would be for; that trade is deliberate, it would

@@ -38,7 +38,8 @@ _TS = _COLUMNS.index("ts")
 
 def _sqlite_row(event: dict[str, Any]) -> tuple[Any, ...]:
     """An event as the insert's parameters: one C-level lookup of every column for the events
-    of this version (a per-column loop cost ~15 µs a row), defaults for older journals'."""
+    of this version (a per-column loop cost more than the insert), defaults for older
+    journals'."""
     try:
         row = list(_ROW(event))
     except KeyError:
@@ -72,7 +73,7 @@ class UsageRows:
 
     async def _insert_sqlite(self, events: list[dict[str, Any]]) -> int:
         """The same insert as a plain executemany: SQLAlchemy's per-row parameter processing
-        cost a third of the CPU of writing a row (measured: 40 → 28 µs per row)."""
+        cost a third of the CPU of writing a row (docs/decisions.md)."""
         rows = [_sqlite_row(e) for e in events]
         async with self._db.engine.begin() as connection:
             await connection.exec_driver_sql(_SQLITE_INSERT, rows)

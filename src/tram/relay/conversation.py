@@ -1,5 +1,5 @@
 """One `/v1/responses` request's state: its id, the stored conversation it continues, and
-storing its answer (see `store/responses.py`).
+storing its answer (see `store/stored_responses.py`).
 
 Engines are sent the whole conversation (`previous_response_id` expanded into input items,
 `store: false`), so any replica of any engine can answer a continued conversation, after any
@@ -26,7 +26,7 @@ import orjson
 from tram.config import ResponsesConfig
 from tram.errors import InvalidRequest, NotFound
 from tram.protocol.routes import ResponsesRequest
-from tram.store.responses import ResponseStore
+from tram.store.stored_responses import ResponseStore
 
 __all__ = ["ResponsesTurn", "input_items", "new_id"]
 

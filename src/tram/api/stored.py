@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tram.api.state import state_of
-from tram.auth.keys import Principal
+from tram.auth.principal import Principal
 from tram.errors import NotFound
 
 __all__ = ["delete_response", "get_response"]
