@@ -23,7 +23,7 @@ import openai
 import orjson
 import pytest
 
-from tests.conftest import MASTER_KEY
+from tests.conftest import MASTER_KEY, GatewayFactory
 from tests.support.tiny_qwen3 import ANSWER, LOOP, REASONING, TOOL_ARGUMENTS, TOOL_NAME
 from tests.support.tram_up import TramUp, children_of
 from tests.test_spec_examples import _blocks, _curl, _localise
@@ -262,3 +262,22 @@ def test_the_engine_listens_on_a_private_socket_and_loopback_only(vllm_up: TramU
     # of the engine's listens on another address.
     assert all(address.split(":")[0] in ("0100007F", "00000000000000000000000001000000")
                for address in listening), listening
+
+
+def test_models_describe_themselves(client: openai.OpenAI, vllm_up: TramUp,
+                                    gateway: GatewayFactory) -> None:
+    """/v1/models carries each model's context window and capabilities: from the engine's
+    settings for an engine Trạm starts, from the engine's own /models for any other."""
+    card = client.models.retrieve("qwen-text").model_extra or {}
+    assert card["context_window"] == card["max_model_len"] == 4096
+    assert card["capabilities"] == {"tools": True, "vision": False, "reasoning": True}
+    upstream = vllm_up.engine_upstream("qwen-text", "Qwen3-tiny")
+    models = [{"name": "elsewhere", "upstreams": [upstream], "health": {"probe_interval": 0.2}}]
+    with gateway(models=models) as url:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            learned = httpx.get(url + "/v1/models/elsewhere", headers=AUTH).json()
+            if learned.get("context_window"):
+                break
+            time.sleep(0.2)
+    assert learned["context_window"] == 4096  # vLLM's max_model_len, read from its /models

@@ -141,7 +141,7 @@ LOOSE = [
      "input[0].role"),
     ("/v1/responses", {"model": "text", "input": [{"role": "user", "content": 5}]},
      "input[0].content"),
-    ("/v1/messages", {"model": "text", "max_tokens": 5, "messages": [{"role": "system",
+    ("/v1/messages", {"model": "text", "max_tokens": 5, "messages": [{"role": "root",
                                                                       "content": "hi"}]},
      "messages[0].role"),
     ("/v1/completions", {"model": "text", "prompt": "hi", "max_tokens": True}, "max_tokens"),

@@ -8,21 +8,30 @@ from starlette.responses import Response
 from tram.api.state import state_of
 from tram.auth.principal import Principal
 from tram.errors import ModelNotFound
-from tram.protocol.models import ModelCard, ModelList
+from tram.protocol.models import Capabilities, ModelCard, ModelList
 from tram.routing.registry import ModelPool
 
 __all__ = ["get_model", "list_models"]
 
 
 def _card(pool: ModelPool) -> ModelCard:
+    """The alias as OpenAI lists a model, plus what its engine serves: the context window
+    (the engine's own setting, else what its /models answer declared), and its capabilities."""
     engine = pool.config.engine
+    learned = [r.context_window for r in pool.replicas if r.context_window]
+    window = (engine.context_window() if engine else None) or (min(learned) if learned else None)
     return ModelCard(
         id=pool.name,
         created=pool.created,
         root=pool.served_name,
         vision=pool.config.vision,
-        engine=engine.kind if engine else None,
+        engine=engine.kind_name if engine else None,
         description=pool.config.description,
+        max_model_len=window, context_window=window, max_output_tokens=window,
+        capabilities=Capabilities(
+            tools=engine.takes_tools() if engine else None, vision=pool.config.vision,
+            reasoning=(engine.reasons() or pool.config.thinking is not None) if engine
+            else None),
     )
 
 

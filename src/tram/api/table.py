@@ -22,7 +22,7 @@ from tram.api.models import get_model, list_models
 from tram.api.openapi import openapi_document
 from tram.api.pages import me, models_status
 from tram.api.state import state_of
-from tram.api.stored import delete_response, get_response
+from tram.api.stored import cancel_response, delete_response, get_response, response_input_items
 from tram.auth.principal import bearer_token
 from tram.errors import TramError
 from tram.protocol.answers import (
@@ -39,6 +39,7 @@ from tram.protocol.answers import (
     RelayedAnswer,
     RelayedEvent,
     Reloaded,
+    ResponseItemList,
     StoredResponseDeleted,
     UsageList,
 )
@@ -108,6 +109,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("DELETE", "/v1/responses/{response_id}", delete_response, "Delete a stored "
              "response", "openai", "key", StoredResponseDeleted, params=(_RESPONSE_ID,),
              errors=(401, 404)),
+    Endpoint("GET", "/v1/responses/{response_id}/input_items", response_input_items,
+             "The input items of a stored response", "openai", "key", ResponseItemList,
+             params=(_RESPONSE_ID, Param("limit", {"type": "integer", "minimum": 1,
+                                                   "maximum": 100}, "Items per page."),
+                     Param("order", {"enum": ["asc", "desc"]}, "Oldest or newest first."),
+                     Param("after", {"type": "string"}, "The item id to list after.")),
+             errors=(400, 401, 404)),
+    Endpoint("POST", "/v1/responses/{response_id}/cancel", cancel_response, "Cancel a "
+             "background response (every response here is answered in the foreground: 400)",
+             "openai", "key", RelayedAnswer, params=(_RESPONSE_ID,), errors=(400, 401, 404)),
     Endpoint("GET", "/v1/me", me, "The key making the request: its name, rights, models, "
              "limits and its own usage by day (what the web pages show)", "openai", "key", Me,
              errors=(401,)),

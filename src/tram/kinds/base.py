@@ -73,6 +73,18 @@ class EngineBase(BaseModel):
         """(images per request, pixels per image) the engine was started to take."""
         return None, None
 
+    def context_window(self) -> int | None:
+        """Tokens of context one request may use, as the engine is started (None: unknown)."""
+        return None
+
+    def takes_tools(self) -> bool:
+        """Whether the engine parses tool calls out of what the model writes."""
+        return False
+
+    def reasons(self) -> bool:
+        """Whether the engine returns the model's reasoning apart from its answer."""
+        return False
+
     def command(self, alias: str, listen: Listen, key: str) -> EngineCommand:
         """The command line for an engine serving `model` for the model alias `alias`,
         listening where `listen` says; `key`, the internal key it must require on every path

@@ -46,6 +46,15 @@ class LlamaCppEngine(EngineBase):
     def command(self, alias: str, listen: Listen, key: str) -> EngineCommand:
         return _llamacpp(self, self.served_name or alias, listen, key)
 
+    def context_window(self) -> int | None:
+        return self.context
+
+    def takes_tools(self) -> bool:
+        return True  # --jinja: the model's own template and tool-call parsing
+
+    def reasons(self) -> bool:
+        return True  # llama-server splits <think> blocks into reasoning_content
+
 
 def find_llama_server() -> Path:
     """$TRAM_LLAMA_SERVER, else the build cache of scripts/build-llama-server.sh, else PATH."""

@@ -109,6 +109,18 @@ class VLLMEngine(EngineBase):
     def image_limits(self) -> tuple[int | None, int | None]:
         return self.max_images, self.max_pixels
 
+    def _preset(self) -> Preset:
+        return PRESETS[detect_preset(self.model) if self.preset == "auto" else self.preset]
+
+    def context_window(self) -> int | None:
+        return self.max_model_len or self._preset().max_model_len
+
+    def takes_tools(self) -> bool:
+        return _choice(self.tool_call_parser, self._preset().tool_call_parser) is not None
+
+    def reasons(self) -> bool:
+        return _choice(self.reasoning_parser, self._preset().reasoning_parser) is not None
+
     def command(self, alias: str, listen: Listen, key: str) -> EngineCommand:
         # As vLLM names it by default, and as the guide's system did (LiteLLM mapping
         # qwen-text → Qwen/Qwen3-8B): the alias is the gateway's, the model id the engine's.

@@ -30,6 +30,7 @@ __all__ = [
     "RelayedEvent",
     "Reloaded",
     "ReplicaStatus",
+    "ResponseItemList",
     "StoredResponseDeleted",
     "Usage",
     "UsageList",
@@ -211,6 +212,16 @@ class OpenAPIDocument(_Open):
     openapi: str
     info: dict[str, Any]
     paths: dict[str, Any]
+
+
+class ResponseItemList(BaseModel):
+    """A page of a stored response's input items."""
+
+    object: Literal["list"]
+    data: list[dict[str, Any]]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
 
 
 class Health(BaseModel):

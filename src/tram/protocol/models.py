@@ -6,7 +6,15 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-__all__ = ["ModelCard", "ModelList"]
+__all__ = ["Capabilities", "ModelCard", "ModelList"]
+
+
+class Capabilities(BaseModel):
+    """What a model takes and gives besides text (what coding agents' set-ups ask)."""
+
+    tools: bool | None = None  # tool calls parsed into tool_calls
+    vision: bool = False  # image parts
+    reasoning: bool | None = None  # thinking returned apart (reasoning_content / reasoning)
 
 
 class ModelCard(BaseModel):
@@ -19,6 +27,11 @@ class ModelCard(BaseModel):
     vision: bool = False
     engine: str | None = None
     description: str | None = None
+    # The context one request may use (prompt and answer): vLLM's name, and the plain one.
+    max_model_len: int | None = None
+    context_window: int | None = None
+    max_output_tokens: int | None = None  # at most the context, less the prompt
+    capabilities: Capabilities | None = None
 
 
 class ModelList(BaseModel):

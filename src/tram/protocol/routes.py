@@ -192,7 +192,9 @@ class _Block(_Open):
 
 
 class AnthropicMessage(_Open):
-    role: Literal["user", "assistant"]
+    # "system" in the middle of a conversation: what Claude Code sends when its tools change
+    # (and vLLM's and llama-server's own Messages routes take).
+    role: Literal["user", "assistant", "system"]
     content: StrictStr | list[_Block]
 
 

@@ -1,4 +1,6 @@
-"""Active health checks: GET <upstream>/models on every replica, each model at its own interval."""
+"""Active health checks: GET <upstream>/models on every replica, each model at its own interval;
+the answer also says how long a context the engine serves (vLLM's `max_model_len`, llama.cpp's
+trained context), which `/v1/models` tells clients."""
 
 from __future__ import annotations
 
@@ -6,13 +8,29 @@ import logging
 import time
 
 import anyio
+import orjson
 
 from tram.routing.registry import Registry, Replica
 from tram.transport.upstream import UpstreamClient
 
-__all__ = ["probe_forever", "probe_once"]
+__all__ = ["context_window", "probe_forever", "probe_once"]
 
 logger = logging.getLogger("tram.health")
+
+
+def context_window(models: bytes) -> int | None:
+    """The context an engine's /models answer declares for its (first) model."""
+    try:
+        data = orjson.loads(models).get("data") or [{}]
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    card = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
+    meta = card.get("meta")
+    meta = meta if isinstance(meta, dict) else {}
+    for value in (card.get("max_model_len"), meta.get("n_ctx"), meta.get("n_ctx_train")):
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 async def probe_once(registry: Registry, client: UpstreamClient,
@@ -29,7 +47,10 @@ async def probe_once(registry: Registry, client: UpstreamClient,
 
                     async def run(r: Replica = replica, limit_s: float =
                                   pool.config.health.probe_timeout, name: str = pool.name) -> None:
-                        ok = await client.probe(r, limit_s)
+                        body = await client.get(r, "/models", limit_s)
+                        ok = body is not None
+                        if body is not None:
+                            r.context_window = context_window(body) or r.context_window
                         before = r.health.state if r.health else None
                         if r.health is not None:
                             r.health.record_probe(ok)

@@ -33,6 +33,7 @@ class Replica:
     health: ReplicaHealth | None = None
     ca_file: str | None = None
     socket: str | None = None  # a Unix socket to connect to instead of the URL's host
+    context_window: int | None = None  # as the engine's /models says (routing/prober.py)
     # cache_aware routing: load the engine reports on /metrics (waiting, KV pressure), as
     # requests' worth (routing/engine_load.py); and the share of routed prompts' blocks this
     # gateway expected it to hold (an average over recent decisions).

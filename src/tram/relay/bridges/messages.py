@@ -77,10 +77,16 @@ def _tool(tool: Any, param: str) -> dict[str, Any]:
 
 
 def _add_message(messages: list[dict[str, Any]], message: Any, param: str) -> None:
-    if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-        raise InvalidRequest("Each message needs a role of 'user' or 'assistant'.",
+    if not isinstance(message, dict) or message.get("role") not in ("user", "assistant",
+                                                                   "system"):
+        raise InvalidRequest("Each message needs a role of 'user', 'assistant' or 'system'.",
                              param=f"{param}.role")
     role, content = message["role"], message.get("content")
+    if role == "system":  # a mid-conversation system message (Claude Code sends them)
+        text = content if isinstance(content, str) else "".join(
+            block.get("text", "") for block in content or () if isinstance(block, dict))
+        messages.append({"role": "system", "content": text})
+        return
     if isinstance(content, str):
         messages.append({"role": role, "content": content})
         return
