@@ -164,6 +164,6 @@ class ModelEndpoint:
             await SSEResponse(result, record, ticker)(scope, receive, send)
             return
         # With its length given, the answer goes out as one plain body, not chunked.
-        headers = [*_JSON, (b"content-length", b"%d" % len(result.body))]
+        headers = [*_JSON, (b"content-length", b"%d" % len(result.body)), *result.headers]
         await send({"type": "http.response.start", "status": result.status, "headers": headers})
         await send({"type": "http.response.body", "body": result.body})

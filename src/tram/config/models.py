@@ -58,6 +58,10 @@ class ModelConfig(Strict):
     max_images: int | None = Field(None, ge=1)
     # Pixels per image an engine may receive; larger images are downscaled by the gateway.
     max_pixels: int | None = Field(None, ge=28 * 28)
+    # Responses tools the gateway cannot run (hosted web_search, file_search, code_interpreter,
+    # …) on a bridged route: left out and said so (an x-tram-ignored-tools header, a log
+    # line), or the request refused with a 400 naming the tool.
+    builtin_tools: Literal["ignore", "refuse"] = "ignore"
     # Video (MP4) and audio (WAV) parts: refused unless enabled here, then vetted and capped.
     video: MediaLimits | None = None
     audio: MediaLimits | None = None

@@ -46,8 +46,10 @@ class EventStream:
 
     def __init__(self, dialect: Dialect, alias: str, record: RequestRecord,
                  rewrite: Callable[[dict[str, Any]], None] | None = None,
-                 finish: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> None:
+                 finish: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+                 items: Callable[[Any], None] | None = None) -> None:
         self._dialect = dialect
+        self._items_hook = items
         self._alias = alias
         self._record = record
         self._rewrite = rewrite
@@ -77,6 +79,11 @@ class EventStream:
     def _responses_event(self, event: dict[str, Any], kind: Any) -> None:
         event.setdefault("sequence_number", self._sequence)
         self._sequence += 1
+        if self._items_hook is not None:
+            self._items_hook(event.get("item"))
+            response = event.get("response")
+            for item in response.get("output") or () if isinstance(response, dict) else ():
+                self._items_hook(item)
         if "output_index" not in event:
             self._place(event, kind)
         response = event.get("response")

@@ -45,6 +45,7 @@ CHAT_NOT_SERVED = frozenset({501})
 class JSONResult:
     body: bytes
     status: int = 200
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # besides content-type
 
 
 class _Held:
@@ -79,6 +80,7 @@ class StreamResult:
     def __init__(self, frames: AsyncGenerator[bytes, None], held: _Held) -> None:
         self.frames = frames
         self._held = held
+        self.headers: list[tuple[bytes, bytes]] = []  # besides the event stream's own
 
     async def aclose(self) -> None:
         try:

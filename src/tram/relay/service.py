@@ -15,6 +15,7 @@ out to lack them; the bridged request then takes chat's own path.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from tram.protocol.routes import ResponsesRequest
 from tram.protocol.validation import invalid_request_from
 from tram.relay.bridges import messages as messages_bridge
 from tram.relay.bridges import responses as responses_bridge
+from tram.relay.bridges.tools import tool_map
 from tram.relay.conversation import ResponsesTurn
 from tram.relay.events import EventStream
 from tram.relay.forward import (
@@ -57,6 +59,8 @@ from tram.store.stored_responses import ResponseStore
 from tram.vision.lift import Lifted
 
 __all__ = ["ChatShape", "ModelService"]
+
+logger = logging.getLogger("tram.relay")
 
 _HOW_TO = {
     "embeddings": " To serve embeddings, add a model whose engine does (vLLM with an "
@@ -198,6 +202,9 @@ class ModelService:
               answered: list[dict[str, Any]]) -> Call:
         route, pool, record, payload = request.route, request.pool, request.record, request.payload
         alias, turn, form = pool.name, request.turn, request.form
+        # Calls to a namespace's functions name their namespace (vLLM answers them bare).
+        tools = tool_map(payload.get("tools")) if turn is not None else None
+        items = tools.annotate if tools is not None and tools.needed() else None
         asked = ask_for_usage(pool, payload) if route.events == "chunks" and request.stream \
             else UsageAsked()
 
@@ -214,6 +221,9 @@ class ModelService:
                 return orjson.dumps(choices_answer(raw, alias, record))
             engine = engine_answer(raw, alias, record)
             record.meter.charge_answer(route.name, engine, payload, form.size if form else 0)
+            if items is not None:
+                for item in engine.get("output") or ():
+                    items(item)
             if turn is not None:
                 turn.rewrite(engine)
                 answered.append(engine)  # stored after, without parsing it again
@@ -226,7 +236,7 @@ class ModelService:
                 return ChunkStream(alias, record, asked)
             return EventStream("anthropic" if route.events == "anthropic" else "responses",
                                alias, record, turn.rewrite if turn is not None else None,
-                               turn.finish if turn is not None else None)
+                               turn.finish if turn is not None else None, items)
 
         content_type = "application/json" if form is None else \
             f"multipart/form-data; boundary={form.boundary}"
@@ -240,17 +250,20 @@ class ModelService:
         kept: list[dict[str, Any]] = []
         record, pool, turn = request.record, request.pool, request.turn
         await request.expand()
+        ignored: list[str] = []
         if turn is not None:
             live = turn
-            chat = responses_bridge.chat_request(request.payload)
+            tools = tool_map(request.payload.get("tools"), pool.config.builtin_tools)
+            ignored = tools.ignored
+            chat = responses_bridge.chat_request(request.payload, tools)
 
             def answer(chat_answer: dict[str, Any], _pool: ModelPool) -> bytes:
-                response = responses_bridge.response_from_chat(chat_answer, live, record)
+                response = responses_bridge.response_from_chat(chat_answer, live, record, tools)
                 kept.append(response)
                 return orjson.dumps(response)
 
             def handler(_pool: ModelPool) -> StreamHandler:
-                return responses_bridge.ResponsesFromChat(live, record)
+                return responses_bridge.ResponsesFromChat(live, record, tools)
         else:
             chat = messages_bridge.chat_request(request.payload)
 
@@ -265,6 +278,10 @@ class ModelService:
                                    shape=ChatShape(answer, handler))
         if turn is not None and kept:
             await turn.finish(kept[0])
+        if ignored:  # the client is told what its request lost, and so is the operator
+            logger.info("request %s: tools the engine cannot run left out: %s",
+                        record.request_id, ", ".join(ignored))
+            result.headers.append((b"x-tram-ignored-tools", ",".join(ignored).encode()))
         return result
 
 

@@ -15,16 +15,18 @@ from typing import Any
 
 from tram.errors import InvalidRequest, TramError
 from tram.relay.bridges.common import ChatDelta, passthrough, read_chunk
+from tram.relay.bridges.tools import SEPARATOR, ToolMap
 from tram.relay.conversation import ResponsesTurn, new_id
 from tram.relay.events import event_frame, failure_frame
 from tram.relay.thinking import apply_thinking, requested_thinking
 from tram.requestlog import RequestRecord
 
-__all__ = ["ResponsesFromChat", "chat_request", "response_from_chat"]
+__all__ = ["ResponsesFromChat", "ToolMap", "chat_request", "response_from_chat"]
 
 
-def chat_request(payload: dict[str, Any]) -> dict[str, Any]:
-    """The chat payload for a (conversation-expanded) Responses request."""
+def chat_request(payload: dict[str, Any], tools: ToolMap) -> dict[str, Any]:
+    """The chat payload for a (conversation-expanded) Responses request; `tools`, its tools
+    as chat tools (`tool_map`)."""
     messages: list[dict[str, Any]] = []
     instructions = payload.get("instructions")
     if isinstance(instructions, str) and instructions:
@@ -41,9 +43,8 @@ def chat_request(payload: dict[str, Any]) -> dict[str, Any]:
     for name in ("user", "parallel_tool_calls"):
         if payload.get(name) is not None:
             chat[name] = payload[name]
-    tools = payload.get("tools")
-    if tools:
-        chat["tools"] = [_tool(tool, f"tools[{i}]") for i, tool in enumerate(tools)]
+    if tools.chat_tools:
+        chat["tools"] = tools.chat_tools
     choice = payload.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") == "function":
         chat["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
@@ -59,16 +60,6 @@ def chat_request(payload: dict[str, Any]) -> dict[str, Any]:
         chat["response_format"] = {"type": "json_object"}
     apply_thinking(chat, requested_thinking("responses", payload))
     return chat
-
-
-def _tool(tool: Any, param: str) -> dict[str, Any]:
-    if not isinstance(tool, dict) or tool.get("type") != "function":
-        kind = tool.get("type") if isinstance(tool, dict) else type(tool).__name__
-        raise InvalidRequest(f"Tools of type '{kind}' are not supported here; only function "
-                             "tools are.", param=param, code="unsupported_tool")
-    function = {key: tool[key] for key in ("name", "description", "parameters", "strict")
-                if key in tool}
-    return {"type": "function", "function": function}
 
 
 def _add_item(messages: list[dict[str, Any]], item: Any, param: str) -> None:
@@ -88,9 +79,12 @@ def _add_item(messages: list[dict[str, Any]], item: Any, param: str) -> None:
         messages.append({"role": "system" if role == "developer" else role,
                          "content": content if content is not None else ""})
     elif kind == "function_call":
+        name = item.get("name")
+        if isinstance(item.get("namespace"), str) and item["namespace"]:
+            name = f"{item['namespace']}{SEPARATOR}{name}"  # as the model was offered it
         call = {"id": item.get("call_id") or item.get("id") or new_id("call"),
-                "type": "function",
-                "function": {"name": item.get("name"), "arguments": item.get("arguments", "")}}
+                "type": "function", "function": {"name": name,
+                                                 "arguments": item.get("arguments", "")}}
         last = messages[-1] if messages else None
         if last is not None and last["role"] == "assistant" and not last.get("content"):
             last.setdefault("tool_calls", []).append(call)
@@ -159,9 +153,12 @@ def _reasoning(text: str) -> dict[str, Any]:
             "content": [{"type": "reasoning_text", "text": text}], "status": "completed"}
 
 
-def _function_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
-    return {"type": "function_call", "id": new_id("fc"), "call_id": call_id, "name": name,
+def _function_call(call_id: str, name: str, arguments: str,
+                   tools: ToolMap) -> dict[str, Any]:
+    item = {"type": "function_call", "id": new_id("fc"), "call_id": call_id, "name": name,
             "arguments": arguments, "status": "completed"}
+    tools.annotate(item)  # a namespaced function's call names its namespace
+    return item
 
 
 def _ending(response: dict[str, Any], finish_reason: str | None) -> None:
@@ -172,8 +169,8 @@ def _ending(response: dict[str, Any], finish_reason: str | None) -> None:
         response["status"] = "completed"
 
 
-def response_from_chat(chat: dict[str, Any], turn: ResponsesTurn,
-                       record: RequestRecord) -> dict[str, Any]:
+def response_from_chat(chat: dict[str, Any], turn: ResponsesTurn, record: RequestRecord,
+                       tools: ToolMap) -> dict[str, Any]:
     """A chat completion (JSON) as a response object."""
     response = _skeleton(turn.request, "completed")
     choice = (chat.get("choices") or [{}])[0]
@@ -186,7 +183,8 @@ def response_from_chat(chat: dict[str, Any], turn: ResponsesTurn,
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
         output.append(_function_call(call.get("id") or new_id("call"),
-                                     function.get("name", ""), function.get("arguments", "")))
+                                     function.get("name", ""), function.get("arguments", ""),
+                                     tools))
     response["output"] = output
     response["usage"] = _usage(record)
     _ending(response, choice.get("finish_reason"))
@@ -197,9 +195,10 @@ def response_from_chat(chat: dict[str, Any], turn: ResponsesTurn,
 class ResponsesFromChat:
     """Chat chunks in, Responses events out (a StreamHandler)."""
 
-    def __init__(self, turn: ResponsesTurn, record: RequestRecord) -> None:
+    def __init__(self, turn: ResponsesTurn, record: RequestRecord, tools: ToolMap) -> None:
         self._turn = turn
         self._record = record
+        self._tools = tools
         self._response = _skeleton(turn.request, "in_progress")
         turn.rewrite(self._response)
         self._sequence = 0
@@ -252,7 +251,7 @@ class ResponsesFromChat:
         if item is None:
             self._close(frames)
             item = _function_call(call.get("id") or new_id("call"), function.get("name") or "",
-                                  "")
+                                  "", self._tools)
             item["status"] = "in_progress"
             self._calls[index] = item
             self._add(frames, item)
