@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,6 +39,7 @@ from tram.limits import build_limiter
 from tram.metrics import Metrics
 from tram.relay.forward import Forwarder
 from tram.relay.media import MediaVetting
+from tram.relay.sealing import Sealer
 from tram.relay.service import ModelService
 from tram.routing.discovery import discover_forever
 from tram.routing.engine_load import scrape_forever
@@ -79,7 +81,8 @@ def build_state(settings: Settings, config: TramConfig,
         fetcher=fetcher,
         media=media,
         models=ModelService(registry, Forwarder(upstream, metrics), media, responses,
-                            config.responses, {route.name: route for route in MODEL_ROUTES}),
+                            config.responses, {route.name: route for route in MODEL_ROUTES},
+                            Sealer(settings.master_key or secrets.token_hex(32))),
         responses=responses,
         authenticator=Authenticator(settings.master_key, keys),
         metrics=metrics,

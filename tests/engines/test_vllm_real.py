@@ -281,3 +281,31 @@ def test_models_describe_themselves(client: openai.OpenAI, vllm_up: TramUp,
                 break
             time.sleep(0.2)
     assert learned["context_window"] == 4096  # vLLM's max_model_len, read from its /models
+
+
+@pytest.mark.parametrize("model", ["qwen-bridged", "qwen-text"])
+def test_a_stateless_client_keeps_its_reasoning_sealed(client: openai.OpenAI, vllm_up: TramUp,
+                                                       model: str) -> None:
+    """Codex's way: store false, include reasoning.encrypted_content, the items sent back."""
+    first = client.responses.create(
+        model=model, input="Xin chào", store=False, include=["reasoning.encrypted_content"],
+        reasoning={"effort": "medium"})
+    reasoning = [item for item in first.output if item.type == "reasoning"]
+    assert reasoning and reasoning[0].encrypted_content
+    assert REASONING not in reasoning[0].encrypted_content
+    kept = [item.model_dump(exclude_none=True) for item in first.output]
+    follow = client.responses.create(model=model, store=False, reasoning={"effort": "medium"},
+                                     input=[{"role": "user", "content": "Xin chào"}, *kept,
+                                            {"role": "user", "content": "Cảm ơn"}])
+    assert follow.output_text.strip() == ANSWER
+    tampered = [dict(item) for item in kept]
+    for item in tampered:
+        if item["type"] == "reasoning":
+            item["encrypted_content"] = item["encrypted_content"][:-8] + "AAAAAAAA"
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model=model, store=False, input=tampered)
+    assert refused.value.body["code"] == "invalid_encrypted_content"  # type: ignore[index]
+    made = httpx.post(vllm_up.url + "/admin/keys", headers=AUTH, json={"name": f"other-{model}"})
+    other = openai.OpenAI(base_url=vllm_up.url + "/v1", api_key=made.json()["key"], max_retries=0)
+    with pytest.raises(openai.BadRequestError):
+        other.responses.create(model=model, store=False, input=kept)

@@ -45,6 +45,7 @@ from tram.relay.forward import (
 from tram.relay.media import MediaVetting
 from tram.relay.multipart import Form
 from tram.relay.route import ModelRoute
+from tram.relay.sealing import Sealer, wants_sealing
 from tram.relay.steps import ask_for_usage, default_ceiling, routing_hints, thinking_default
 from tram.relay.stream import (
     ChunkStream,
@@ -105,8 +106,9 @@ class _Request:
 class ModelService:
     def __init__(self, registry: Registry, forwarder: Forwarder, media: MediaVetting,
                  store: ResponseStore, responses: ResponsesConfig,
-                 routes: Mapping[str, ModelRoute]) -> None:
+                 routes: Mapping[str, ModelRoute], sealer: Sealer) -> None:
         self._registry = registry
+        self._sealer = sealer
         self._forwarder = forwarder
         self._media = media
         self._store = store
@@ -139,6 +141,8 @@ class ModelService:
         if mode == "off":
             raise _not_served(route, request.pool, "tram.yaml turns it off for this model")
         if isinstance(request.checked, ResponsesRequest):
+            # Reasoning items the client kept sealed, opened for the engine (relay/sealing.py).
+            self._sealer.open_items(payload.get("input"), principal.key_id)
             request.turn = ResponsesTurn(self._store, self._responses, principal.key_id,
                                          request.pool.name, request.checked, payload)
         if route.bridge and (mode == "bridge"
@@ -202,9 +206,7 @@ class ModelService:
               answered: list[dict[str, Any]]) -> Call:
         route, pool, record, payload = request.route, request.pool, request.record, request.payload
         alias, turn, form = pool.name, request.turn, request.form
-        # Calls to a namespace's functions name their namespace (vLLM answers them bare).
-        tools = tool_map(payload.get("tools")) if turn is not None else None
-        items = tools.annotate if tools is not None and tools.needed() else None
+        items = self._item_hook(request) if turn is not None else None
         asked = ask_for_usage(pool, payload) if route.events == "chunks" and request.stream \
             else UsageAsked()
 
@@ -244,6 +246,31 @@ class ModelService:
                     at_root=route.at_root, content_type=content_type, lacks_on=route.lacks_on,
                     hints=routing_hints(pool, request.checked))
 
+    def _item_hook(self, request: _Request) -> Callable[[Any], None] | None:
+        """What each output item of a native Responses answer gets: the namespace of a
+        namespaced function's call (vLLM answers them bare), reasoning sealed for a client
+        that asked for encrypted_content."""
+        tools = tool_map(request.payload.get("tools"))
+        owner = request.principal.key_id
+        seal = wants_sealing(request.payload)
+        if not tools.needed() and not seal:
+            return None
+
+        def each(item: Any) -> None:
+            tools.annotate(item)
+            if seal:
+                self._sealer.seal_item(item, owner)
+        return each
+
+    def _sealed_items(self, request: _Request) -> Callable[[dict[str, Any]], None] | None:
+        if not wants_sealing(request.payload):
+            return None
+        owner = request.principal.key_id
+
+        def seal(item: dict[str, Any]) -> None:
+            self._sealer.seal_item(item, owner)
+        return seal
+
     async def _bridge(self, request: _Request) -> JSONResult | StreamResult:
         """The route over the engine's chat completions (the whole chat path: images,
         thinking, usage), its answer and events translated back."""
@@ -256,14 +283,18 @@ class ModelService:
             tools = tool_map(request.payload.get("tools"), pool.config.builtin_tools)
             ignored = tools.ignored
             chat = responses_bridge.chat_request(request.payload, tools)
+            sealed = self._sealed_items(request)
 
             def answer(chat_answer: dict[str, Any], _pool: ModelPool) -> bytes:
                 response = responses_bridge.response_from_chat(chat_answer, live, record, tools)
+                if sealed is not None:
+                    for item in response["output"]:
+                        sealed(item)
                 kept.append(response)
                 return orjson.dumps(response)
 
             def handler(_pool: ModelPool) -> StreamHandler:
-                return responses_bridge.ResponsesFromChat(live, record, tools)
+                return responses_bridge.ResponsesFromChat(live, record, tools, sealed)
         else:
             chat = messages_bridge.chat_request(request.payload)
 

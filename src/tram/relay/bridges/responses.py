@@ -11,6 +11,7 @@ become `response.created` … `response.completed`, each numbered (`sequence_num
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tram.errors import InvalidRequest, TramError
@@ -33,6 +34,8 @@ def chat_request(payload: dict[str, Any], tools: ToolMap) -> dict[str, Any]:
         messages.append({"role": "system", "content": instructions})
     for index, item in enumerate(payload.get("input") or ()):
         _add_item(messages, item, f"input[{index}]")
+    # Reasoning with no turn after it has nothing to belong to.
+    messages = [m for m in messages if not m.pop("_reasoning_only", False)]
     chat: dict[str, Any] = {"model": payload["model"], "messages": messages,
                             "stream": bool(payload.get("stream"))}
     if chat["stream"]:
@@ -76,6 +79,11 @@ def _add_item(messages: list[dict[str, Any]], item: Any, param: str) -> None:
             content = [_part(part, f"{param}.content[{i}]") for i, part in enumerate(content)]
             if role != "user":  # only user messages take images: the rest as plain text
                 content = "".join(part.get("text", "") for part in content)
+        last = messages[-1] if messages else None
+        if role == "assistant" and last is not None and last.get("_reasoning_only"):
+            last.pop("_reasoning_only")  # the turn whose reasoning came just before
+            last["content"] = content if content is not None else ""
+            return
         messages.append({"role": "system" if role == "developer" else role,
                          "content": content if content is not None else ""})
     elif kind == "function_call":
@@ -87,6 +95,7 @@ def _add_item(messages: list[dict[str, Any]], item: Any, param: str) -> None:
                                                  "arguments": item.get("arguments", "")}}
         last = messages[-1] if messages else None
         if last is not None and last["role"] == "assistant" and not last.get("content"):
+            last.pop("_reasoning_only", None)
             last.setdefault("tool_calls", []).append(call)
         else:
             messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
@@ -95,7 +104,15 @@ def _add_item(messages: list[dict[str, Any]], item: Any, param: str) -> None:
         messages.append({"role": "tool", "tool_call_id": item.get("call_id"),
                          "content": output if isinstance(output, str) else
                          "".join(p.get("text", "") for p in output or () if isinstance(p, dict))})
-    elif kind != "reasoning":
+    elif kind == "reasoning":
+        # Its text (opened, if it came sealed) is the reasoning of the assistant turn that
+        # follows, which Qwen3's template shows within the current question's tool calls.
+        text = "".join(part.get("text", "") for part in item.get("content") or ()
+                       if isinstance(part, dict))
+        if text:
+            messages.append({"role": "assistant", "content": None, "reasoning_content": text,
+                             "_reasoning_only": True})
+    else:
         raise InvalidRequest(f"Input items of type '{kind}' are not supported here.",
                              param=param, code="unsupported_input_item")
 
@@ -195,10 +212,12 @@ def response_from_chat(chat: dict[str, Any], turn: ResponsesTurn, record: Reques
 class ResponsesFromChat:
     """Chat chunks in, Responses events out (a StreamHandler)."""
 
-    def __init__(self, turn: ResponsesTurn, record: RequestRecord, tools: ToolMap) -> None:
+    def __init__(self, turn: ResponsesTurn, record: RequestRecord, tools: ToolMap,
+                 finished: Callable[[dict[str, Any]], None] | None = None) -> None:
         self._turn = turn
         self._record = record
         self._tools = tools
+        self._finished = finished  # applied to each item once it is complete
         self._response = _skeleton(turn.request, "in_progress")
         turn.rewrite(self._response)
         self._sequence = 0
@@ -288,6 +307,8 @@ class ResponsesFromChat:
         if item is None:
             return
         item["status"] = "completed"
+        if self._finished is not None:
+            self._finished(item)
         index = item["_index"]
         if item["type"] == "function_call":
             self._emit(frames, {"type": "response.function_call_arguments.done",
@@ -311,7 +332,10 @@ class ResponsesFromChat:
         whole = self._ended or self._finish_reason is not None
         if whole and not self.pending and self._response["status"] == "in_progress":
             for item in self._response["output"]:
-                item["status"] = "completed"
+                if item["status"] != "completed":
+                    item["status"] = "completed"
+                    if self._finished is not None:
+                        self._finished(item)
             self._response["output"] = [_public(item) for item in self._response["output"]]
             self._response["usage"] = _usage(self._record)
             _ending(self._response, self._finish_reason)
