@@ -157,3 +157,26 @@ def test_loose_types_are_400s_on_every_route(gateway_url: str, auth: dict,
     if path != "/v1/messages":
         assert answer.json()["error"]["param"] == param
     assert engine_log.received == []
+
+
+def test_a_conversations_cache_key_keeps_it_on_one_replica(gateway: GatewayFactory,
+                                                          auth: dict) -> None:
+    """Codex names its conversation with prompt_cache_key: every turn of it goes to the same
+    replica (where its prefix is cached), whatever else changes; other keys spread."""
+    logs = [RouteLog(), RouteLog()]
+    with serve_app(route_engine(logs[0])) as first, serve_app(route_engine(logs[1])) as second:
+        models = [{"name": "m", "routing": {"policy": "cache_aware", "scrape_metrics": False},
+                   "upstreams": [{"url": first + "/v1", "served_name": "f"},
+                                 {"url": second + "/v1", "served_name": "f"}]}]
+        with gateway(models=models) as url:
+            for turn in range(6):
+                answer = httpx.post(url + "/v1/responses", headers=auth, timeout=30, json={
+                    "model": "m", "prompt_cache_key": "conversation-1",
+                    "input": f"turn {turn} " + "x" * (700 * turn)})
+                assert answer.status_code == 200, answer.text
+            counts = [len(log.bodies("/v1/responses")) for log in logs]
+            assert sorted(counts) == [0, 6], counts
+            for n in range(12):
+                httpx.post(url + "/v1/responses", headers=auth, timeout=30, json={
+                    "model": "m", "prompt_cache_key": f"conversation-{n + 2}", "input": "hi"})
+    assert all(len(log.bodies("/v1/responses")) > 0 for log in logs)

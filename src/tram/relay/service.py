@@ -244,7 +244,7 @@ class ModelService:
             f"multipart/form-data; boundary={form.boundary}"
         return Call(route.engine_path, body, request.stream, answer, handler,
                     at_root=route.at_root, content_type=content_type, lacks_on=route.lacks_on,
-                    hints=routing_hints(pool, request.checked))
+                    hints=routing_hints(route, pool, request.checked, payload))
 
     def _item_hook(self, request: _Request) -> Callable[[Any], None] | None:
         """What each output item of a native Responses answer gets: the namespace of a

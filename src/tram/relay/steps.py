@@ -53,20 +53,46 @@ def ask_for_usage(pool: ModelPool, payload: dict[str, Any]) -> UsageAsked:
     return asked
 
 
-def routing_hints(pool: ModelPool, request: BaseModel | None) -> RoutingHints:
+def _conversation(route: ModelRoute, payload: dict[str, Any]) -> tuple[list[Any], str | None]:
+    """A Responses or Messages request's turns as (role, content) messages, and the key its
+    client gives the conversation (`prompt_cache_key`, Codex's; Anthropic's metadata.user_id,
+    Claude Code's session), for the prefix a cache reuses."""
+    key = payload.get("prompt_cache_key")
+    if route.name == "responses":
+        items = payload.get("input")
+        turns = [{"role": "user", "content": items}] if isinstance(items, str) else \
+            [item for item in items or () if isinstance(item, dict) and "role" in item]
+        system = payload.get("instructions")
+    else:
+        turns = [m for m in payload.get("messages") or () if isinstance(m, dict)]
+        system = payload.get("system")
+        metadata = payload.get("metadata")
+        if key is None and isinstance(metadata, dict):
+            key = metadata.get("user_id")
+    if isinstance(system, str) and system:
+        turns = [{"role": "system", "content": system}, *turns]
+    return turns, key if isinstance(key, str) and key else None
+
+
+def routing_hints(route: ModelRoute, pool: ModelPool, request: BaseModel | None,
+                  payload: Any) -> RoutingHints:
     """What the pool's policy routes by, computed only for the policies that use it: the
-    prompt's prefix blocks (cache_aware, with several replicas), or the affinity key (the
-    `user` field, else the start of the conversation: what a prefix cache reuses)."""
-    if not isinstance(request, ChatCompletionRequest):
-        return NO_HINTS
+    prompt's prefix blocks (cache_aware, with several replicas; a conversation's key —
+    `prompt_cache_key`, `user` — anchors it to one replica), or the affinity key (the `user`
+    field, else the start of the conversation: what a prefix cache reuses)."""
     routing = pool.config.routing
     if routing.policy in ("auto", "cache_aware"):
         if len(pool.replicas) < 2:
             return NO_HINTS
-        return RoutingHints(prefix=prefix_key(request.messages, routing.block_chars,
-                                              routing.max_blocks, request.user,
-                                              routing.anchor_chars))
-    if routing.policy != "affinity":
+        if isinstance(request, ChatCompletionRequest):
+            turns, key = request.messages, request.user or payload.get("prompt_cache_key")
+        elif route.name in ("responses", "messages") and isinstance(payload, dict):
+            turns, key = _conversation(route, payload)
+        else:
+            return NO_HINTS
+        return RoutingHints(prefix=prefix_key(turns, routing.block_chars, routing.max_blocks,
+                                              key, routing.anchor_chars))
+    if routing.policy != "affinity" or not isinstance(request, ChatCompletionRequest):
         return NO_HINTS
     if request.user:
         return RoutingHints(affinity_key="user:" + request.user)

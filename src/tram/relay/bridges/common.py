@@ -12,9 +12,10 @@ from tram.requestlog import RequestRecord
 
 __all__ = ["ChatDelta", "json_arguments", "passthrough", "read_chunk"]
 
-# vLLM's and llama.cpp's sampling extras: kept when a bridged request carries them.
+# vLLM's and llama.cpp's sampling extras, and the conversation's cache key (OpenAI's chat takes
+# it too; the gateway routes by it): kept when a bridged request carries them.
 _EXTRAS = ("top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty",
-           "seed", "chat_template_kwargs", "temperature", "top_p")
+           "seed", "chat_template_kwargs", "temperature", "top_p", "prompt_cache_key")
 
 
 def passthrough(source: dict[str, Any], chat: dict[str, Any]) -> None:
