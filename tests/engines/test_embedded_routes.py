@@ -72,6 +72,16 @@ def test_anthropic_messages_json_and_stream(embedded: TramUp) -> None:
     assert text and final.content[0].text == text  # type: ignore[union-attr]
 
 
+def test_anthropic_count_tokens_uses_the_engines_tokenizer(embedded: TramUp) -> None:
+    """What Claude Code asks before a long turn: the engine's own count, longer for more."""
+    claude = anthropic.Anthropic(base_url=embedded.url, api_key=MASTER_KEY, max_retries=0)
+    short = claude.messages.count_tokens(model="qwen-text", messages=[
+        {"role": "user", "content": "Say hello."}])
+    longer = claude.messages.count_tokens(model="qwen-text", system="Be brief.", messages=[
+        {"role": "user", "content": "Say hello. " * 20}])
+    assert 0 < short.input_tokens < longer.input_tokens
+
+
 def _cosine(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True)) / (
         math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))

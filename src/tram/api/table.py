@@ -48,6 +48,7 @@ from tram.protocol.keys import KeyCreate, KeyUpdate
 from tram.protocol.models import ModelCard, ModelList
 from tram.protocol.routes import (
     CompletionRequest,
+    CountTokensRequest,
     EmbeddingRequest,
     MessagesRequest,
     RerankRequest,
@@ -167,6 +168,9 @@ MODEL_ROUTES: tuple[ModelRoute, ...] = (
                "Anthropic Messages (x-api-key or Bearer; Anthropic's errors)", RelayedAnswer,
                RelayedEvent, events="anthropic", ceiling=("max_tokens",), dialect="anthropic",
                media="messages", templated=True, bridge="messages"),
+    ModelRoute("count_tokens", ("/v1/messages/count_tokens",), "/messages/count_tokens",
+               CountTokensRequest, "Count a Messages request's tokens (the engine's tokenizer; "
+               "charged as a prompt)", RelayedAnswer, dialect="anthropic", media="messages"),
     ModelRoute("rerank", ("/v1/rerank", "/rerank"), "/rerank", RerankRequest,
                "Rerank documents (models whose engine serves it)", RelayedAnswer),
     ModelRoute("score", ("/v1/score", "/score"), "/score", ScoreRequest,

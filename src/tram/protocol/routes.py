@@ -27,6 +27,7 @@ from pydantic import (
 __all__ = [
     "AnthropicMessage",
     "CompletionRequest",
+    "CountTokensRequest",
     "EmbeddingRequest",
     "MessagesRequest",
     "RerankRequest",
@@ -215,3 +216,13 @@ class MessagesRequest(_Routed):
     stop_sequences: list[StrictStr] | None = None
     thinking: _Thinking | None = None
     metadata: dict[StrictStr, Any] | None = None
+
+
+class CountTokensRequest(_Routed):
+    """Anthropic's messages.count_tokens: a Messages request without what only generation
+    needs (Claude Code asks it before long turns)."""
+
+    messages: list[AnthropicMessage] = Field(min_length=1)
+    system: StrictStr | list[_Block] | None = None
+    tools: list[dict[StrictStr, Any]] | None = None
+    thinking: _Thinking | None = None
