@@ -1,0 +1,210 @@
+"""The batch runner: one per gateway process, started in the app's lifespan. It takes lines from
+the database (store/batch_lines.py: claimed with a lease, renewed while they run), as many per
+model as its `Throttle` allows, runs each as a request of the batch's key (execute.py), and
+stores each result with the line's final state in one statement; when a batch has no line left
+pending or running, it writes the batch's files and final status (store/batches.py).
+
+What that guarantees, precisely: every line ends with exactly one result, in the output or the
+error file. A line whose result is stored is never run again. A line that was running in a
+process that died (kill -9, a lost host) is run again by whichever process claims it once its
+lease has run out (`batches.lease_seconds`): the engine may have worked on it twice, and each
+run is a usage row of the key (the dead process's one is recorded as `gateway_interrupted` by
+the next start on its host), but only one result is kept. A process stopped cleanly lets its
+lines finish for `shutdown_grace` seconds and hands back the rest at once. A line interrupted
+`MAX_ATTEMPTS` times is not tried again: it fails with `batch_request_interrupted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import secrets
+import socket
+import time
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from tram.batches.execute import LineExecutor, Retry
+from tram.batches.shapes import error_line, unrun_line
+from tram.batches.throttle import LoadSignal, Throttle
+from tram.config import BatchesConfig
+from tram.store.batch_lines import ClaimedLine, LineQueue, Outcome
+from tram.store.batches import BatchStore
+
+__all__ = ["MAX_ATTEMPTS", "BatchRunner"]
+
+logger = logging.getLogger("tram.batches")
+
+MAX_ATTEMPTS = 3
+_DATABASE_ERRORS = (SQLAlchemyError, OSError)
+
+
+class BatchRunner:
+    def __init__(self, lines: LineQueue, batches: BatchStore, executor: LineExecutor,
+                 signal: LoadSignal, config: BatchesConfig, worker: str | None = None,
+                 running: dict[str, int] | None = None) -> None:
+        self._lines = lines
+        self._batches = batches
+        self._executor = executor
+        self._signal = signal
+        self._config = config
+        # Names this process's claims: host, pid and a random part (a pid is reused).
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._throttles: dict[str, Throttle] = {}
+        self._running = running if running is not None else {}  # lines in flight by model
+        self._tasks: dict[int, asyncio.Task[None]] = {}  # line id → its task
+        self._owners: dict[str, str] = {}  # batch id → the key that made it
+        self._wake: asyncio.Event | None = None
+        self._stopping = False
+        self._swept = 0.0
+
+    def running(self, model: str) -> int:
+        """This process's lines of the model in flight (what GatewayLoad subtracts)."""
+        return self._running.get(model, 0)
+
+    def limit(self, model: str) -> int | None:
+        throttle = self._throttles.get(model)
+        return throttle.limit if throttle is not None else None
+
+    def wake(self) -> None:
+        """There may be work (a batch was made or cancelled): look now, not at the next poll."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Until `stop` (or cancelled): take lines and run them."""
+        self._wake = asyncio.Event()
+        renewer = asyncio.ensure_future(self._renew_forever())
+        try:
+            while not self._stopping:
+                busy = await self._step()
+                self._wake.clear()
+                pause = self._config.adjust_interval if busy else self._config.poll_interval
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), pause)
+        finally:
+            renewer.cancel()
+
+    async def _step(self) -> bool:
+        """One look for work; whether there is some (in flight or waiting)."""
+        try:
+            if time.monotonic() - self._swept >= self._config.poll_interval:
+                self._swept = time.monotonic()
+                await self._batches.expire(dt.datetime.now(dt.UTC))
+                for batch_id in await self._batches.finishable():
+                    await self._finish(batch_id)
+            now = time.time()
+            backlog = await self._lines.backlog(now)
+            self._signal.watch(set(backlog) | {m for m, n in self._running.items() if n})
+            for model, waiting in backlog.items():
+                if self._stopping:
+                    break
+                throttle = self._throttles.get(model)
+                if throttle is None:
+                    throttle = self._throttles[model] = Throttle(
+                        self._config.min_concurrency, self._config.max_concurrency,
+                        self._config.adjust_interval)
+                room = throttle.room(self._signal.load(model), self.running(model), waiting)
+                if room > 0:
+                    for line in await self._lines.claim(self.worker, model, min(room, waiting),
+                                                        now, self._config.lease_seconds):
+                        self._start(line)
+        except _DATABASE_ERRORS as exc:
+            logger.warning("batches: the database is unavailable (%s); retrying",
+                           type(exc).__name__)
+            return bool(self._tasks)
+        return bool(backlog) or bool(self._tasks)
+
+    def _start(self, line: ClaimedLine) -> None:
+        self._running[line.model] = self._running.get(line.model, 0) + 1
+        task = asyncio.ensure_future(self._line(line))
+        self._tasks[line.id] = task
+
+    async def _line(self, line: ClaimedLine) -> None:
+        try:
+            outcome = await self._outcome(line)
+            if isinstance(outcome, Retry):
+                await self._lines.release(self.worker, [line.id],
+                                          time.time() + outcome.after)
+            else:
+                await self._commit(line, outcome)
+        except _DATABASE_ERRORS as exc:
+            logger.warning("batches: line %d of %s left to its lease (%s)", line.line,
+                           line.batch_id, type(exc).__name__)
+        except Exception:
+            logger.exception("batches: line %d of %s failed unexpectedly", line.line,
+                             line.batch_id)
+        finally:
+            self._running[line.model] -= 1
+            self._tasks.pop(line.id, None)
+            self.wake()
+
+    async def _outcome(self, line: ClaimedLine) -> Outcome | Retry:
+        if line.attempts > MAX_ATTEMPTS:
+            return Outcome("failed", error_line(
+                line.custom_id, "batch_request_interrupted",
+                f"This request was interrupted {line.attempts - 1} times (the gateway running "
+                "it stopped) and is not tried again."))
+        owner = self._owners.get(line.batch_id)
+        if owner is None:
+            owner = await self._lines.owner(line.batch_id) or ""
+            self._owners[line.batch_id] = owner
+        return await self._executor.run(line, owner)
+
+    async def _commit(self, line: ClaimedLine, outcome: Outcome) -> None:
+        """Store the result; while the database is down, keep trying (the lease is renewed
+        meanwhile, if it can be; if another process took the line over, its result stands)."""
+        delay = 0.5
+        while True:
+            try:
+                kept = await self._lines.finish(line.id, self.worker, outcome)
+                break
+            except _DATABASE_ERRORS as exc:
+                logger.warning("batches: storing line %d of %s failed (%s); retrying",
+                               line.line, line.batch_id, type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        if not kept:
+            logger.warning("batches: line %d of %s was taken over after its lease ran out; "
+                           "this process's result is dropped", line.line, line.batch_id)
+        elif await self._lines.unfinished(line.batch_id) == 0:
+            await self._finish(line.batch_id)
+
+    async def _finish(self, batch_id: str) -> None:
+        status = await self._batches.finish(batch_id, unrun_line)
+        if status is not None:
+            self._owners.pop(batch_id, None)
+            logger.info("batches: %s %s", batch_id, status)
+
+    async def _renew_forever(self) -> None:
+        lease = self._config.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            if not self._tasks:
+                continue
+            try:
+                await self._lines.renew(self.worker, time.time(), lease)
+            except _DATABASE_ERRORS as exc:
+                logger.warning("batches: renewing leases failed (%s)", type(exc).__name__)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Take no more lines; let those in flight finish for `grace` seconds, then cancel
+        them and hand them back, so another process (or the next start) runs them at once."""
+        self._stopping = True
+        self.wake()
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=self._config.shutdown_grace if grace is None
+                               else grace)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            handed = await self._lines.release(self.worker)
+        except _DATABASE_ERRORS:
+            handed = 0  # their leases run out instead
+        if handed:
+            logger.info("batches: %d lines in flight handed back at shutdown", handed)
