@@ -8,7 +8,9 @@ marked `traffic = "batch"` (RequestRecord): what the relay reads to give it batc
 The outcome is the line's output or error file line, or `Retry`: the line was refused for a
 passing reason (the key's rpm, tpm or concurrency; the model overloaded or without an engine;
 the store or the shared limits down) and goes back to wait. A key out of budget is not
-passing: the line fails with the quota error, and so will the key's next lines.
+passing: the line fails with the quota error, and so will the key's next lines — unless
+the key's other lines running here hold what is missing (admission holds each request's
+estimate while it runs): then it waits for them to end.
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ import orjson
 
 from tram.auth.principal import Principal
 from tram.batches.shapes import answer_line
-from tram.errors import InvalidRequest, RateLimited, TramError, error_body, unexpected_error
+from tram.errors import (
+    InsufficientQuota,
+    InvalidRequest,
+    RateLimited,
+    TramError,
+    error_body,
+    unexpected_error,
+)
 from tram.metrics import Metrics
 from tram.relay.admission import Admission
 from tram.relay.forward import StreamResult
@@ -67,7 +76,9 @@ class LineExecutor:
         after = float(error.retry_after) if isinstance(error, RateLimited) else self._retry
         return Retry(max(after, self._retry), error.code or "refused")
 
-    async def run(self, line: ClaimedLine, owner: str) -> Outcome | Retry:
+    async def run(self, line: ClaimedLine, owner: str, siblings: int = 0) -> Outcome | Retry:
+        """`siblings`: the owner's other lines in flight here, which hold part of its budget
+        until they end (a budget refusal then waits for them rather than failing the line)."""
         route = self._routes[line.route]
         record = RequestRecord(os.urandom(16).hex(), "POST", route.path)
         record.route, record.traffic, record.batch_id = route.name, "batch", line.batch_id
@@ -82,6 +93,8 @@ class LineExecutor:
         except TramError as error:
             if passing(error):
                 return self._later(error)  # nothing was asked of anyone: no usage row
+            if siblings and isinstance(error, InsufficientQuota):
+                return Retry(min(self._retry, 1.0), "budget held by the batch's lines")
             self._usage.begin(record, payload)
             return self._done(line, record, error)
         self._usage.begin(record, payload)

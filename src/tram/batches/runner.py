@@ -57,6 +57,7 @@ class BatchRunner:
         self._running = running if running is not None else {}  # lines in flight by model
         self._tasks: dict[int, asyncio.Task[None]] = {}  # line id → its task
         self._owners: dict[str, str] = {}  # batch id → the key that made it
+        self._per_key: dict[str, int] = {}  # lines in flight here by key
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._swept = 0.0
@@ -152,7 +153,11 @@ class BatchRunner:
         if owner is None:
             owner = await self._lines.owner(line.batch_id) or ""
             self._owners[line.batch_id] = owner
-        return await self._executor.run(line, owner)
+        self._per_key[owner] = self._per_key.get(owner, 0) + 1
+        try:
+            return await self._executor.run(line, owner, self._per_key[owner] - 1)
+        finally:
+            self._per_key[owner] -= 1
 
     async def _commit(self, line: ClaimedLine, outcome: Outcome) -> None:
         """Store the result; while the database is down, keep trying (the lease is renewed

@@ -79,12 +79,14 @@ class BatchStore:
             found = await session.get(Batch, batch_id)
         return found if found is not None and owner in (None, found.key_id) else None
 
-    async def page(self, owner: str | None, after: str | None = None,
-                   limit: int = 20) -> list[Batch]:
+    async def page(self, owner: str | None, after: str | None = None, limit: int = 20,
+                   status: str | None = None) -> list[Batch]:
         """Newest first; `after` a batch id of the previous page."""
         query = select(Batch)
         if owner is not None:
             query = query.where(Batch.key_id == owner)
+        if status is not None:
+            query = query.where(Batch.status == status)
         async with self._db.sessions() as session:
             if after is not None:
                 anchor = await session.get(Batch, after)
