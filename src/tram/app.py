@@ -75,7 +75,9 @@ def _batch_parts(config: TramConfig, database: Database, registry: Registry,
     executor = LineExecutor(models, routes, admission, usage, metrics,
                             authenticator.principal_of, config.batches.retry_seconds)
     running: dict[str, int] = {}  # lines in flight by model: the runner's, the signal reads
-    load = GatewayLoad(registry, upstream, running)
+    # Engines' queues read a few times per adjustment, at most once a second.
+    load = GatewayLoad(registry, upstream, running,
+                       interval=min(1.0, 4 * config.batches.adjust_interval))
     runner = BatchRunner(LineQueue(database), BatchStore(database), executor, load,
                          config.batches, running=running)
     service = BatchService(FileStore(database), BatchStore(database), config.batches,
