@@ -40,19 +40,19 @@ class Clock:
 def test_the_limit_rises_one_step_a_interval_while_idle_and_saturated() -> None:
     clock = Clock()
     throttle = Throttle(1, 4, 0.5, clock)
-    assert throttle.room(IDLE, 0, 10) == 1
+    assert throttle.room(IDLE, 0, True) == 1
     clock.now = 0.4
-    assert throttle.room(IDLE, 1, 10) == 0  # not a whole interval yet
+    assert throttle.room(IDLE, 1, True) == 0  # not a whole interval yet
     rooms = []
     for step in range(1, 6):
         clock.now = step * 0.5
-        rooms.append(throttle.room(IDLE, throttle.limit, 10))
+        rooms.append(throttle.room(IDLE, throttle.limit, True))
     assert rooms == [1, 1, 1, 0, 0] and throttle.limit == 4  # up to the ceiling
     held = Throttle(1, 4, 0.5, clock)
     clock.now += 1
-    assert held.room(IDLE, 0, 10) == 1 and held.limit == 1  # not using what it has: no rise
+    assert held.room(IDLE, 0, True) == 1 and held.limit == 1  # not using what it has: no rise
     clock.now += 1
-    assert held.room(IDLE, 1, 0) == 0 and held.limit == 1  # nothing more to run: no rise
+    assert held.room(IDLE, 1, False) == 0 and held.limit == 1  # nothing more to run: no rise
 
 
 def test_the_limit_falls_to_the_floor_at_once_when_interactive_requests_wait() -> None:
@@ -61,7 +61,7 @@ def test_the_limit_falls_to_the_floor_at_once_when_interactive_requests_wait() -
                  ModelLoad(engine_waiting=2, interactive_running=1)):
         throttle = Throttle(2, 8, 0.5, clock)
         throttle.limit = 8
-        assert throttle.room(load, 8, 10) == 0 and throttle.limit == 2  # no interval to wait
+        assert throttle.room(load, 8, True) == 0 and throttle.limit == 2  # no interval to wait
 
 
 def test_an_engine_queueing_batch_lines_only_takes_one_less_a_interval() -> None:
@@ -72,10 +72,10 @@ def test_an_engine_queueing_batch_lines_only_takes_one_less_a_interval() -> None
     limits = []
     for step in range(1, 8):
         clock.now = step * 0.5
-        throttle.room(queued, throttle.limit, 10)
+        throttle.room(queued, throttle.limit, True)
         limits.append(throttle.limit)
     assert limits == [5, 4, 3, 2, 1, 1, 1]
-    assert Throttle(1, 8, 0.5, clock).room(ModelLoad(available=False), 0, 10) == 0
+    assert Throttle(1, 8, 0.5, clock).room(ModelLoad(available=False), 0, True) == 0
 
 
 class SlotEngine:

@@ -109,13 +109,17 @@ async def test_a_lease_that_ran_out_passes_the_line_on(databases: list[Database]
     first, second = LineQueue(databases[0]), LineQueue(databases[1])
     now = time.time()
     [line] = await first.claim("dead", "m", 5, now, lease=2)
-    assert await second.claim("live", "m", 5, now + 1, lease=2) == []  # still leased
-    assert await second.backlog(now + 1) == {}
-    assert await second.backlog(now + 3) == {"m": 1}
+    assert await second.reclaim(now + 1) == 0  # still leased
+    assert await second.claim("live", "m", 5, now + 1, lease=2) == []
+    assert await second.models(now + 1) == set()
+    assert await second.reclaim(now + 3) == 1  # its lease ran out: back to pending
+    assert await second.models(now + 3) == {"m"}
     [taken] = await second.claim("live", "m", 5, now + 3, lease=2)
     assert (taken.id, taken.attempts) == (line.id, 2)
-    assert not await first.finish(line.id, "dead", Outcome("succeeded", "{\"late\":1}"))
-    assert await second.finish(line.id, "live", Outcome("succeeded", "{\"kept\":1}"))
+    # The first process's result is refused (None); the second's is stored, and it is told
+    # its batch has nothing left to run (False).
+    assert await first.finish(line.id, "dead", Outcome("succeeded", "{\"late\":1}")) is None
+    assert await second.finish(line.id, "live", Outcome("succeeded", "{\"kept\":1}")) is False
     assert await second.claim("other", "m", 5, now + 100, lease=2) == []  # done for good
     assert await first.release("dead") == 0
 
@@ -137,8 +141,9 @@ async def test_a_batch_is_finished_once_with_its_files(databases: list[Database]
     queue = LineQueue(databases[0])
     lines = await queue.claim("w", "m", 2, time.time(), 30)
     assert await BatchStore(databases[0]).finish("batch_t", unrun_line) is None  # not yet
-    for line in lines:
-        await queue.finish(line.id, "w", Outcome("succeeded", f'{{"n":{line.line}}}'))
+    more = [await queue.finish(line.id, "w", Outcome("succeeded", f'{{"n":{line.line}}}'))
+            for line in lines]
+    assert more == [True, True]  # the third line is still pending
     assert await BatchStore(databases[0]).cancel("batch_t", "k")
     results = await asyncio.gather(*(BatchStore(db).finish("batch_t", unrun_line)
                                      for db in databases))

@@ -61,6 +61,8 @@ class BatchRunner:
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._swept = 0.0
+        self._survey = True  # list the models with work at the next step
+        self._models: set[str] = set()  # models with lines to claim, as last seen
 
     def running(self, model: str) -> int:
         """This process's lines of the model in flight (what GatewayLoad subtracts)."""
@@ -70,8 +72,10 @@ class BatchRunner:
         throttle = self._throttles.get(model)
         return throttle.limit if throttle is not None else None
 
-    def wake(self) -> None:
-        """There may be work (a batch was made or cancelled): look now, not at the next poll."""
+    def wake(self, news: bool = True) -> None:
+        """Look for work now, not at the next poll; `news`: a batch was made or cancelled
+        (list the models with work again)."""
+        self._survey = self._survey or news
         if self._wake is not None:
             self._wake.set()
 
@@ -92,15 +96,11 @@ class BatchRunner:
     async def _step(self) -> bool:
         """One look for work; whether there is some (in flight or waiting)."""
         try:
-            if time.monotonic() - self._swept >= self._config.poll_interval:
-                self._swept = time.monotonic()
-                await self._batches.expire(dt.datetime.now(dt.UTC))
-                for batch_id in await self._batches.finishable():
-                    await self._finish(batch_id)
+            if self._survey or time.monotonic() - self._swept >= self._config.poll_interval:
+                await self._sweep()
             now = time.time()
-            backlog = await self._lines.backlog(now)
-            self._signal.watch(set(backlog) | {m for m, n in self._running.items() if n})
-            for model, waiting in backlog.items():
+            self._signal.watch(self._models | {m for m, n in self._running.items() if n})
+            for model in sorted(self._models):
                 if self._stopping:
                     break
                 throttle = self._throttles.get(model)
@@ -108,16 +108,32 @@ class BatchRunner:
                     throttle = self._throttles[model] = Throttle(
                         self._config.min_concurrency, self._config.max_concurrency,
                         self._config.adjust_interval)
-                room = throttle.room(self._signal.load(model), self.running(model), waiting)
+                room = throttle.room(self._signal.load(model), self.running(model))
                 if room > 0:
-                    for line in await self._lines.claim(self.worker, model, min(room, waiting),
-                                                        now, self._config.lease_seconds):
+                    claimed = await self._lines.claim(self.worker, model, room, now,
+                                                      self._config.lease_seconds)
+                    if len(claimed) < room:
+                        self._models.discard(model)  # none left for now: until the next sweep
+                    for line in claimed:
                         self._start(line)
         except _DATABASE_ERRORS as exc:
             logger.warning("batches: the database is unavailable (%s); retrying",
                            type(exc).__name__)
-            return bool(self._tasks)
-        return bool(backlog) or bool(self._tasks)
+        return bool(self._models) or bool(self._tasks)
+
+    async def _sweep(self) -> None:
+        """Every `poll_interval` (and when woken with news): overdue batches expire, lines of
+        gone processes go back to pending, done batches are finished, and the models with
+        lines to run are listed (a scan of the pending lines: not done on every claim)."""
+        self._survey = False
+        self._swept = time.monotonic()
+        await self._batches.expire(dt.datetime.now(dt.UTC))
+        reclaimed = await self._lines.reclaim(time.time())
+        if reclaimed:
+            logger.warning("batches: %d lines whose lease ran out are run again", reclaimed)
+        for batch_id in await self._batches.finishable():
+            await self._finish(batch_id)
+        self._models = await self._lines.models(time.time())
 
     def _start(self, line: ClaimedLine) -> None:
         self._running[line.model] = self._running.get(line.model, 0) + 1
@@ -141,7 +157,12 @@ class BatchRunner:
         finally:
             self._running[line.model] -= 1
             self._tasks.pop(line.id, None)
-            self.wake()
+            # Lines are claimed a few at a time: a step (a claim) once a quarter of the
+            # model's slots are free, or at the next tick.
+            throttle = self._throttles.get(line.model)
+            limit = throttle.limit if throttle is not None else 1
+            if limit - self._running[line.model] >= max(1, limit // 4):
+                self.wake(news=False)
 
     async def _outcome(self, line: ClaimedLine) -> Outcome | Retry:
         if line.attempts > MAX_ATTEMPTS:
@@ -165,17 +186,17 @@ class BatchRunner:
         delay = 0.5
         while True:
             try:
-                kept = await self._lines.finish(line.id, self.worker, outcome)
+                more = await self._lines.finish(line.id, self.worker, outcome)
                 break
             except _DATABASE_ERRORS as exc:
                 logger.warning("batches: storing line %d of %s failed (%s); retrying",
                                line.line, line.batch_id, type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-        if not kept:
+        if more is None:
             logger.warning("batches: line %d of %s was taken over after its lease ran out; "
                            "this process's result is dropped", line.line, line.batch_id)
-        elif await self._lines.unfinished(line.batch_id) == 0:
+        elif not more:
             await self._finish(line.batch_id)
 
     async def _finish(self, batch_id: str) -> None:

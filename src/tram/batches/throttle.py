@@ -59,8 +59,9 @@ class Throttle:
         self._clock = clock
         self._changed = clock()
 
-    def room(self, load: ModelLoad, running: int, backlog: int) -> int:
-        """Adjust the limit to the load; how many more lines may start now."""
+    def room(self, load: ModelLoad, running: int, waiting: bool = True) -> int:
+        """Adjust the limit to the load; how many more lines may start now. `running`: this
+        process's lines of the model in flight; `waiting`: whether more wait to run."""
         now = self._clock()
         if not load.available:
             return 0  # nothing could run them: leave them for later (or another process)
@@ -70,7 +71,7 @@ class Throttle:
         elif now - self._changed >= self.interval:
             if load.engine_waiting > 0:
                 self.limit, self._changed = max(self.floor, min(self.limit, running) - 1), now
-            elif running >= self.limit and backlog > 0 and self.limit < self.ceiling:
+            elif running >= self.limit and waiting and self.limit < self.ceiling:
                 self.limit, self._changed = self.limit + 1, now
         return max(0, self.limit - running)
 

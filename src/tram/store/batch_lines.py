@@ -6,7 +6,8 @@ lines it picked: on PostgreSQL the pick locks its rows with `FOR UPDATE SKIP LOC
 processes never claim the same line and neither waits for the other; SQLite has one writer at
 a time, and a single statement that writes takes the write lock before it reads, so the same
 holds. A claim is a lease (`claimed_by`, `lease_until`), renewed while the line runs; a line
-whose lease has run out (its process died or lost the database) is claimable again. A line's
+whose lease has run out (its process died or lost the database) is put back to pending by
+whichever process sweeps first (`reclaim`), its claim cleared. A line's
 result is written together with its final state, and only by the process that holds it
 (`finish` checks the claim), so a finished line is never claimed again and a line never has
 two results. Times are epoch seconds of the gateway hosts' clocks.
@@ -17,7 +18,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tram.store.db import Database
 from tram.store.models import Batch, BatchLine
@@ -50,27 +52,33 @@ class Outcome:
 
 
 def _claimable(now: float) -> ColumnElement[bool]:
-    waiting = and_(BatchLine.state == PENDING,
-                   or_(BatchLine.not_before.is_(None), BatchLine.not_before <= now))
-    abandoned = and_(BatchLine.state == RUNNING, BatchLine.lease_until < now)
-    return or_(waiting, abandoned)
+    return and_(BatchLine.state == PENDING,
+                or_(BatchLine.not_before.is_(None), BatchLine.not_before <= now))
 
 
 class LineQueue:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    async def backlog(self, now: float) -> dict[str, int]:
-        """Lines that could be claimed now, by model."""
+    async def models(self, now: float) -> set[str]:
+        """The models that have lines to claim now."""
         async with self._db.engine.connect() as connection:
             rows = (await connection.execute(
-                select(BatchLine.model, func.count()).where(_claimable(now))
-                .group_by(BatchLine.model))).all()
-        return {model: int(count) for model, count in rows}
+                select(BatchLine.model).where(_claimable(now)).distinct())).all()
+        return {row[0] for row in rows}
+
+    async def reclaim(self, now: float) -> int:
+        """Lines whose lease ran out go back to pending, their claim cleared: the process that
+        held them is gone (or cut off), and will not be able to store a result for them."""
+        async with self._db.engine.begin() as connection:
+            result = await connection.execute(
+                update(BatchLine).where(BatchLine.state == RUNNING, BatchLine.lease_until < now)
+                .values(state=PENDING, claimed_by=None, lease_until=None))
+        return int(result.rowcount)
 
     async def claim(self, worker: str, model: str, count: int, now: float,
                     lease: float) -> list[ClaimedLine]:
-        """Up to `count` of the model's claimable lines, oldest first, now this worker's."""
+        """Up to `count` of the model's pending lines, oldest first, now this worker's."""
         picked = (select(BatchLine.id).where(BatchLine.model == model, _claimable(now))
                   .order_by(BatchLine.id).limit(count).with_for_update(skip_locked=True))
         claim = (update(BatchLine).where(BatchLine.id.in_(picked.scalar_subquery()))
@@ -95,9 +103,10 @@ class LineQueue:
                 .values(lease_until=now + lease))
         return int(result.rowcount)
 
-    async def finish(self, line_id: int, worker: str, outcome: Outcome) -> bool:
+    async def finish(self, line_id: int, worker: str, outcome: Outcome) -> bool | None:
         """The line's result and final state, in one statement, if the line is still this
-        worker's; False if it is not (its lease ran out and another process took it over)."""
+        worker's: then whether its batch still has a line pending or running (read in the same
+        transaction); None if it is not (its lease ran out and it went to another process)."""
         async with self._db.engine.begin() as connection:
             result = await connection.execute(
                 update(BatchLine).where(BatchLine.id == line_id, BatchLine.claimed_by == worker,
@@ -105,8 +114,19 @@ class LineQueue:
                 .values(state=outcome.state, result=outcome.result, claimed_by=None,
                         lease_until=None, prompt_tokens=outcome.prompt_tokens,
                         completion_tokens=outcome.completion_tokens,
-                        finished_at=dt.datetime.now(dt.UTC)))
-        return bool(result.rowcount)
+                        finished_at=dt.datetime.now(dt.UTC))
+                .returning(BatchLine.batch_id))
+            batch_id = result.scalar()
+            if batch_id is None:
+                return None
+            return await self._unfinished(connection, batch_id)
+
+    @staticmethod
+    async def _unfinished(connection: AsyncConnection, batch_id: str) -> bool:
+        found = await connection.scalar(
+            select(BatchLine.id).where(BatchLine.batch_id == batch_id,
+                                       BatchLine.state.in_((PENDING, RUNNING))).limit(1))
+        return found is not None
 
     async def release(self, worker: str, line_ids: list[int] | None = None,
                       not_before: float | None = None) -> int:
@@ -128,9 +148,7 @@ class LineQueue:
             found = await connection.scalar(select(Batch.key_id).where(Batch.id == batch_id))
         return str(found) if found is not None else None
 
-    async def unfinished(self, batch_id: str) -> int:
+    async def unfinished(self, batch_id: str) -> bool:
+        """Whether a line of the batch is still pending or running (one index probe)."""
         async with self._db.engine.connect() as connection:
-            found = await connection.scalar(
-                select(func.count()).where(BatchLine.batch_id == batch_id,
-                                           BatchLine.state.in_((PENDING, RUNNING))))
-        return int(found or 0)
+            return await self._unfinished(connection, batch_id)

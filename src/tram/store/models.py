@@ -167,6 +167,7 @@ class BatchLine(Base):
     __tablename__ = "batch_lines"
     __table_args__ = (Index("ux_batch_lines_line", "batch_id", "line", unique=True),
                       Index("ix_batch_lines_state", "state", "model"),
+                      Index("ix_batch_lines_claim", "model", "state", "id"),
                       Index("ix_batch_lines_batch_state", "batch_id", "state"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

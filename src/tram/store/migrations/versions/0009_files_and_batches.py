@@ -70,6 +70,7 @@ def upgrade() -> None:
     )
     op.create_index("ux_batch_lines_line", "batch_lines", ["batch_id", "line"], unique=True)
     op.create_index("ix_batch_lines_state", "batch_lines", ["state", "model"])
+    op.create_index("ix_batch_lines_claim", "batch_lines", ["model", "state", "id"])
     op.create_index("ix_batch_lines_batch_state", "batch_lines", ["batch_id", "state"])
 
 
