@@ -6,6 +6,8 @@ test_batch_engines.py; restarts, kill -9 and two gateways in test_batch_durabili
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -19,6 +21,8 @@ from tests.conftest import GatewayFactory
 from tests.support.batches import chat_lines, file_lines, start_batch, upload, wait_batch
 from tests.support.fault_engine import EngineLog
 from tests.support.keys import chat, key_with
+from tests.support.servers import clean_env
+from tram.config import Settings
 
 FAST = {"poll_interval": 0.2, "adjust_interval": 0.05, "retry_seconds": 0.2}
 
@@ -326,3 +330,34 @@ def test_a_file_over_a_smaller_limit_is_refused_however_it_is_sent(batch_gateway
     for answer in (over, chunked):
         assert answer.status_code == 413, answer.text
         assert "4096 bytes" in answer.json()["error"]["message"]
+
+
+def test_tram_batches_lists_every_keys_batches_and_shows_one(
+        batch_gateway: Any, auth: dict, settings: Settings) -> None:
+    with batch_gateway() as url:
+        key_id, headers = made_key(url, auth, name="nightly")
+        done = wait_batch(url, headers, start_batch(url, headers, chat_lines(3, "echo") +
+                                                    b"oops\n")["id"])
+
+        def tram(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "tram", "batches", *args],
+                                  env=clean_env(TRAM_DATA_DIR=str(settings.data_dir)),
+                                  capture_output=True, text=True, check=False)
+
+        listed = tram()
+        mine = tram("list", "--key", "nightly", "--status", "completed")
+        none = tram("list", "--status", "cancelled")
+        shown = tram("show", done["id"])
+        missing = tram("show", "batch_nope")
+    assert listed.returncode == 0, listed.stderr
+    [head, row] = listed.stdout.splitlines()
+    assert head.split()[:4] == ["batch", "key", "status", "endpoint"]
+    assert row.split()[:6] == [done["id"], key_id, "completed", "/v1/chat/completions",
+                               "4/4", "1"]
+    assert mine.stdout.splitlines()[1:] == [row]
+    assert none.stdout.splitlines()[1:] == []
+    shown_batch = orjson.loads(shown.stdout)
+    assert shown_batch["request_counts"] == {"total": 4, "completed": 3, "failed": 1}
+    assert shown_batch["key_id"] == key_id
+    assert shown_batch["lines_by_state"] == {"succeeded": 3, "failed": 1}
+    assert missing.returncode == 1 and "batch_nope" in missing.stderr

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import orjson
 import pytest
 from sqlalchemy import func, select
 
@@ -154,3 +155,25 @@ async def test_a_batch_is_finished_once_with_its_files(databases: list[Database]
     batch = await BatchStore(databases[0]).get("batch_t", "k")
     assert batch is not None and batch.status == "cancelled"
     assert batch.output_file_id and batch.error_file_id and batch.cancelled_at
+
+
+async def test_a_batch_past_its_window_expires_with_its_unrun_lines_in_its_error_file(
+        databases: list[Database]) -> None:
+    await _batch(databases[0], 3)
+    queue, store = LineQueue(databases[0]), BatchStore(databases[0])
+    [ran] = await queue.claim("w", "m", 1, time.time(), 30)
+    assert await queue.finish(ran.id, "w", Outcome("succeeded", '{"n":1}')) is True
+    assert await store.expire(dt.datetime.now(dt.UTC)) == 0  # within its 24 h
+    assert await store.expire(dt.datetime.now(dt.UTC) + dt.timedelta(hours=25)) == 2
+    assert await store.finishable() == ["batch_t"]
+    assert await store.finish("batch_t", unrun_line) == "expired"
+    batch = await store.get("batch_t", "k")
+    assert batch is not None and batch.expired_at and batch.output_file_id
+    async with databases[0].engine.connect() as connection:
+        errors = await connection.scalar(select(StoredFile.content).where(
+            StoredFile.id == batch.error_file_id))
+    lines = [orjson.loads(line) for line in bytes(errors).splitlines()]
+    assert [(line["custom_id"], line["error"]["code"]) for line in lines] == [
+        ("c2", "batch_expired"), ("c3", "batch_expired")]
+    counts = (await store.counts(["batch_t"]))["batch_t"]
+    assert (counts.total, counts.completed, counts.failed) == (3, 1, 2)
