@@ -68,8 +68,8 @@ logger = logging.getLogger("tram.app")
 
 def _batch_parts(config: TramConfig, database: Database, registry: Registry,
                  upstream: UpstreamClient, models: ModelService, admission: Admission,
-                 usage: UsageWriter, metrics: Metrics,
-                 authenticator: Authenticator) -> tuple[BatchService, BatchRunner, GatewayLoad]:
+                 usage: UsageWriter, metrics: Metrics, authenticator: Authenticator,
+                 files: UploadBudget) -> tuple[BatchService, BatchRunner, GatewayLoad]:
     """The Batch API's service, this process's batch runner and the load it paces by."""
     routes = {route.name: route for route in MODEL_ROUTES}
     executor = LineExecutor(models, routes, admission, usage, metrics,
@@ -81,7 +81,7 @@ def _batch_parts(config: TramConfig, database: Database, registry: Registry,
     runner = BatchRunner(LineQueue(database), BatchStore(database), executor, load,
                          config.batches, running=running)
     service = BatchService(FileStore(database), BatchStore(database), config.batches,
-                           config.server.max_body_bytes, runner.wake)
+                           config.server.max_body_bytes, runner.wake, files.hold)
     return service, runner, load
 
 
@@ -104,8 +104,12 @@ def build_state(settings: Settings, config: TramConfig,
     usage = UsageWriter(database, settings.data_dir / "journal")
     limiter = build_limiter(config.limits, settings.redis_url, keys.tokens_used)
     admission = Admission(limiter, registry)
+    # Batch files in memory at once (an upload, or a file being checked into a batch): two
+    # of the largest allowed, whose parse holds a copy or two more.
+    file_uploads = UploadBudget(2 * config.batches.max_file_bytes)
     batches, runner, load = _batch_parts(config, database, registry, upstream, models,
-                                         admission, usage, metrics, authenticator)
+                                         admission, usage, metrics, authenticator,
+                                         file_uploads)
     state = AppState(
         settings=settings,
         config=config,
@@ -121,10 +125,9 @@ def build_state(settings: Settings, config: TramConfig,
         keys=keys,
         usage=usage,
         limiter=limiter,
-        # Upload bodies in memory at once: four of the largest allowed (api/uploads.py); and
-        # two batch files, whose parse holds a copy or two more.
+        # Upload bodies in memory at once: four of the largest allowed (api/uploads.py).
         uploads=UploadBudget(4 * config.server.max_upload_bytes),
-        file_uploads=UploadBudget(2 * config.batches.max_file_bytes),
+        file_uploads=file_uploads,
         admission=admission,
         files=FileStore(database),
         batches=batches,

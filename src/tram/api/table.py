@@ -146,7 +146,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              text_type="application/octet-stream", params=(_FILE_ID,), errors=(401, 404)),
     Endpoint("POST", "/v1/batches", create_batch, "Run a file of requests as a batch, on "
              "capacity interactive requests leave idle", "openai", "key", BatchObject,
-             body=BatchCreate, errors=(400, 401, 404)),
+             body=BatchCreate, errors=(400, 401, 404, 503)),
     Endpoint("GET", "/v1/batches", list_batches, "This key's batches, newest first", "openai",
              "key", BatchList, params=_PAGE, errors=(400, 401)),
     Endpoint("GET", "/v1/batches/{batch_id}", get_batch, "One batch and its progress",

@@ -85,7 +85,11 @@ class BatchRunner:
         renewer = asyncio.ensure_future(self._renew_forever())
         try:
             while not self._stopping:
-                busy = await self._step()
+                try:
+                    busy = await self._step()
+                except Exception:  # a bug must not take the gateway down with the runner
+                    logger.exception("batches: the runner failed unexpectedly; going on")
+                    busy = False
                 self._wake.clear()
                 pause = self._config.adjust_interval if busy else self._config.poll_interval
                 with contextlib.suppress(TimeoutError):
@@ -114,6 +118,9 @@ class BatchRunner:
                                                       self._config.lease_seconds)
                     if len(claimed) < room:
                         self._models.discard(model)  # none left for now: until the next sweep
+                    if self._stopping and claimed:  # claimed as the process began to stop
+                        await self._lines.release(self.worker, [line.id for line in claimed])
+                        break
                     for line in claimed:
                         self._start(line)
         except _DATABASE_ERRORS as exc:
@@ -134,6 +141,13 @@ class BatchRunner:
         for batch_id in await self._batches.finishable():
             await self._finish(batch_id)
         self._models = await self._lines.models(time.time())
+        # What is kept per model, key and batch is for work in hand only.
+        for model in [m for m in self._throttles if m not in self._models
+                      and not self._running.get(m)]:
+            del self._throttles[model]
+            self._running.pop(model, None)
+        if len(self._owners) > 10_000:
+            self._owners.clear()
 
     def _start(self, line: ClaimedLine) -> None:
         self._running[line.model] = self._running.get(line.model, 0) + 1
@@ -179,6 +193,8 @@ class BatchRunner:
             return await self._executor.run(line, owner, self._per_key[owner] - 1)
         finally:
             self._per_key[owner] -= 1
+            if not self._per_key[owner]:
+                del self._per_key[owner]
 
     async def _commit(self, line: ClaimedLine, outcome: Outcome) -> None:
         """Store the result; while the database is down, keep trying (the lease is renewed
@@ -215,16 +231,19 @@ class BatchRunner:
                 await self._lines.renew(self.worker, time.time(), lease)
             except _DATABASE_ERRORS as exc:
                 logger.warning("batches: renewing leases failed (%s)", type(exc).__name__)
+            except Exception:
+                logger.exception("batches: renewing leases failed unexpectedly")
 
     async def stop(self, grace: float | None = None) -> None:
         """Take no more lines; let those in flight finish for `grace` seconds, then cancel
         them and hand them back, so another process (or the next start) runs them at once."""
         self._stopping = True
         self.wake()
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + (self._config.shutdown_grace if grace is None else grace)
+        while self._tasks and loop.time() < ends:
+            await asyncio.wait(list(self._tasks.values()), timeout=ends - loop.time())
         tasks = list(self._tasks.values())
-        if tasks:
-            await asyncio.wait(tasks, timeout=self._config.shutdown_grace if grace is None
-                               else grace)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

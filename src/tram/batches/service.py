@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import orjson
@@ -27,6 +28,13 @@ __all__ = ["COMPLETION_WINDOW", "BatchService"]
 
 COMPLETION_WINDOW = dt.timedelta(hours=24)  # "24h", the only window OpenAI offers
 
+Hold = Callable[[int], AbstractAsyncContextManager[None]]
+
+
+@asynccontextmanager
+async def _no_hold(size: int) -> AsyncIterator[None]:
+    yield
+
 
 def _missing(batch_id: str) -> NotFound:
     # The same answer for another key's batch as for one that never existed.
@@ -35,12 +43,15 @@ def _missing(batch_id: str) -> NotFound:
 
 class BatchService:
     def __init__(self, files: FileStore, batches: BatchStore, config: BatchesConfig,
-                 max_body_bytes: int, wake: Callable[[], None] = lambda: None) -> None:
+                 max_body_bytes: int, wake: Callable[[], None] = lambda: None,
+                 hold: Hold | None = None) -> None:
         self._files = files
         self._batches = batches
         self._config = config
         self._max_body = max_body_bytes
         self._wake = wake  # the runner of this process: there is work
+        # Memory a file being checked takes, held within the process's budget for files.
+        self._hold = hold if hold is not None else _no_hold
 
     async def create(self, principal: Principal, request: BatchCreate) -> dict[str, Any]:
         owner = principal.key_id
@@ -48,6 +59,12 @@ class BatchService:
         if info is None or info.purpose != "batch":
             raise NotFound(f"No file with id '{request.input_file_id}' and purpose 'batch' "
                            "found.", param="input_file_id")
+        async with self._hold(info.size):
+            batch_id = await self._store(owner, request)
+        return await self.get(principal, batch_id)
+
+    async def _store(self, owner: str, request: BatchCreate) -> str:
+        """The file checked and stored as a batch; its id."""
         content = await self._files.content(owner, request.input_file_id)
         if content is None:  # deleted in between
             raise NotFound(f"No file with id '{request.input_file_id}' found.",
@@ -70,7 +87,7 @@ class BatchService:
         await self._batches.create(row, parsed.lines, error_file)
         if parsed.valid:
             self._wake()
-        return await self.get(principal, batch_id)
+        return batch_id
 
     @staticmethod
     def _failed(row: dict[str, Any], parsed: ParsedInput,

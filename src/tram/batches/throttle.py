@@ -17,6 +17,7 @@ the model has batch work.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from tram.routing.registry import Registry, Replica
 from tram.transport.upstream import UpstreamClient
 
 __all__ = ["GatewayLoad", "LoadSignal", "ModelLoad", "Throttle"]
+
+logger = logging.getLogger("tram.batches")
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,11 @@ class GatewayLoad:
             await anyio.sleep(self._interval)
 
     async def _scrape(self, replica: Replica) -> None:
-        body = await self._upstream.get(replica, "/metrics", self._interval, at_root=True)
-        load = parse_metrics(body) if body is not None else None
+        try:
+            body = await self._upstream.get(replica, "/metrics", self._interval, at_root=True)
+            load = parse_metrics(body) if body is not None else None
+        except Exception:  # a reading is never worth the gateway: unknown, then
+            logger.exception("batches: reading %s/metrics failed unexpectedly", replica.url)
+            return
         if load is not None:
             self._waiting[id(replica)] = (load.waiting, time.monotonic())
