@@ -21,6 +21,7 @@ LAYERS: list[set[str]] = [
     {"auth"},
     {"keys"},
     {"relay"},
+    {"batches"},
     {"api"},
     {"app"},
     {"engines"},

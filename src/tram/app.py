@@ -25,6 +25,10 @@ from tram.api.state import AppState
 from tram.api.table import ENDPOINTS, MODEL_ROUTES, PAGE_ASSETS, dialect_of, key_prefixes, takes_x_api_key
 from tram.api.uploads import UploadBudget
 from tram.auth.principal import Authenticator
+from tram.batches.execute import LineExecutor
+from tram.batches.runner import BatchRunner
+from tram.batches.service import BatchService
+from tram.batches.throttle import GatewayLoad
 from tram.config import ConfigError, Settings, TramConfig
 from tram.errors import (
     InternalError,
@@ -37,6 +41,7 @@ from tram.errors import (
 from tram.files import private_dir
 from tram.limits import build_limiter
 from tram.metrics import Metrics
+from tram.relay.admission import Admission
 from tram.relay.forward import Forwarder
 from tram.relay.media import MediaVetting
 from tram.relay.sealing import Sealer
@@ -46,7 +51,10 @@ from tram.routing.engine_load import scrape_forever
 from tram.routing.prober import probe_forever
 from tram.routing.registry import Registry
 from tram.server import ConnectionGuard
+from tram.store.batch_lines import LineQueue
+from tram.store.batches import BatchStore
 from tram.store.db import Database, database_url
+from tram.store.files import FileStore
 from tram.store.keys import KeyStore, revision_file_of
 from tram.store.stored_responses import ResponseStore
 from tram.store.usage import UsageWriter
@@ -58,6 +66,25 @@ from tram.web import web_pages
 __all__ = ["TramApp", "build_state", "create_app"]
 
 logger = logging.getLogger("tram.app")
+
+
+def _batch_parts(config: TramConfig, database: Database, registry: Registry,
+                 upstream: UpstreamClient, models: ModelService, admission: Admission,
+                 usage: UsageWriter, metrics: Metrics, authenticator: Authenticator,
+                 files: UploadBudget) -> tuple[BatchService, BatchRunner, GatewayLoad]:
+    """The Batch API's service, this process's batch runner and the load it paces by."""
+    routes = {route.name: route for route in MODEL_ROUTES}
+    executor = LineExecutor(models, routes, admission, usage, metrics,
+                            authenticator.principal_of, config.batches.retry_seconds)
+    running: dict[str, int] = {}  # lines in flight by model: the runner's, the signal reads
+    # Engines' queues read a few times per adjustment, at most once a second.
+    load = GatewayLoad(registry, upstream, running,
+                       interval=min(1.0, 4 * config.batches.adjust_interval))
+    runner = BatchRunner(LineQueue(database), BatchStore(database), executor, load,
+                         config.batches, running=running)
+    service = BatchService(FileStore(database), BatchStore(database), config.batches,
+                           config.server.max_body_bytes, runner.wake, files.hold)
+    return service, runner, load
 
 
 def build_state(settings: Settings, config: TramConfig,
@@ -73,6 +100,19 @@ def build_state(settings: Settings, config: TramConfig,
     keys = KeyStore(database, revision_file_of(database))
     media = MediaVetting(config.vision, fetcher)
     responses = ResponseStore(database, config.responses)
+    models = ModelService(registry, Forwarder(upstream, metrics), media, responses,
+                          config.responses, {route.name: route for route in MODEL_ROUTES},
+                          Sealer(settings.master_key or secrets.token_hex(32)))
+    authenticator = Authenticator(settings.master_key, keys)
+    usage = UsageWriter(database, settings.data_dir / "journal")
+    limiter = build_limiter(config.limits, settings.redis_url, keys.tokens_used)
+    admission = Admission(limiter, registry)
+    # Batch files in memory at once (an upload, or a file being checked into a batch): two
+    # of the largest allowed, whose parse holds a copy or two more.
+    file_uploads = UploadBudget(2 * config.batches.max_file_bytes)
+    batches, runner, load = _batch_parts(config, database, registry, upstream, models,
+                                         admission, usage, metrics, authenticator,
+                                         file_uploads)
     state = AppState(
         settings=settings,
         config=config,
@@ -80,18 +120,22 @@ def build_state(settings: Settings, config: TramConfig,
         upstream=upstream,
         fetcher=fetcher,
         media=media,
-        models=ModelService(registry, Forwarder(upstream, metrics), media, responses,
-                            config.responses, {route.name: route for route in MODEL_ROUTES},
-                            Sealer(settings.master_key or secrets.token_hex(32))),
+        models=models,
         responses=responses,
-        authenticator=Authenticator(settings.master_key, keys),
+        authenticator=authenticator,
         metrics=metrics,
         database=database,
         keys=keys,
-        usage=UsageWriter(database, settings.data_dir / "journal"),
-        limiter=build_limiter(config.limits, settings.redis_url, keys.tokens_used),
+        usage=usage,
+        limiter=limiter,
         # Upload bodies in memory at once: four of the largest allowed (api/uploads.py).
         uploads=UploadBudget(4 * config.server.max_upload_bytes),
+        file_uploads=file_uploads,
+        admission=admission,
+        files=FileStore(database),
+        batches=batches,
+        batch_runner=runner,
+        batch_load=load,
     )
     state.models.check_config(config.models)
     return state
@@ -170,10 +214,15 @@ def _lifespan(state: AppState) -> Any:
                 background.start_soon(state.limiter.run)
                 if state.config.usage.retention_days is not None:
                     background.start_soon(state.usage.prune_forever, state.config.usage)
+                if state.config.batches.run:
+                    background.start_soon(state.batch_runner.run)
+                    background.start_soon(state.batch_load.run)
                 _reload_on_sighup(state)
                 try:
                     yield
                 finally:
+                    # Lines in flight finish (or are handed back) before anything closes.
+                    await state.batch_runner.stop()
                     background.cancel_scope.cancel()
         finally:
             # Outside the cancelled task group, so the closing awaits are not cancelled too.

@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "terminal, else json; or TRAM_LOG_FORMAT)")
     serve.set_defaults(run=_serve)
 
+    from tram.batches.cli import add_batches_parser
     from tram.engines.cli import add_up_parser
     from tram.keys.cli import add_keys_parser
     from tram.store.cli import add_usage_parser
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_up_parser(verbs)
     add_keys_parser(verbs)
     add_usage_parser(verbs)
+    add_batches_parser(verbs)
     return parser
 
 

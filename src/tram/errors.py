@@ -15,6 +15,7 @@ The tree::
     │   ├── ModelNotFound             404     invalid_request_error     model_not_found
     │   └── RouteNotServed            404     invalid_request_error     route_not_supported
     ├── MethodNotAllowed              405     invalid_request_error     method_not_allowed
+    ├── Conflict                      409     invalid_request_error     conflict
     ├── RequestTimeout                408     invalid_request_error     request_timeout
     ├── RequestTooLarge               413     invalid_request_error     request_too_large
     ├── HeadersTooLarge               431     invalid_request_error     request_headers_too_large
@@ -56,6 +57,7 @@ __all__ = [
     "AmbiguousKeyName",
     "AuthenticationFailed",
     "ConfigError",
+    "Conflict",
     "EngineBadResponse",
     "EngineConnectTimeout",
     "EngineTimeout",
@@ -191,6 +193,14 @@ class MethodNotAllowed(TramError):
     status = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class Conflict(TramError):
+    """The request does not fit the state its object is in (cancelling a finished batch)."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
 
 
 class RequestTimeout(TramError):

@@ -71,7 +71,7 @@ def access_text(entry: dict[str, Any]) -> str:
     """An access entry as a person reads it: `POST /v1/… 200 12.3 ms model=… id=…`."""
     parts = [str(entry.get("method", "")), str(entry.get("path", "")),
              str(entry.get("status", "-")), f"{entry.get('duration_ms', 0):.1f} ms"]
-    for name in ("model", "route", "key_id", "error_code"):
+    for name in ("model", "route", "key_id", "batch_id", "error_code"):
         if entry.get(name):
             parts.append(f"{name.removesuffix('_id')}={entry[name]}")
     if entry.get("prompt_tokens") is not None or entry.get("completion_tokens") is not None:

@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -18,7 +18,11 @@ from tram.logs import ACCESS, access_text
 from tram.meter import Meter
 from tram.stamps import utc_stamp
 
-__all__ = ["RequestRecord", "log_request"]
+__all__ = ["RequestRecord", "Traffic", "log_request"]
+
+# A request's class: a client waiting for it, or a line of a batch (batches/), which runs on
+# capacity nobody else is using. What the relay may read to queue or prioritise it.
+Traffic = Literal["interactive", "batch"]
 
 logger = logging.getLogger("tram.access")
 
@@ -46,6 +50,8 @@ class RequestRecord:
     first_byte_ms: float | None = None
     error_code: str | None = None
     client_disconnected: bool = False
+    traffic: Traffic = "interactive"
+    batch_id: str | None = None  # the batch whose line this request is
     # What the request cost: the engine's usage, what was relayed, settled at the end.
     meter: Meter = field(default_factory=Meter)
 
@@ -91,6 +97,8 @@ class RequestRecord:
     def as_log(self) -> dict[str, Any]:
         entry = {k: v for k, v in self.__dict__.items()
                  if v is not None and k not in _NOT_LOGGED}
+        if self.traffic == "interactive":
+            del entry["traffic"]  # the usual class goes without saying
         meter = self.meter
         for name, value in (("prompt_tokens", meter.prompt_tokens),
                             ("completion_tokens", meter.completion_tokens),

@@ -250,7 +250,41 @@ def test_console_keys_usage_and_live_replicas(browser: Browser, embedded: TramUp
     assert len(polls) >= 3  # the replicas table keeps itself up to date
 
 
-@pytest.mark.parametrize("view", ["playground", "console"])
+def test_batches_and_their_progress_for_each_key(browser: Browser, gateway: GatewayFactory,
+                                                fault_engine_server: tuple[str, EngineLog]
+                                                ) -> None:
+    from tests.support.batches import chat_lines, start_batch
+
+    slow = {"name": "slow", "upstreams": [{"url": fault_engine_server[0],
+                                           "served_name": "delay-json"}]}
+    with gateway(models=[slow], batches={"poll_interval": 0.2, "max_concurrency": 1}) as url:
+        made = httpx.post(url + "/admin/keys", headers=AUTH, json={"name": "nightly"}).json()
+        owner = {"Authorization": f"Bearer {made['key']}"}
+        batch = start_batch(url, owner, chat_lines(12, "slow", delay=0.25))
+        page = _page(browser)
+        _sign_in(page, url, made["key"])
+        page.click("#tab-batches")
+        row = page.locator(f"#batches-table tr[data-batch-id='{batch['id']}']")
+        expect(row).to_contain_text("in progress")
+        expect(row).to_contain_text("/v1/chat/completions")
+        expect(row.locator("progress")).to_have_attribute("max", "12")
+        expect(page.locator("#batches-all-wrap")).to_be_hidden()  # its own batches only
+        expect(row).to_contain_text("12/12 done · 0 failed", timeout=30_000)  # refreshed live
+        expect(row).to_contain_text("completed")
+        page.select_option("#lang", "vi")
+        expect(row).to_contain_text("đã xong")
+
+        master = _page(browser)
+        _sign_in(master, url, MASTER_KEY)
+        master.click("#tab-batches")
+        expect(master.locator("#batches-empty")).to_be_visible()  # the master key made none
+        master.check("#batches-all")  # an administrator sees every key's
+        every = master.locator(f"#batches-table tr[data-batch-id='{batch['id']}']")
+        expect(every).to_contain_text(made["id"])
+        expect(master.locator("#batches-key-col")).to_be_visible()
+
+
+@pytest.mark.parametrize("view", ["playground", "batches", "console"])
 def test_a_phone_width_and_a_label_for_every_control(browser: Browser, embedded: TramUp,
                                                     view: str) -> None:
     page = _page(browser, viewport={"width": 375, "height": 812}, is_mobile=True)

@@ -22,7 +22,7 @@ class Param:
     name: str
     schema: dict[str, object]
     description: str
-    where: Literal["query", "path"] = "query"
+    where: Literal["query", "path", "form"] = "query"  # form: a multipart/form-data field
     required: bool = False
 
 
@@ -43,3 +43,4 @@ class Endpoint:
     errors: tuple[int, ...] = ()
     text: str | None = None  # a plain-text success (the metrics exposition)
     text_type: str = "text/plain"
+    form: tuple[Param, ...] = ()  # a multipart/form-data upload's fields

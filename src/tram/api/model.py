@@ -20,7 +20,7 @@ from tram.api.streaming import SSEResponse, cancel_on_disconnect
 from tram.auth.principal import Principal
 from tram.errors import TramError, error_response
 from tram.limits.base import Ticket
-from tram.meter import audio_estimate, prompt_estimate
+from tram.meter import audio_estimate
 from tram.relay.forward import StreamResult
 from tram.relay.multipart import Form, boundary_of
 from tram.relay.route import ModelRoute
@@ -31,8 +31,6 @@ from tram.vision.lift import Lifted, keep_image_urls, lift_data_urls
 __all__ = ["ModelEndpoint"]
 
 _JSON = [(b"content-type", b"application/json")]
-# Held against a budget for a request that sets no max_tokens on a model with no default.
-_UNBOUNDED_CEILING = 256
 
 
 class ModelEndpoint:
@@ -115,37 +113,10 @@ class ModelEndpoint:
 
     async def _admit(self, principal: Principal, payload: Any,
                      estimate: int | None = None) -> Ticket | None:
-        limits = principal.limits
-        if limits is None:
-            return None
-        reserve = 0
-        if limits.tpm is not None or limits.budget_tokens is not None \
-                or limits.max_total_tokens is not None:
-            # Held while it runs: what the prompt may cost as well as what it may generate.
-            reserve = estimate if estimate is not None else \
-                prompt_estimate(payload) + self._completion_ceiling(payload)
-        return await self.state.limiter.admit(principal.key_id, limits, reserve)
+        return await self.state.admission.admit(self.route, principal, payload, estimate)
 
     async def _settle(self, record: RequestRecord, payload: Any, ticket: Ticket | None) -> None:
-        # A cut stream or a cancelled request is charged what the engine did for it.
-        record.meter.settle(payload)
-        if ticket is not None:
-            await self.state.limiter.release(ticket, record.meter.total())
-
-    def _completion_ceiling(self, payload: object) -> int:
-        """What a request may still generate, held against budgets while it runs."""
-        if not self.route.ceiling:
-            return 0  # nothing generated: embeddings, rerank, tokenize, …
-        if isinstance(payload, dict):
-            for name in self.route.ceiling:
-                value = payload.get(name)
-                if isinstance(value, int) and value > 0:
-                    return value
-            model = payload.get("model")
-            config = self.state.config.model(model) if isinstance(model, str) else None
-            if config is not None and config.default_max_tokens is not None:
-                return config.default_max_tokens
-        return _UNBOUNDED_CEILING
+        await self.state.admission.settle(record, payload, ticket)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, principal: Principal,
                      payload: Any, context: Any) -> None:

@@ -41,7 +41,7 @@ class Operation:
     text: str | None = None  # a plain-text success (the metrics exposition)
     dialect: Literal["openai", "anthropic"] = "openai"  # the shape of its errors
     text_type: str = "text/plain"  # the media type of a `text` success
-    multipart: bool = False  # a multipart/form-data upload (a file and its fields)
+    form: tuple[Param, ...] = ()  # a multipart/form-data upload (a file and its fields)
 
 
 def operations(endpoints: Iterable[Endpoint],
@@ -49,18 +49,26 @@ def operations(endpoints: Iterable[Endpoint],
     """The route table as operations: every endpoint, and every path of every model route."""
     ops = [Operation(e.method.lower(), e.path.replace(":path}", "}"), e.summary, e.tag, e.auth,
                      e.answer, e.status, e.body, None, e.params, e.errors, e.text,
-                     text_type=e.text_type) for e in endpoints]
+                     text_type=e.text_type, form=e.form) for e in endpoints]
     for route in routes:
         tag = "anthropic" if route.dialect == "anthropic" else "openai"
         ops += [Operation("post", path, route.summary, tag, "key", route.answer,
                           body=route.schema, stream=route.stream_event, errors=route.errors,
-                          dialect=route.dialect, multipart=route.schema is None)
+                          dialect=route.dialect,
+                          form=_UPLOAD_FORM if route.schema is None else ())
                 for path in route.paths]
     return tuple(ops)
 
 
+# A model route's upload (transcriptions): the file and the model.
+_UPLOAD_FORM = (
+    Param("file", {"type": "string", "contentMediaType": "application/octet-stream"},
+          "The file.", "form", True),
+    Param("model", {"type": "string"}, "The model alias.", "form", True))
+
 _DESCRIPTIONS = {200: "OK", 201: "Created", 400: "Invalid request", 401: "Missing or invalid key",
-                 403: "The key may not do this", 404: "Not found", 413: "Body too large",
+                 403: "The key may not do this", 404: "Not found", 409: "Conflicts with the "
+                 "object's state", 413: "Body too large",
                  429: "A limit or budget of the key, or the model's in-flight limit",
                  502: "The engine failed", 503: "Unavailable (no engine, or store down)",
                  504: "The engine timed out"}
@@ -120,11 +128,11 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     if op.body is not None:
         spec["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": refs[(op.body, "validation")]}}}
-    elif op.multipart:
+    elif op.form:
         spec["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
-            "type": "object", "required": ["file", "model"], "properties": {
-                "file": {"type": "string", "contentMediaType": "application/octet-stream"},
-                "model": {"type": "string"}}}}}}
+            "type": "object", "required": [p.name for p in op.form if p.required],
+            "properties": {p.name: {**p.schema, "description": p.description}
+                           for p in op.form}}}}}
     return spec
 
 

@@ -8,13 +8,18 @@ from starlette.requests import Request
 
 from tram.api.uploads import UploadBudget
 from tram.auth.principal import Authenticator
+from tram.batches.runner import BatchRunner
+from tram.batches.service import BatchService
+from tram.batches.throttle import GatewayLoad
 from tram.config import Settings, TramConfig
 from tram.limits.base import Limiter
 from tram.metrics import Metrics
+from tram.relay.admission import Admission
 from tram.relay.media import MediaVetting
 from tram.relay.service import ModelService
 from tram.routing.registry import Registry
 from tram.store.db import Database
+from tram.store.files import FileStore
 from tram.store.keys import KeyStore
 from tram.store.stored_responses import ResponseStore
 from tram.store.usage import UsageWriter
@@ -41,6 +46,12 @@ class AppState:
     usage: UsageWriter
     limiter: Limiter
     uploads: UploadBudget
+    file_uploads: UploadBudget
+    admission: Admission
+    files: FileStore
+    batches: BatchService
+    batch_runner: BatchRunner
+    batch_load: GatewayLoad
 
     async def aclose(self) -> None:
         self.media.close()

@@ -15,7 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tram.api.admin import metrics, reload
+from tram.api.batches import admin_batches, cancel_batch, create_batch, get_batch, list_batches
 from tram.api.endpoint import Endpoint, Param
+from tram.api.files import delete_file, file_content, get_file, list_files, upload_file
 from tram.api.health import health, ready
 from tram.api.key_admin import create_key, list_keys, revoke_key, show_key, update_key, usage_view
 from tram.api.models import get_model, list_models
@@ -42,6 +44,14 @@ from tram.protocol.answers import (
     ResponseItemList,
     StoredResponseDeleted,
     UsageList,
+)
+from tram.protocol.batches import (
+    BatchCreate,
+    BatchList,
+    BatchObject,
+    FileDeleted,
+    FileList,
+    FileObject,
 )
 from tram.protocol.chat import ChatCompletionRequest
 from tram.protocol.keys import KeyCreate, KeyUpdate
@@ -72,6 +82,20 @@ _ADMIN_ERRORS = (401, 403)
 _KEY_ID = Param("key_id", {"type": "string"}, "A key's id (key_…).", "path", True)
 _RESPONSE_ID = Param("response_id", {"type": "string"}, "A stored response's id (resp_…).",
                      "path", True)
+_FILE_ID = Param("file_id", {"type": "string"}, "A file's id (file-…).", "path", True)
+_BATCH_ID = Param("batch_id", {"type": "string"}, "A batch's id (batch_…).", "path", True)
+_PAGE = (Param("after", {"type": "string"}, "The last id of the previous page."),
+         Param("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+               "How many."))
+_FILES_PARAMS = (
+    Param("purpose", {"type": "string"}, "Only files of this purpose."),
+    Param("after", {"type": "string"}, "The last id of the previous page."),
+    Param("limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 10000},
+          "How many."),
+    Param("order", {"enum": ["asc", "desc"], "default": "desc"}, "By creation time."))
+_UPLOAD = (Param("file", {"type": "string", "contentMediaType": "application/octet-stream"},
+                 "The file: JSONL, one batch request a line.", "form", True),
+           Param("purpose", {"enum": ["batch"]}, "What the file is for.", "form", True))
 _USAGE_PARAMS = (
     Param("by", {"enum": ["key", "model", "day", "route"], "default": "key"},
           "How rows are grouped."),
@@ -120,6 +144,30 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/v1/responses/{response_id}/cancel", cancel_response, "Cancel a "
              "background response (every response here is answered in the foreground: 400)",
              "openai", "key", RelayedAnswer, params=(_RESPONSE_ID,), errors=(400, 401, 404)),
+    Endpoint("POST", "/v1/files", upload_file, "Upload a file for the Batch API "
+             "(multipart/form-data: file, purpose batch; at most batches.max_file_bytes)",
+             "openai", "key", FileObject, form=_UPLOAD, errors=(400, 401, 413, 503)),
+    Endpoint("GET", "/v1/files", list_files, "This key's files", "openai", "key", FileList,
+             params=_FILES_PARAMS, errors=(400, 401)),
+    Endpoint("GET", "/v1/files/{file_id}", get_file, "One file (its key's only)", "openai",
+             "key", FileObject, params=(_FILE_ID,), errors=(401, 404)),
+    Endpoint("DELETE", "/v1/files/{file_id}", delete_file, "Delete a file", "openai", "key",
+             FileDeleted, params=(_FILE_ID,), errors=(401, 404)),
+    Endpoint("GET", "/v1/files/{file_id}/content", file_content, "A file's bytes", "openai",
+             "key", text="The file as uploaded or written (JSONL)",
+             text_type="application/octet-stream", params=(_FILE_ID,), errors=(401, 404)),
+    Endpoint("POST", "/v1/batches", create_batch, "Run a file of requests as a batch, on "
+             "capacity interactive requests leave idle", "openai", "key", BatchObject,
+             body=BatchCreate, errors=(400, 401, 404, 503)),
+    Endpoint("GET", "/v1/batches", list_batches, "This key's batches, newest first", "openai",
+             "key", BatchList, params=_PAGE, errors=(400, 401)),
+    Endpoint("GET", "/v1/batches/{batch_id}", get_batch, "One batch and its progress",
+             "openai", "key", BatchObject, params=(_BATCH_ID,), errors=(401, 404)),
+    Endpoint("POST", "/v1/batches/{batch_id}/cancel", cancel_batch, "Cancel a batch (lines "
+             "in flight finish)", "openai", "key", BatchObject, params=(_BATCH_ID,),
+             errors=(401, 404, 409)),
+    Endpoint("GET", "/admin/batches", admin_batches, "Every key's batches, newest first",
+             "admin", "admin", BatchList, params=_PAGE, errors=(400, *_ADMIN_ERRORS)),
     Endpoint("GET", "/v1/me", me, "The key making the request: its name, rights, models, "
              "limits and its own usage by day (what the web pages show)", "openai", "key", Me,
              errors=(401,)),

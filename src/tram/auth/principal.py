@@ -101,12 +101,34 @@ class Authenticator:
         if self._keys is not None and token.startswith(KEY_PREFIX):
             record = await self._lookup(self._keys, token, digest)
             if record is not None:
-                status = record.status()
-                if status != "active":
-                    raise AuthenticationFailed(f"This API key has been {status}.")
-                models = record.allowed_models
-                return Principal(key_id=record.id, is_master=False, is_admin=record.is_admin,
-                                 allowed_models=frozenset(models) if models is not None else None,
-                                 limits=record.limits if record.limits.any() else None)
+                return _principal(record)
         # No part of the wrong key is echoed: it may be a near miss of a real one.
         raise AuthenticationFailed("Incorrect API key provided.")
+
+    async def principal_of(self, key_id: str) -> Principal:
+        """The principal of a key known by its id, as it stands now (a batch's lines run as
+        the key that made the batch, read again for each line, so a revoked key stops them):
+        AuthenticationFailed if it is revoked, expired or gone; StoreUnavailable if the store
+        cannot say."""
+        if key_id == self._master.key_id:
+            return self._master
+        if self._keys is None:
+            raise AuthenticationFailed("The key that made this request no longer exists.")
+        try:
+            record = await self._keys.get(key_id)
+        except (SQLAlchemyError, OSError):
+            raise StoreUnavailable("The key store is unavailable; try again shortly.") from None
+        if record is None:
+            raise AuthenticationFailed("The key that made this request no longer exists.")
+        return _principal(record)
+
+
+def _principal(record: KeyRecord) -> Principal:
+    """A key's principal; AuthenticationFailed unless it is active."""
+    status = record.status()
+    if status != "active":
+        raise AuthenticationFailed(f"This API key has been {status}.")
+    models = record.allowed_models
+    return Principal(key_id=record.id, is_master=False, is_admin=record.is_admin,
+                     allowed_models=frozenset(models) if models is not None else None,
+                     limits=record.limits if record.limits.any() else None)

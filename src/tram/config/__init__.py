@@ -10,6 +10,7 @@ from tram.config.base import ConfigError
 from tram.config.loading import load_config, parse_config, read_yaml
 from tram.config.models import EngineConfig, MediaLimits, ModelConfig, RouteMode
 from tram.config.schema import (
+    BatchesConfig,
     DatabaseConfig,
     LimitsConfig,
     ResponsesConfig,
@@ -23,6 +24,7 @@ from tram.config.upstreams import HealthConfig, RoutingConfig, Timeouts, Upstrea
 
 __all__ = [
     "MASTER_KEY_VARS",
+    "BatchesConfig",
     "ConfigError",
     "DatabaseConfig",
     "EngineConfig",

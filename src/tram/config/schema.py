@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from tram.config.base import Strict
 from tram.config.models import ModelConfig
 
-__all__ = ["DatabaseConfig", "LimitsConfig", "ResponsesConfig", "ServerConfig", "TramConfig",
-           "UsageConfig", "VisionConfig"]
+__all__ = ["BatchesConfig", "DatabaseConfig", "LimitsConfig", "ResponsesConfig", "ServerConfig",
+           "TramConfig", "UsageConfig", "VisionConfig"]
 
 
 class ServerConfig(Strict):
@@ -106,6 +106,39 @@ class ResponsesConfig(Strict):
     max_expanded_bytes: int = Field(8 * 1024 * 1024, ge=1024)
 
 
+class BatchesConfig(Strict):
+    """Files (`/v1/files`) and the Batch API (`/v1/batches`): what a file may hold, and how each
+    gateway process's batch runner takes lines from the database and paces them
+    (batches/runner.py, batches/throttle.py)."""
+
+    # An uploaded file's size; beyond it, 413 before the body is read (when its length is
+    # declared). Files live in the database, so this also bounds one row.
+    max_file_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    max_lines: int = Field(50_000, ge=1)  # requests in one batch (OpenAI's limit)
+    run: bool = True  # this process runs batch lines (False: it serves the API only)
+    # A claimed line is this process's for `lease_seconds`, renewed while it runs; a process
+    # that dies leaves its lines to be taken over once their lease ends.
+    lease_seconds: float = Field(30.0, ge=1)
+    poll_interval: float = Field(2.0, gt=0)  # seconds between looks for work while idle
+    # Lines in flight per model and process: from `min_concurrency`, one more each
+    # `adjust_interval` while the model's engines are idle, back to it at once when
+    # interactive requests wait.
+    min_concurrency: int = Field(1, ge=1)
+    max_concurrency: int = Field(16, ge=1)
+    adjust_interval: float = Field(0.5, gt=0)
+    # A line refused for a passing reason (the key's rpm or concurrency, the model overloaded
+    # or without an engine) is tried again after this many seconds.
+    retry_seconds: float = Field(5.0, gt=0)
+    # On shutdown, lines in flight get this long to finish before they are handed back.
+    shutdown_grace: float = Field(10.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> BatchesConfig:
+        if self.min_concurrency > self.max_concurrency:
+            raise ValueError("min_concurrency is larger than max_concurrency")
+        return self
+
+
 class TramConfig(Strict):
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -113,6 +146,7 @@ class TramConfig(Strict):
     usage: UsageConfig = UsageConfig()
     vision: VisionConfig = VisionConfig()
     responses: ResponsesConfig = ResponsesConfig()
+    batches: BatchesConfig = BatchesConfig()
     models: list[ModelConfig] = Field(default_factory=list)
 
     @field_validator("models")

@@ -39,8 +39,9 @@ def _malformed(why: str) -> InvalidRequest:
     return InvalidRequest(f"The multipart body is malformed: {why}.", code="invalid_multipart")
 
 
-def _disposition(head: bytes) -> tuple[str | None, bool]:
-    """(the part's field name, whether it is a file) from its one Content-Disposition."""
+def _disposition(head: bytes) -> tuple[str | None, str | None]:
+    """(the part's field name, its file name if it is a file, else None) from its one
+    Content-Disposition."""
     lines = [line for line in head.decode("utf-8", "replace").split("\r\n")
              if line.lower().startswith("content-disposition:")]
     if len(lines) != 1:
@@ -59,11 +60,13 @@ def _disposition(head: bytes) -> tuple[str | None, bool]:
         if key in params:
             raise _malformed(f"the Content-Disposition parameter {key!r} is given twice")
         params[key] = value
-    return params.get("name"), "filename" in params or "filename*" in params
+    filename = params.get("filename", params.get("filename*"))
+    return params.get("name"), filename
 
 
 class Form:
-    """The parts of a multipart body, in order; `fields` holds the small non-file ones."""
+    """The parts of a multipart body, in order; `fields` holds the small non-file ones,
+    `files` the file parts (a file upload's own: the name it was sent with, its bytes)."""
 
     def __init__(self, body: bytes, boundary: str) -> None:
         self.boundary = boundary
@@ -77,6 +80,7 @@ class Form:
             raise _malformed("it is cut short or has no closing boundary")
         self._parts: list[tuple[bytes, bytes, str | None, bool]] = []
         self.fields: dict[str, str] = {}
+        self.files: dict[str, tuple[str, bytes]] = {}  # field → (file name, content)
         self.has_file = False
         seen: set[str] = set()
         for piece in pieces[1:-1]:
@@ -84,7 +88,8 @@ class Form:
             if not sep:
                 raise _malformed("a part has no headers")
             content = content.removesuffix(b"\r\n")
-            name, is_file = _disposition(head)
+            name, filename = _disposition(head)
+            is_file = filename is not None
             if name is not None and name in seen:
                 raise InvalidRequest(f"The multipart body names the field '{name}' twice.",
                                      param=name, code="duplicate_field")
@@ -93,6 +98,8 @@ class Form:
             self._parts.append((head, content, name, is_file))
             if is_file:
                 self.has_file = True
+                if name is not None:
+                    self.files[name] = (filename or "", content)
             elif name is not None and len(content) <= 4096:
                 self.fields[name] = content.decode("utf-8", "replace")
 

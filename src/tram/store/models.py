@@ -12,13 +12,15 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "StoredResponse", "StoredResponseTotal", "UsageEvent", "VirtualKey"]
+__all__ = ["Base", "Batch", "BatchLine", "StoredFile", "StoredResponse", "StoredResponseTotal",
+           "UsageEvent", "VirtualKey"]
 
 
 class Base(DeclarativeBase):
@@ -106,3 +108,81 @@ class StoredResponseTotal(Base):
 
     key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class StoredFile(Base):
+    """A file of `/v1/files`: a batch's input as uploaded, or the output and error files the
+    gateway writes (`purpose` batch_output). In the database, so every gateway process and host
+    sees it; visible to the key that owns it only."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_key_created", "key_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(40))
+    filename: Mapped[str] = mapped_column(String(255))
+    purpose: Mapped[str] = mapped_column(String(32))
+    size: Mapped[int] = mapped_column("bytes", BigInteger)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Batch(Base):
+    """A batch of `/v1/batches`: what was asked and where it stands. Its counts are read from
+    its lines; its output and error files are written when its last line is done."""
+
+    __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_key_created", "key_id", "created_at"),
+                      Index("ix_batches_status", "status"))
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(40))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    input_file_id: Mapped[str] = mapped_column(String(40))
+    completion_window: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str | None] = mapped_column(String(200))
+    total: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    in_progress_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finalizing_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    failed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    expired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelling_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    output_file_id: Mapped[str | None] = mapped_column(String(40))
+    error_file_id: Mapped[str | None] = mapped_column(String(40))
+    errors: Mapped[str | None] = mapped_column(Text)  # JSON: the batch's `errors.data`
+    batch_metadata: Mapped[str | None] = mapped_column("metadata", Text)  # JSON
+
+
+class BatchLine(Base):
+    """One request of a batch. `state`: pending → running (claimed by a gateway process until
+    `lease_until`, epoch seconds) → succeeded or failed, with its output line (`result`)
+    written in the same transaction; or cancelled / expired without running. `not_before`
+    holds a line refused for a passing reason (epoch seconds)."""
+
+    __tablename__ = "batch_lines"
+    __table_args__ = (Index("ux_batch_lines_line", "batch_id", "line", unique=True),
+                      Index("ix_batch_lines_state", "state", "model"),
+                      Index("ix_batch_lines_claim", "model", "state", "id"),
+                      Index("ix_batch_lines_batch_state", "batch_id", "state"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(String(64))
+    line: Mapped[int] = mapped_column(Integer)  # 1-based, in the input file
+    custom_id: Mapped[str | None] = mapped_column(Text)
+    route: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str | None] = mapped_column(Text)  # JSON; None for a malformed line
+    state: Mapped[str] = mapped_column(String(16))
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[float | None] = mapped_column(Float)
+    not_before: Mapped[float | None] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[str | None] = mapped_column(Text)  # the output or error file's line
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,6 +1,7 @@
 // The page: sign-in, language, which views a key may see, and the key's own usage.
 
 import { api, forgetKey, saveKey, savedKey } from "./api.js";
+import { Batches } from "./batches.js";
 import { drawDays } from "./chart.js";
 import { Console } from "./console.js";
 import { language, preferredLanguage, setLanguage, t } from "./i18n.js";
@@ -10,14 +11,16 @@ const $ = (id) => document.getElementById(id);
 let me = null;
 const playground = new Playground();
 const adminConsole = new Console();
+const batches = new Batches();
 
 function show(view) {
-  for (const name of ["playground", "console"]) {
+  for (const name of ["playground", "batches", "console"]) {
     $(name).hidden = name !== view;
     $(`tab-${name}`).setAttribute("aria-pressed", String(name === view));
   }
   $("my-usage").hidden = view !== "playground" || !me;
   if (view === "console") adminConsole.open(); else adminConsole.close();
+  if (view === "batches") batches.open(me); else batches.close();
 }
 
 async function signIn(key) {
@@ -38,8 +41,9 @@ function signOut() {
   forgetKey();
   me = null;
   adminConsole.close();
+  batches.close();
   playground.reset();
-  for (const id of ["tabs", "signout", "who", "playground", "console", "my-usage"]) {
+  for (const id of ["tabs", "signout", "who", "playground", "batches", "console", "my-usage"]) {
     $(id).hidden = true;
   }
   $("signin").hidden = false;
