@@ -1,4 +1,4 @@
-"""The `tram` command: up · serve (more verbs arrive with their issues)."""
+"""The `tram` command: up · serve · keys · usage · clients."""
 
 from __future__ import annotations
 
@@ -130,12 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "terminal, else json; or TRAM_LOG_FORMAT)")
     serve.set_defaults(run=_serve)
 
+    from tram.clients.cli import add_clients_parser
     from tram.engines.cli import add_up_parser
     from tram.store.cli import add_keys_parser, add_usage_parser
 
     add_up_parser(verbs)
     add_keys_parser(verbs)
     add_usage_parser(verbs)
+    add_clients_parser(verbs)
     return parser
 
 
