@@ -1,6 +1,7 @@
 """`python -m bench engine|gateway [--quick] [--no-record]`, `python -m bench inprocess`,
 `python -m bench compare [--base REV]`, `python -m bench images`, `python -m bench routes`,
-`python -m bench fleet`, `python -m bench routing`, `python -m bench floors`."""
+`python -m bench fleet`, `python -m bench routing`, `python -m bench floors`,
+`python -m bench context`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ _COMMANDS = {"engine": ("bench.engine", True), "gateway": ("bench.gateway", Fals
              "inprocess": ("bench.inprocess", False), "compare": ("bench.compare", False),
              "images": ("bench.images", False), "routes": ("bench.routes", False),
              "fleet": ("bench.fleet", False), "routing": ("bench.routing_cost", False),
-             "floors": ("bench.floors", False)}
+             "floors": ("bench.floors", False), "context": ("bench.context", False)}
 
 
 def main(argv: list[str]) -> int:
@@ -24,7 +25,8 @@ def main(argv: list[str]) -> int:
               "       python -m bench routes [--rounds R] [--seconds S]\n"
               "       python -m bench fleet [--replicas N] [--seconds S] [--speed X] [--quick]\n"
               "       python -m bench routing [--replicas N] [--prefixes P]\n"
-              "       python -m bench floors [--seconds S] [--rounds R]",
+              "       python -m bench floors [--seconds S] [--rounds R]\n"
+              "       python -m bench context [--rounds R] [--tokens N] [--contexts 4096,8192]",
               file=sys.stderr)
         return 2
     module, with_name = _COMMANDS[argv[0]]
