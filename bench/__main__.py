@@ -1,7 +1,7 @@
 """`python -m bench engine|gateway [--quick] [--no-record]`, `python -m bench inprocess`,
 `python -m bench compare [--base REV]`, `python -m bench images`, `python -m bench routes`,
 `python -m bench fleet`, `python -m bench routing`, `python -m bench floors`,
-`python -m bench pipelining`, `python -m bench batches`."""
+`python -m bench pipelining`, `python -m bench batches`, `python -m bench context`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ _COMMANDS = {"engine": ("bench.engine", True), "gateway": ("bench.gateway", Fals
              "images": ("bench.images", False), "routes": ("bench.routes", False),
              "fleet": ("bench.fleet", False), "routing": ("bench.routing_cost", False),
              "floors": ("bench.floors", False), "pipelining": ("bench.pipelining", False),
-             "batches": ("bench.batches", False)}
+             "batches": ("bench.batches", False), "context": ("bench.context", False)}
 
 
 def main(argv: list[str]) -> int:
@@ -28,7 +28,8 @@ def main(argv: list[str]) -> int:
               "       python -m bench routing [--replicas N] [--prefixes P]\n"
               "       python -m bench floors [--seconds S] [--rounds R]\n"
               "       python -m bench pipelining [--tree DIR] [--scale F] [--no-record]\n"
-              "       python -m bench batches [--lines N] [--big N] [--database URL]",
+              "       python -m bench batches [--lines N] [--big N] [--database URL]\n"
+              "       python -m bench context [--rounds R] [--tokens N] [--contexts 4096,8192]",
               file=sys.stderr)
         return 2
     module, with_name = _COMMANDS[argv[0]]

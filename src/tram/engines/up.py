@@ -32,6 +32,7 @@ from tram.routing.registry import Registry, Replica
 from tram.server import gateway_config
 
 __all__ = [
+    "EMBEDDED_CONTEXT",
     "EMBEDDED_DESCRIPTION",
     "apply_model_overrides",
     "embedded_profile",
@@ -46,6 +47,7 @@ EMBEDDED_DESCRIPTION = (
 
 EMBEDDING_ALIAS = "all-minilm-l6-v2"
 LLAMACPP = LlamaCppEngine.model_fields["kind"].annotation.__args__[0]  # type: ignore[union-attr]
+EMBEDDED_CONTEXT = 8192  # tokens per request: SmolLM2-135M's trained context
 
 
 def embedded_profile(model_path: Path | None = None) -> dict[str, Any]:
@@ -59,8 +61,11 @@ def embedded_profile(model_path: Path | None = None) -> dict[str, Any]:
         "description": EMBEDDED_DESCRIPTION,
         # A 135M model left to itself may ramble to the end of its context.
         "default_max_tokens": 512,
+        # Each of the 8 slots holds SmolLM2's whole trained context (8,192 tokens), so that a
+        # coding agent's first turn (Codex, Claude Code, Qwen Code: 4-8K tokens of system
+        # prompt and tools) fits; bench/RESULTS.md prices it against 4,096.
         "engine": {"kind": LLAMACPP, "model": str(model_path),
-                   "served_name": "SmolLM2-135M-Instruct"},
+                   "served_name": "SmolLM2-135M-Instruct", "context": EMBEDDED_CONTEXT},
     }]
     embedding = embedding_model_path()
     if embedding is not None:
