@@ -42,14 +42,10 @@ import orjson
 
 from bench.gateway import _start, _wait, stop_processes
 from bench.loadgen import KEY, free_port
+from bench.workloads import session
 
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = [f"{a}{b}" for a in "bcdfghklmnprstvz" for b in ("a", "e", "i", "o", "u", "an", "on")]
 MAX_TOKENS = 24
-
-
-def _text(rng: random.Random, tokens: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(tokens))  # ~4 characters a word
 
 
 @dataclass
@@ -70,10 +66,6 @@ class Load:
         self.seed = seed
         self.arrivals = random.Random(seed)  # the same arrival times for every policy
         self.sessions = 0
-        shared = random.Random(1)
-        self.systems = [_text(shared, 1500) for _ in range(4)]
-        self.docs = [_text(shared, 4000) for _ in range(48)]
-        self.popularity = [1 / (i + 1) ** 0.5 for i in range(48)]
         self.stats = Stats()
         self.window_start = float("inf")  # set by open_loop
         parts = urlsplit(url)
@@ -129,22 +121,16 @@ class Load:
 
     async def session(self) -> None:
         """One arrival: a conversation (chat), or one request (rag, unique); its content
-        depends only on its number, not on what ran before it."""
+        depends only on its number, not on what ran before it (bench/workloads.py)."""
         self.sessions += 1
-        rng = random.Random(self.seed * 1_000_003 + self.sessions)
-        if self.workload == "chat":
-            messages = [{"role": "system", "content": rng.choice(self.systems)},
-                        {"role": "user", "content": _text(rng, 300)}]
-            for _ in range(8):
+        turns = session(self.workload, self.seed, self.sessions)
+        answer = None
+        try:
+            while True:
+                messages = turns.send(answer)  # type: ignore[arg-type]
                 answer = await self.turn(messages)
-                messages += [{"role": "assistant", "content": answer},
-                             {"role": "user", "content": _text(rng, 200)}]
-        elif self.workload == "rag":
-            doc = rng.choices(self.docs, weights=self.popularity)[0]
-            await self.turn([{"role": "system", "content": "Answer from the document."},
-                             {"role": "user", "content": f"{doc}\nQuestion: {_text(rng, 30)}"}])
-        else:
-            await self.turn([{"role": "user", "content": _text(rng, 1500)}])
+        except StopIteration:
+            pass
 
     async def open_loop(self, rate: float, seconds: float, warmup: float
                         ) -> tuple[float, float]:
