@@ -1,7 +1,7 @@
 """`python -m bench engine|gateway [--quick] [--no-record]`, `python -m bench inprocess`,
 `python -m bench compare [--base REV]`, `python -m bench images`, `python -m bench routes`,
-`python -m bench fleet`, `python -m bench fleetsim`, `python -m bench routing`,
-`python -m bench floors`."""
+`python -m bench fleet`, `python -m bench fleetsim`, `python -m bench fairness`,
+`python -m bench routing`, `python -m bench floors`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ _COMMANDS = {"engine": ("bench.engine", True), "gateway": ("bench.gateway", Fals
              "inprocess": ("bench.inprocess", False), "compare": ("bench.compare", False),
              "images": ("bench.images", False), "routes": ("bench.routes", False),
              "fleet": ("bench.fleet", False), "fleetsim": ("bench.fleetsim", False),
-             "routing": ("bench.routing_cost", False),
+             "fairness": ("bench.fairness", False), "routing": ("bench.routing_cost", False),
              "floors": ("bench.floors", False)}
 
 
@@ -26,6 +26,7 @@ def main(argv: list[str]) -> int:
               "       python -m bench routes [--rounds R] [--seconds S]\n"
               "       python -m bench fleet [--replicas N] [--seconds S] [--speed X] [--quick]\n"
               "       python -m bench fleetsim [--workloads W] [--seeds S] [--evidence]\n"
+              "       python -m bench fairness [--scenario flood|keys] [--real] [--fair-queue]\n"
 
               "       python -m bench routing [--replicas N] [--prefixes P]\n"
               "       python -m bench floors [--seconds S] [--rounds R]",

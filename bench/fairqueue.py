@@ -6,21 +6,30 @@ discrete-event fleet's virtual clock and under the gateway's asyncio loop:
 
     verdict = queue.offer(ticket, now)   # START: route it now; QUEUED: hold it; REJECTED: 429
     queue.done(ticket, now)              # a started request finished (or failed)
-    for ticket in queue.ready(now): …    # held tickets that may start now, in fair order
+    for ticket in queue.ready(now): …    # held tickets started now, in fair order
     for ticket in queue.expired(now): …  # held tickets past their wait bound: refuse (429)
     queue.next_deadline()                # when to call expired() next (a timer), or None
 
-`saturated()`, given by the gateway, says whether the engines can take one more request now
-(`max_in_flight` reached, or every replica's queue is over its bound as the engines report
-it); the queue asks it before it starts anything. The gateway's asyncio side would be: a
-future in `ticket.item` awaited by the request, resolved by `ready()` after `done()` or after
-a scrape, failed by `expired()` from a timer armed at `next_deadline()`.
+The queue counts what it started until `done`, and starts a ticket only while that count is
+under `capacity()`, given by the gateway: how many requests the engines can take at once
+(`max_in_flight`, or each replica's cap less the queue its engine reports). It counts at the
+moment it starts a ticket, not when the request reaches the pool's in-flight count: under
+asyncio the request resumes later, and a queue that read the pool's count would start its
+whole backlog before any of it arrived (the first version of this file did, in the
+simulator: the engines' own FIFO queues took the backlog and fairness was lost). The
+gateway's asyncio side would be: a future in `ticket.item` awaited by the request, resolved
+by `ready()` after `done()` or after a scrape, failed by `expired()` from a timer armed at
+`next_deadline()`; and the replica chosen for a started ticket must be one under its cap.
 
 The reference policy is start-time fair queuing (Goyal et al., 1996) over keys: each key's
 tickets wait in arrival order; a ticket's start tag is max(virtual time, its key's last
 finish tag), its finish tag the start plus cost / weight; the ticket with the smallest start
 tag goes first and the virtual time moves to it. A key that was idle does not bank credit.
+With `class_order`, classes are served in that order (strictly) and keys share within one.
 The queue is bounded in total and per key, and a ticket waits at most its class's bound.
+A ticket's `cost` is the caller's estimate of what it occupies; the simulated gateway uses
+max_tokens + prompt tokens / 12 (a decode token holds a batch slot for a step, ~0.7 ms of
+engine time at a full batch; a prompt token costs 0.06 ms once).
 """
 
 from __future__ import annotations
@@ -63,62 +72,78 @@ class Admission(Protocol):
 
 @dataclass
 class FairQueue:
-    """Weighted fair share across keys, bounded queue and wait, started only when the
-    engines are not saturated."""
+    """Weighted fair share across keys, bounded queue and wait, started only while fewer
+    than `capacity()` of its tickets are in flight. With `class_order`, a class before
+    another goes first (interactive before batch); keys share within a class."""
 
-    saturated: Callable[[], bool]
+    capacity: Callable[[], float]
     max_queue: int = 1024
     max_per_key: int = 256
     max_wait: Mapping[str, float] = field(default_factory=lambda: {"interactive": 30_000.0,
                                                                    "batch": float("inf")})
-    virtual: float = 0.0
+    class_order: tuple[str, ...] = ()
     _keys: dict[str, collections.deque[Ticket]] = field(default_factory=dict)
     _finish: dict[str, float] = field(default_factory=dict)
-    _heads: list[tuple[float, int, str]] = field(default_factory=list)
+    _virtual: dict[int, float] = field(default_factory=dict)  # per class rank
+    _heads: list[tuple[int, float, int, str]] = field(default_factory=list)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
     size: int = 0
+    started: int = 0
     rejected: int = 0
     timed_out: int = 0
 
+    def _rank(self, ticket: Ticket) -> int:
+        order = self.class_order
+        return order.index(ticket.cls) if ticket.cls in order else len(order)
+
     def offer(self, ticket: Ticket, now: float) -> Verdict:
         ticket.enqueued = now
-        if self.size == 0 and not self.saturated():
+        if self.size == 0 and self.started < self.capacity():
             self._tag(ticket)
-            self.virtual = ticket.start_tag
+            self._virtual[self._rank(ticket)] = ticket.start_tag
+            self.started += 1
             return Verdict.START
         queue = self._keys.setdefault(ticket.key, collections.deque())
         if self.size >= self.max_queue or len(queue) >= self.max_per_key:
+            if not queue:
+                del self._keys[ticket.key]
             self.rejected += 1
             return Verdict.REJECTED
         self._tag(ticket)
         queue.append(ticket)
         self.size += 1
         if len(queue) == 1:
-            heapq.heappush(self._heads, (ticket.start_tag, next(self._seq), ticket.key))
+            self._push(ticket)
         return Verdict.QUEUED
 
     def _tag(self, ticket: Ticket) -> None:
-        start = max(self.virtual, self._finish.get(ticket.key, 0.0))
+        start = max(self._virtual.get(self._rank(ticket), 0.0),
+                    self._finish.get(ticket.key, 0.0))
         ticket.start_tag = start
         self._finish[ticket.key] = start + ticket.cost / max(ticket.weight, 1e-9)
 
+    def _push(self, head: Ticket) -> None:
+        heapq.heappush(self._heads, (self._rank(head), head.start_tag, next(self._seq),
+                                     head.key))
+
     def done(self, ticket: Ticket, now: float) -> None:
-        """Nothing to account: the engines' load is what `saturated` reads."""
+        self.started -= 1
 
     def ready(self, now: float) -> list[Ticket]:
         started = []
-        while self._heads and not self.saturated():
+        while self._heads and self.started < self.capacity():
             started.append(self._pop())
+            self.started += 1
         return started
 
     def _pop(self) -> Ticket:
-        _, _, key = heapq.heappop(self._heads)
+        rank, _, _, key = heapq.heappop(self._heads)
         queue = self._keys[key]
         ticket = queue.popleft()
         self.size -= 1
-        self.virtual = max(self.virtual, ticket.start_tag)
+        self._virtual[rank] = max(self._virtual.get(rank, 0.0), ticket.start_tag)
         if queue:
-            heapq.heappush(self._heads, (queue[0].start_tag, next(self._seq), key))
+            self._push(queue[0])
         else:
             del self._keys[key]
         return ticket
@@ -139,8 +164,9 @@ class FairQueue:
                 del self._keys[key]
         if gone:
             self.timed_out += len(gone)
-            self._heads = [(q[0].start_tag, next(self._seq), k) for k, q in self._keys.items()]
-            heapq.heapify(self._heads)
+            self._heads = []
+            for queue in self._keys.values():
+                self._push(queue[0])
         return gone
 
     def next_deadline(self) -> float | None:

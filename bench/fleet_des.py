@@ -39,8 +39,8 @@ from tram.routing.registry import ModelPool, Replica
 
 __all__ = ["Fleet", "Loop", "Turn", "percentile", "summary"]
 
-# Builds a gateway's admission queue around its `saturated()`.
-AdmissionFactory = Callable[[Callable[[], bool]], Admission]
+# Builds a gateway's admission queue around its `capacity()`.
+AdmissionFactory = Callable[[Callable[[], float]], Admission]
 
 
 class Loop:
@@ -149,7 +149,7 @@ class Gateway:
         self.routing = routing
         self.max_in_flight: int | None = None
         self.replica_cap = float("inf")
-        self.admission = admission(self.saturated) if admission is not None else None
+        self.admission = admission(self.capacity) if admission is not None else None
         self.decisions = decisions
         self._scrape_interval = routing.scrape_interval * 1000 * speed
         self.alive: Callable[[], bool] = lambda: True  # scrape while the run lasts
@@ -172,7 +172,7 @@ class Gateway:
             return
         flow = turn.flow
         turn.ticket = Ticket(flow.key, flow.weight, flow.cls, turn,
-                             cost=flow.max_tokens + len(render(turn.messages)) / 4 / 8)
+                             cost=flow.max_tokens + len(render(turn.messages)) / 4 / 12)
         verdict = self.admission.offer(turn.ticket, self.loop.now)
         if verdict is Verdict.START:
             self._dispatch(turn)
@@ -183,13 +183,11 @@ class Gateway:
             if deadline is not None:
                 self.loop.at(deadline, self._expire)
 
-    def saturated(self) -> bool:
-        """The engines can take no more now: `max_in_flight` reached, or every replica holds
-        `replica_cap` requests' worth (this gateway's in flight plus the engine's queue)."""
-        pool = self.pool
-        if self.max_in_flight is not None and pool.in_flight >= self.max_in_flight:
-            return True
-        return all(r.routing_load >= self.replica_cap for r in pool.replicas)
+    def capacity(self) -> float:
+        """How many requests the engines can take at once: `replica_cap` each, less the
+        queue each engine reports (everyone's overflow), within `max_in_flight`."""
+        room = sum(max(0.0, self.replica_cap - r.engine_penalty) for r in self.pool.replicas)
+        return min(room, self.max_in_flight if self.max_in_flight is not None else room)
 
     def _admit_ready(self) -> None:
         if self.admission is not None:
@@ -212,7 +210,11 @@ class Gateway:
             hints = RoutingHints(prefix=prefix_key(turn.messages, self.routing.block_chars,
                                                    self.routing.max_blocks,
                                                    anchor_chars=self.routing.anchor_chars))
-        replica = self.pool.pick(hints)
+        # Replicas at their cap take nothing while another has room: the queue's
+        # `capacity()` and the choice of a replica must read the same caps, or the queue
+        # leaks its backlog into the engines' own FIFO queues.
+        full = [r for r in self.pool.replicas if r.routing_load >= self.replica_cap]
+        replica = self.pool.pick(hints, exclude=full if len(full) < len(self.engines) else ())
         assert replica is not None
         index = self.pool.replicas.index(replica)
         if self.decisions is not None:
@@ -252,14 +254,16 @@ class Fleet:
     # times (scrape_interval, the recent-sends time constant) are in its seconds.
     speed: float = 0.5
     admission: AdmissionFactory | None = None  # one queue per gateway
-    max_in_flight: int | None = None  # per gateway, for `saturated()`
-    replica_cap: float = float("inf")  # requests' worth per replica, for `saturated()`
+    max_in_flight: int | None = None  # per gateway, for `capacity()`
+    replica_cap: float = float("inf")  # requests per replica, for `capacity()` and routing
     seed: int = 3
     trace: bool = False
 
-    def run(self, flows: Sequence[Flow], seconds: float, warmup: float) -> list[Turn]:
-        """Poisson sessions of every flow for warmup + seconds (simulated), then drained;
-        every turn, with `counted` set for those that started in the window."""
+    def run(self, flows: Sequence[Flow], seconds: float, warmup: float,
+            drain: float = float("inf")) -> list[Turn]:
+        """Poisson sessions of every flow for warmup + seconds (simulated), then drained for
+        at most `drain` seconds; every turn, with `counted` set for those that started in
+        the window (`stopped`: when the simulation ended)."""
         loop = Loop()
         self.steps: list[tuple[Any, ...]] = []
         self.decisions: list[tuple[Any, ...]] = []
@@ -288,8 +292,9 @@ class Fleet:
                 number += 1
                 loop.at(when, self._starter(loop, flow, number, turns, rng, window))
                 when += arrivals.expovariate(flow.rate) * 1000
-        loop.run()
+        loop.run(end + drain * 1000)
         self.window = (window, end)
+        self.stopped = loop.now
         return turns
 
     def _starter(self, loop: Loop, flow: Flow, number: int, turns: list[Turn],
@@ -318,14 +323,20 @@ def percentile(values: Sequence[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
 
 
-def summary(turns: Sequence[Turn], window: tuple[float, float], key: str | None = None
-            ) -> dict[str, float]:
+def summary(turns: Sequence[Turn], window: tuple[float, float], key: str | None = None,
+            stopped: float | None = None) -> dict[str, float]:
     """p50/p90/p99 time to first token (ms) of the counted turns, output tokens per second
-    of those finished inside the window, and how many there were."""
-    mine = [t for t in turns if t.counted and (key is None or t.flow.key == key)]
+    of those finished inside the window, and how many there were. A turn still without its
+    first token when the simulation `stopped` counts as waiting until then (a lower bound;
+    `censored` says how many); one refused by the gateway counts for nothing."""
+    mine = [t for t in turns if t.counted and (key is None or t.flow.key == key)
+            and not t.rejected]
     ttft = [t.first - t.started for t in mine if t.first is not None]
+    censored = [t for t in mine if t.first is None]
+    if stopped is not None:
+        ttft += [stopped - t.started for t in censored]
     seconds = (window[1] - window[0]) / 1000
     done = [t for t in mine if t.finished is not None and t.finished <= window[1]]
     return {"p50": percentile(ttft, .5), "p90": percentile(ttft, .9),
-            "p99": percentile(ttft, .99), "turns": len(mine),
+            "p99": percentile(ttft, .99), "turns": len(mine), "censored": len(censored),
             "tok_s": sum(t.flow.max_tokens for t in done) / seconds}
