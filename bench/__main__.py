@@ -1,7 +1,8 @@
 """`python -m bench engine|gateway [--quick] [--no-record]`, `python -m bench inprocess`,
 `python -m bench compare [--base REV]`, `python -m bench images`, `python -m bench routes`,
-`python -m bench fleet`, `python -m bench routing`, `python -m bench floors`,
-`python -m bench pipelining`, `python -m bench batches`, `python -m bench context`."""
+`python -m bench fleet`, `python -m bench fleetsim`, `python -m bench fairness`,
+`python -m bench routing`, `python -m bench floors`, `python -m bench pipelining`,
+`python -m bench batches`, `python -m bench context`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import sys
 _COMMANDS = {"engine": ("bench.engine", True), "gateway": ("bench.gateway", False),
              "inprocess": ("bench.inprocess", False), "compare": ("bench.compare", False),
              "images": ("bench.images", False), "routes": ("bench.routes", False),
-             "fleet": ("bench.fleet", False), "routing": ("bench.routing_cost", False),
+             "fleet": ("bench.fleet", False), "fleetsim": ("bench.fleetsim", False),
+             "fairness": ("bench.fairness", False), "routing": ("bench.routing_cost", False),
              "floors": ("bench.floors", False), "pipelining": ("bench.pipelining", False),
              "batches": ("bench.batches", False), "context": ("bench.context", False)}
 
@@ -25,6 +27,8 @@ def main(argv: list[str]) -> int:
               "       python -m bench images [--seconds S]\n"
               "       python -m bench routes [--rounds R] [--seconds S]\n"
               "       python -m bench fleet [--replicas N] [--seconds S] [--speed X] [--quick]\n"
+              "       python -m bench fleetsim [--workloads W] [--seeds S] [--evidence]\n"
+              "       python -m bench fairness [--scenario flood|keys] [--real] [--fair-queue]\n"
               "       python -m bench routing [--replicas N] [--prefixes P]\n"
               "       python -m bench floors [--seconds S] [--rounds R]\n"
               "       python -m bench pipelining [--tree DIR] [--scale F] [--no-record]\n"

@@ -42,14 +42,10 @@ import orjson
 
 from bench.gateway import _start, _wait, stop_processes
 from bench.loadgen import KEY, free_port
+from bench.workloads import session
 
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = [f"{a}{b}" for a in "bcdfghklmnprstvz" for b in ("a", "e", "i", "o", "u", "an", "on")]
 MAX_TOKENS = 24
-
-
-def _text(rng: random.Random, tokens: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(tokens))  # ~4 characters a word
 
 
 @dataclass
@@ -63,18 +59,20 @@ class Stats:
 
 
 class Load:
-    def __init__(self, url: str, speed: float, workload: str, seed: int = 7) -> None:
+    """Open-loop sessions of one workload through a gateway (a Flow's: its max_tokens, its
+    engine priority when not 0, and its bearer token)."""
+
+    def __init__(self, url: str, speed: float, workload: str, seed: int = 7,
+                 max_tokens: int = MAX_TOKENS, priority: int = 0, token: str = KEY) -> None:
         self.url = url
         self.speed = speed
         self.workload = workload
         self.seed = seed
+        self.max_tokens, self.priority, self.token = max_tokens, priority, token
         self.arrivals = random.Random(seed)  # the same arrival times for every policy
         self.sessions = 0
-        shared = random.Random(1)
-        self.systems = [_text(shared, 1500) for _ in range(4)]
-        self.docs = [_text(shared, 4000) for _ in range(48)]
-        self.popularity = [1 / (i + 1) ** 0.5 for i in range(48)]
         self.stats = Stats()
+        self.done_at: list[float] = []  # perf_counter() of every good turn, counted or not
         self.window_start = float("inf")  # set by open_loop
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -82,10 +80,13 @@ class Load:
     async def turn(self, messages: list[dict[str, str]]) -> str:
         """One streamed request on a fresh connection (a raw asyncio client: httpx's pool
         cost more CPU than the fleet with a few hundred connections open)."""
-        body = orjson.dumps({"model": "sim", "messages": messages, "max_tokens": MAX_TOKENS,
-                             "stream": True})
+        payload = {"model": "sim", "messages": messages, "max_tokens": self.max_tokens,
+                   "stream": True}
+        if self.priority:
+            payload["priority"] = self.priority  # vLLM's field; the gateway passes it on
+        body = orjson.dumps(payload)
         request = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: {self.host}\r\n"
-                   f"authorization: Bearer {KEY}\r\ncontent-type: application/json\r\n"
+                   f"authorization: Bearer {self.token}\r\ncontent-type: application/json\r\n"
                    f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
         started = time.perf_counter()
         # Turns that start during the warm-up load the fleet but are not counted.
@@ -118,7 +119,8 @@ class Load:
             return ""
         stats.ttft.append((first - started) * 1000 * self.speed)
         stats.finished.append(time.perf_counter())
-        stats.tokens += MAX_TOKENS
+        self.done_at.append(stats.finished[-1])
+        stats.tokens += self.max_tokens
         stats.requests += 1
         text = []
         for line in raw.split(b"\n"):
@@ -129,22 +131,16 @@ class Load:
 
     async def session(self) -> None:
         """One arrival: a conversation (chat), or one request (rag, unique); its content
-        depends only on its number, not on what ran before it."""
+        depends only on its number, not on what ran before it (bench/workloads.py)."""
         self.sessions += 1
-        rng = random.Random(self.seed * 1_000_003 + self.sessions)
-        if self.workload == "chat":
-            messages = [{"role": "system", "content": rng.choice(self.systems)},
-                        {"role": "user", "content": _text(rng, 300)}]
-            for _ in range(8):
+        turns = session(self.workload, self.seed, self.sessions)
+        answer = None
+        try:
+            while True:
+                messages = turns.send(answer)  # type: ignore[arg-type]
                 answer = await self.turn(messages)
-                messages += [{"role": "assistant", "content": answer},
-                             {"role": "user", "content": _text(rng, 200)}]
-        elif self.workload == "rag":
-            doc = rng.choices(self.docs, weights=self.popularity)[0]
-            await self.turn([{"role": "system", "content": "Answer from the document."},
-                             {"role": "user", "content": f"{doc}\nQuestion: {_text(rng, 30)}"}])
-        else:
-            await self.turn([{"role": "user", "content": _text(rng, 1500)}])
+        except StopIteration:
+            pass
 
     async def open_loop(self, rate: float, seconds: float, warmup: float
                         ) -> tuple[float, float]:
@@ -162,13 +158,15 @@ class Load:
         return self.window_start, time.perf_counter() - window_end
 
 
-def _fleet(replicas: int, speed: float) -> tuple[subprocess.Popen[bytes], list[str]]:
+def _fleet(replicas: int, speed: float, scheduling: str = "fcfs"
+           ) -> tuple[subprocess.Popen[bytes], list[str]]:
     # Below the ephemeral range (where free_port finds the gateway's): no collision.
     port = 20000 + random.Random().randrange(0, 1200) * 8
     while any(_busy(port + i) for i in range(replicas)):
         port += 8
     process = _start([sys.executable, "-m", "bench.fleet_sim", "--replicas", str(replicas),
-                      "--port", str(port), "--speed", str(speed)], "0", cwd=ROOT)
+                      "--port", str(port), "--speed", str(speed),
+                      "--scheduling-policy", scheduling], "0", cwd=ROOT)
     urls = [f"http://127.0.0.1:{port + i}" for i in range(replicas)]
     for url in urls:
         _wait(url, "/v1/models")
@@ -280,27 +278,62 @@ def capacity(workload: str, replicas: int, speed: float, seconds: float
             rate *= 0.8
 
 
-def run(replicas: int, seconds: float, speed: float, quick: bool) -> str:
+@dataclass
+class Plan:
+    """What one `python -m bench fleet` run measures."""
+
+    replicas: int = 4
+    seconds: float = 40.0
+    speed: float = 4.0
+    quick: bool = False
+    workloads: tuple[str, ...] = ("chat", "rag", "unique")
+    # Offered 100% per workload (sessions per real second); the capacity probe when absent.
+    rates: dict[str, float] = field(default_factory=dict)
+    policies: tuple[str, ...] = ("round_robin", "least_outstanding", "cache_aware")
+    gateways: tuple[int, ...] = ()  # () = 1, and 4 too for chat and rag unless quick
+
+    def command(self) -> str:
+        extra = "".join([
+            " --quick" if self.quick else "",
+            f" --workloads {','.join(self.workloads)}"
+            if self.workloads != ("chat", "rag", "unique") else "",
+            f" --rates {','.join(f'{k}={v:g}' for k, v in self.rates.items())}"
+            if self.rates else "",
+            f" --policies {','.join(self.policies)}"
+            if self.policies != Plan.policies else "",
+            f" --gateways {','.join(map(str, self.gateways))}" if self.gateways else ""])
+        return (f"python -m bench fleet --replicas {self.replicas} --seconds {self.seconds:g} "
+                f"--speed {self.speed:g}{extra}")
+
+    def rows(self, workload: str) -> list[tuple[float, str, int]]:
+        plans = [(0.8, p, 1) for p in self.policies]
+        if self.gateways:
+            plans = [(0.8, p, g) for g in self.gateways for p in self.policies
+                     if g == 1 or p != "least_outstanding"]
+        elif workload != "unique" and not self.quick:
+            plans += [(0.8, p, 4) for p in self.policies if p != "least_outstanding"]
+            plans += [(1.25, p, 1) for p in self.policies]
+        return plans
+
+
+def run(plan: Plan) -> str:
     os.sched_setaffinity(0, {0})
-    lines = [f"python -m bench fleet --replicas {replicas} --seconds {seconds:g} "
-             f"--speed {speed:g}{' --quick' if quick else ''}", ""]
+    replicas, seconds, speed = plan.replicas, plan.seconds, plan.speed
+    lines = [plan.command(), ""]
     table = ["| workload (sessions/s) | policy | gateways | output tok/s | "
              "TTFT p50 / p90 / p99 ms | prefix hit rate per replica | requests (errors) | "
              "drain s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     capacities = ["| workload | rates tried (least outstanding, ✓ p90 TTFT ≤ 2 s) | capacity "
                   "| 80% |", "| --- | --- | --- | --- |"]
     rows: list[Row] = []
-    for workload in ("chat", "rag", "unique"):
-        fleet_capacity, steps = capacity(workload, replicas, speed, seconds / 2)
+    for workload in plan.workloads:
+        if workload in plan.rates:
+            fleet_capacity, steps = plan.rates[workload], ["given"]
+        else:
+            fleet_capacity, steps = capacity(workload, replicas, speed, seconds / 2)
         capacities.append(f"| {workload} | {', '.join(steps)} | {fleet_capacity:.2f} | "
                           f"{0.8 * fleet_capacity:.2f} |")
-        plans = [(0.8, "round_robin", 1), (0.8, "least_outstanding", 1),
-                 (0.8, "cache_aware", 1)]
-        if workload != "unique" and not quick:
-            plans += [(0.8, "round_robin", 4), (0.8, "cache_aware", 4),
-                      (1.25, "round_robin", 1), (1.25, "least_outstanding", 1),
-                      (1.25, "cache_aware", 1)]
-        for share, policy, workers in plans:
+        for share, policy, workers in plan.rows(workload):
             row = run_one(workload, policy, workers, replicas, speed, share * fleet_capacity,
                           seconds)
             row.share = share
@@ -335,6 +368,11 @@ def _verdict(rows: list[Row]) -> str:
     if new and lo:
         out.append(f"- unique (control): throughput {new.throughput / lo.throughput:.3f}× least "
                    f"outstanding, p90 TTFT {new.ttft[1] / max(lo.ttft[1], 1e-9):.2f}×")
+    rr = find("unique", "round_robin", 1)
+    if rr:
+        out.append("- unique (control), p90 TTFT ÷ round robin's: " + ", ".join(
+            f"{row.policy} {row.ttft[1] / max(rr.ttft[1], 1e-9):.2f}"
+            for row in (new, lo) if row is not None))
     return "\n".join(out)
 
 
@@ -344,6 +382,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--speed", type=float, default=4.0)
     parser.add_argument("--quick", action="store_true", help="one gateway only")
+    parser.add_argument("--workloads", default="chat,rag,unique")
+    parser.add_argument("--rates", default="",
+                        help="capacity per workload, sessions per real second (no probe): "
+                             "e.g. chat=14.65,rag=16")
+    parser.add_argument("--policies", default=",".join(Plan.policies))
+    parser.add_argument("--gateways", default="", help="e.g. 1,4 (rows at 80%% only)")
     args = parser.parse_args(argv)
-    print(run(args.replicas, args.seconds, args.speed, args.quick))
+    rates = {k: float(v) for k, v in (i.split("=") for i in args.rates.split(",") if i)}
+    plan = Plan(args.replicas, args.seconds, args.speed, args.quick,
+                tuple(args.workloads.split(",")), rates, tuple(args.policies.split(",")),
+                tuple(int(g) for g in args.gateways.split(",") if g))
+    print(run(plan))
     return 0

@@ -1,11 +1,14 @@
 """FLEET SIMULATOR: N simulated vLLM replicas, for routing benchmarks and tests only.
 
-Not an engine. Each replica speaks the OpenAI chat API (JSON and SSE) over HTTP/1.1 and models
-what routing changes: a prefix cache of token blocks with LRU eviction and a KV capacity,
-prefill time per uncached token, decode steps that slow as the running batch grows, a maximum
-batch with a waiting queue, and vLLM-shaped `/metrics` (`vllm:num_requests_running`,
+Not an engine. Each replica speaks the OpenAI chat API (JSON and SSE) over HTTP/1.1 and runs
+bench/engine_model.py's model of vLLM's scheduler in real time: a prefix cache of token blocks
+with LRU eviction and a KV capacity, prefill time per uncached token, decode steps that slow as
+the running batch grows, a maximum batch with a waiting queue, FCFS or priority scheduling
+(`--scheduling-policy`, a request's `priority` field as vLLM reads it) with preemption when
+blocks run out, and vLLM-shaped `/metrics` (`vllm:num_requests_running`,
 `vllm:num_requests_waiting`, `vllm:kv_cache_usage_perc`, `vllm:prefix_cache_queries_total`,
-`vllm:prefix_cache_hits_total`). Text is "tokenised" as 4 characters per token.
+`vllm:prefix_cache_hits_total`, `vllm:num_preemptions_total`). Text is "tokenised" as 4
+characters per token.
 
 Calibration (docs/decisions.md): Qwen3-8B BF16 on one H100 with vLLM, ~64 ms time to first
 token and ~500 output tokens/s at 4 concurrent requests. A decode step costs 6 ms + 0.5 ms per
@@ -17,39 +20,25 @@ long prompts run, but not every replica keep every conversation.
 `--speed S` runs the clock S times faster than real time; every figure a client sees is in
 simulated time once multiplied by S.
 
-    python -m bench.fleet_sim --replicas 4 --port 9100 [--speed 2]
+    python -m bench.fleet_sim --replicas 4 --port 9100 [--speed 2] [--scheduling-policy priority]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
-import math
 import time
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from bench.engine_model import EngineConfig, EngineModel, SimRequest
 from bench.httpproto import RequestProtocol, chunked, http_response
 
 __all__ = ["FleetConfig", "SimReplica", "render", "serve_fleet"]
 
-CHARS_PER_TOKEN = 4
-
-
-@dataclass
-class FleetConfig:
-    block_tokens: int = 16
-    kv_capacity_tokens: int = 160_000
-    prefill_ms_per_token: float = 0.06
-    step_base_ms: float = 6.0
-    step_per_seq_ms: float = 0.5
-    max_batch: int = 32
-    speed: float = 1.0
-    stream_every: int = 16  # tokens per SSE chunk after the first
+FleetConfig = EngineConfig  # the name this module has always exported
 
 
 def render(messages: list[dict[str, Any]]) -> str:
@@ -63,142 +52,64 @@ def render(messages: list[dict[str, Any]]) -> str:
     return "".join(parts) + "<|assistant|>"
 
 
-@dataclass
-class _Request:
-    blocks: list[int]
-    prompt_tokens: int
-    max_tokens: int
-    tokens: asyncio.Queue[int]
-    generated: int = 0
-    cached_tokens: int = 0
-    owned: int = 0  # decode blocks held while running
-    cancelled: bool = False
-    started: bool = False
+@dataclass(eq=False)
+class _Stream:
+    """A request's tokens as the engine produces them, for the connection that sent it."""
+
+    request: SimRequest
+    tokens: asyncio.Queue[int] = field(default_factory=asyncio.Queue)
 
 
-@dataclass
 class SimReplica:
-    config: FleetConfig
-    name: str
-    cache: collections.OrderedDict[int, int] = field(default_factory=collections.OrderedDict)
-    pinned: collections.Counter[int] = field(default_factory=collections.Counter)
-    running: list[_Request] = field(default_factory=list)
-    waiting: collections.deque[_Request] = field(default_factory=collections.deque)
-    queries: int = 0
-    hits: int = 0
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    """An EngineModel stepped in (sped-up) real time."""
 
-    @property
-    def capacity_blocks(self) -> int:
-        return self.config.kv_capacity_tokens // self.config.block_tokens
+    def __init__(self, config: EngineConfig, name: str) -> None:
+        self.config = config
+        self.name = name
+        self.model = EngineModel(config)
+        self._streams: dict[int, _Stream] = {}
+        self._wake = asyncio.Event()
 
-    def used_blocks(self) -> int:
-        return len(self.cache) + sum(r.owned for r in self.running)
-
-    def submit(self, text: str, max_tokens: int) -> _Request:
-        size = self.config.block_tokens * CHARS_PER_TOKEN
-        blocks, crc = [], 0
-        for start in range(0, len(text) - size + 1, size):
-            crc = zlib.crc32(text[start:start + size].encode(), crc)
-            blocks.append(crc)
-        request = _Request(blocks, math.ceil(len(text) / CHARS_PER_TOKEN), max_tokens,
-                           asyncio.Queue())
-        self.waiting.append(request)
+    def submit(self, text: str, max_tokens: int, priority: int = 0) -> _Stream:
+        stream = _Stream(self.model.submit(text, max_tokens, priority))
+        self._streams[id(stream.request)] = stream
         self._wake.set()
-        return request
+        return stream
 
-    def _admit(self) -> int:
-        """Move waiting requests into the batch while there is room; the prefill tokens."""
-        prefill = 0
-        block = self.config.block_tokens
-        while self.waiting and len(self.running) < self.config.max_batch:
-            request = self.waiting[0]
-            if request.cancelled:
-                self.waiting.popleft()
-                continue
-            hit = 0
-            for crc in request.blocks:
-                if crc not in self.cache:
-                    break
-                hit += 1
-            new_prompt = len(request.blocks) - hit
-            decode = math.ceil((request.max_tokens + block) / block)
-            if not self._make_room(new_prompt + decode):
-                break
-            self.waiting.popleft()
-            for crc in request.blocks:
-                self.cache[crc] = 1
-                self.cache.move_to_end(crc)
-                self.pinned[crc] += 1
-            request.owned = decode
-            request.cached_tokens = hit * block
-            self.queries += request.prompt_tokens
-            self.hits += request.cached_tokens
-            prefill += request.prompt_tokens - request.cached_tokens
-            self.running.append(request)
-        return prefill
-
-    def _make_room(self, blocks: int) -> bool:
-        excess = self.used_blocks() + blocks - self.capacity_blocks
-        if excess <= 0:
-            return True
-        for crc in list(self.cache):  # least recently used first; pinned blocks stay
-            if excess <= 0:
-                break
-            if not self.pinned[crc]:
-                del self.cache[crc]
-                excess -= 1
-        return excess <= 0
-
-    def _release(self, request: _Request) -> None:
-        for crc in request.blocks:
-            self.pinned[crc] -= 1
-            if not self.pinned[crc]:
-                del self.pinned[crc]
-        request.owned = 0
+    def cancel(self, stream: _Stream) -> None:
+        self.model.cancel(stream.request)
+        self._streams.pop(id(stream.request), None)
+        stream.tokens.put_nowait(-1)  # the connection's task stops waiting
 
     async def run(self) -> None:
-        config = self.config
+        model, speed = self.model, self.config.speed
         while True:
-            if not self.running and not self.waiting:
+            if model.idle():
                 self._wake.clear()
                 await self._wake.wait()
-            prefill = self._admit()
-            step = config.step_base_ms + config.step_per_seq_ms * len(self.running) \
-                + prefill * config.prefill_ms_per_token
-            await asyncio.sleep(step / 1000 / config.speed)
-            still = []
-            for request in self.running:
-                if request.cancelled:
-                    self._release(request)
+            step_ms = model.begin_step()
+            await asyncio.sleep(step_ms / 1000 / speed)
+            for request in model.end_step():
+                stream = self._streams.get(id(request))
+                if stream is None:
                     continue
-                request.generated += 1
-                request.tokens.put_nowait(request.generated)
-                if request.generated >= request.max_tokens:
-                    self._release(request)
-                else:
-                    still.append(request)
-            self.running = still
+                stream.tokens.put_nowait(request.generated)
+                if request.done:
+                    del self._streams[id(request)]
 
     def metrics(self) -> bytes:
-        usage = min(1.0, self.used_blocks() / max(self.capacity_blocks, 1))
-        name = f'model_name="{self.name}"'
-        return (f"vllm:num_requests_running{{{name}}} {len(self.running)}\n"
-                f"vllm:num_requests_waiting{{{name}}} {len(self.waiting)}\n"
-                f"vllm:kv_cache_usage_perc{{{name}}} {usage:.4f}\n"
-                f"vllm:prefix_cache_queries_total{{{name}}} {self.queries}\n"
-                f"vllm:prefix_cache_hits_total{{{name}}} {self.hits}\n").encode()
+        return self.model.metrics(self.name)
 
 
 class _Protocol(RequestProtocol):
     def __init__(self, replica: SimReplica) -> None:
         super().__init__()
         self.replica = replica
-        self.current: _Request | None = None
+        self.current: _Stream | None = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.current is not None:
-            self.current.cancelled = True  # the client left: the engine stops working for it
+            self.replica.cancel(self.current)  # the client left: the engine stops working
         self.transport = None
 
     def request(self, url: bytes, body: bytes) -> None:
@@ -214,8 +125,9 @@ class _Protocol(RequestProtocol):
     async def _chat(self, body: dict[str, Any]) -> None:
         text = render(body.get("messages") or [])
         max_tokens = int(body.get("max_tokens") or 16)
-        request = self.replica.submit(text, max_tokens)
-        self.current = request
+        handle = self.replica.submit(text, max_tokens, int(body.get("priority") or 0))
+        self.current = handle
+        request, tokens = handle.request, handle.tokens
         model = body.get("model", "sim")
         stream = bool(body.get("stream"))
         usage_wanted = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -224,9 +136,9 @@ class _Protocol(RequestProtocol):
             self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                                  b"transfer-encoding: chunked\r\n\r\n")
         sent = 0
-        while request.generated < max_tokens or not request.tokens.empty():
-            count = await request.tokens.get()
-            if self.transport is None:
+        while True:
+            count = await tokens.get()
+            if self.transport is None or count < 0:
                 return
             if stream and (sent == 0 or count - sent >= every or count == max_tokens):
                 delta = {"content": "".join(f"w{i} " for i in range(sent, count))}
@@ -288,9 +200,10 @@ def main() -> None:
     parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--kv-capacity-tokens", type=int, default=160_000)
     parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--scheduling-policy", choices=("fcfs", "priority"), default="fcfs")
     args = parser.parse_args()
     config = FleetConfig(speed=args.speed, kv_capacity_tokens=args.kv_capacity_tokens,
-                         max_batch=args.max_batch)
+                         max_batch=args.max_batch, scheduling=args.scheduling_policy)
     try:
         import uvloop
 

@@ -4,7 +4,7 @@ unless that replica is busier than its fair share.
 A request's prompt (its messages, rendered as a chat template would lay them out) is cut into
 fixed-size blocks of characters, each hashed together with everything before it (CRC-32
 chained: the hash of block i names the whole prefix up to i, and is the same in every gateway
-process). Three signals decide:
+process). Four signals decide:
 
 * the table this gateway has learned from its own decisions (block hash → the replica it sent
   that prefix to; SGLang's router keeps an approximate tree the same way): the deepest block
@@ -18,21 +18,33 @@ process). Three signals decide:
   prompt opens with (RAG), so every request about one document meets it in one cache;
 * load: the gateway's own requests in flight per replica plus what the engines report on
   their `/metrics` (waiting queue and KV usage, i.e. every gateway's overload; scraped in the
-  background by `engine_load`).
+  background by `engine_load`);
+* what this gateway sent each replica lately (`_Pending`): prompts whose prefill is most
+  likely still ahead of that replica. Requests in flight do not show it: most are decoding,
+  and identical ones admitted together finish together, so a count of them sends the next
+  arrivals in a burst to the replica that just emptied (bench/RESULTS.md, issue 27).
 
-Candidates over the load bound (Mirrokni et al.'s consistent hashing with bounded loads: at
-most `load_factor` × the mean, plus `load_slack` requests so that a quiet fleet is not
-reshuffled by one request) are passed over; the rest are scored
-`prefix_weight × saved(match) + anchor_weight / ring rank − load_weight × load /
-bound`, with weights from tram.yaml (`routing:`).
+A prompt whose prefix went somewhere before (a learned match), or whose anchor this gateway
+has routed lately, is scored: candidates over the load bound (Mirrokni et al.'s consistent
+hashing with bounded loads: at most `load_factor` × the mean, plus `load_slack` requests so
+that a quiet fleet is not reshuffled by one request) are passed over; the rest are scored
+`prefix_weight × saved(match) + anchor_weight / ring rank − load_weight × load / bound`, with
+weights from tram.yaml (`routing:`). New work — a conversation's first request, an anchor
+not routed lately, nothing of it learned but prefixes every replica holds — goes to the
+replica with the least load plus recent sends, its owner kept within a margin that scales
+with how often this gateway's anchors come back: where documents and conversations recur, an
+unseen one is likely cached at its owner by another gateway; where prompts never recur, the
+owner is worth nothing and new work is spread as evenly as round robin would.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import operator
+import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,6 +60,7 @@ class PrefixKey:
     blocks: tuple[int, ...]  # chained hashes of the prompt's complete blocks
     anchor: int  # the conversation's identity (opening of the first user message, or `user`)
     sticky_user: bool = False
+    opening: bool = False  # no assistant or tool message yet: the conversation's first request
 
 
 def prefix_key(messages: Sequence[Any], block_chars: int, max_blocks: int,
@@ -80,7 +93,11 @@ def prefix_key(messages: Sequence[Any], block_chars: int, max_blocks: int,
     if user:
         return PrefixKey(tuple(blocks), zlib.crc32(user.encode()), sticky_user=True)
     anchor = zlib.crc32(view[:anchor_end if anchor_end >= 0 else len(data)])
-    return PrefixKey(tuple(blocks), anchor)
+    opening = not any(_field(m, "role") in _ANSWERS for m in messages)
+    return PrefixKey(tuple(blocks), anchor, opening=opening)
+
+
+_ANSWERS = frozenset({"assistant", "tool", "function"})
 
 
 def _field(message: Any, name: str) -> Any:
@@ -97,11 +114,47 @@ def _part_text(part: Any) -> str:
 
 
 _LOAD = operator.attrgetter("routing_load")
+_RECURRENCE_RATE = 0.02  # the recurrence average's weight of one decision (~50 decisions)
 _SHARED = "*"  # a learned block that went to several replicas
 
 
-def _least_loaded(candidates: Sequence[Any]) -> Any:
-    return min(candidates, key=_LOAD)
+def _setting(value: float | None, config: RoutingConfig, name: str, default: float) -> float:
+    if value is not None:
+        return value
+    return float(getattr(config, name, default))
+
+
+class _Pending:
+    """Per replica, what this gateway sent there recently: each request counts its share of
+    the prompt not expected in the cache (1 for a prompt with nothing known cached), decaying
+    with the time constant `seconds` — the prefill that replica most likely still has ahead.
+    The requests in flight do not say it: most of them are decoding, and identical requests
+    admitted together finish together, so a count of them herds the next arrivals onto the
+    replica that just emptied (bench/RESULTS.md, issue 27).
+
+    Every value is kept as of one base time, so that reading them all at `now` takes one
+    exp(): value(now) = `values[url]` × `scale(now)`."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = max(seconds, 1e-6)
+        self._base = 0.0
+        self.values: dict[str, float] = {}
+
+    def scale(self, now: float) -> float:
+        """What the stored values are multiplied by to be read at `now`."""
+        age = (now - self._base) / self._seconds
+        if age > 30.0:  # rebase (the values would grow past what a float holds well)
+            factor = math.exp(-age)
+            self.values = {u: v * factor for u, v in self.values.items() if v * factor > 1e-3}
+            self._base, age = now, 0.0
+        return math.exp(-age)
+
+    def at(self, url: str, now: float) -> float:
+        return self.values.get(url, 0.0) * self.scale(now)
+
+    def add(self, url: str, amount: float, now: float) -> None:
+        scale = self.scale(now)
+        self.values[url] = self.values.get(url, 0.0) + amount / scale
 
 
 class LoadAware(Protocol):
@@ -138,28 +191,106 @@ class _Ring:
 
 class CacheAware:
     """The policy (routing.policy: cache_aware). `last_reason` and `last_match` describe the
-    last decision, for the pool's metrics."""
+    last decision, for the pool's metrics.
 
-    def __init__(self, config: RoutingConfig) -> None:
+    `clock` (seconds) times the recent-sends signal; `pending_seconds`, `pending_weight` and
+    `owner_margin` default to the routing config's fields of those names where it has them.
+    """
+
+    def __init__(self, config: RoutingConfig, clock: Callable[[], float] = time.monotonic,
+                 pending_seconds: float | None = None, pending_weight: float | None = None,
+                 owner_margin: float | None = None) -> None:
         self._config = config
         self._table: dict[int, str] = {}
+        self._anchors: dict[int, None] = {}  # anchors this gateway routed lately
         self._rings: dict[tuple[int, int, int, int], _Ring] = {}
+        self._clock = clock
+        self._pending = _Pending(_setting(pending_seconds, config, "pending_seconds", 0.5))
+        self._pending_weight = _setting(pending_weight, config, "pending_weight", 8.0)
+        self._owner_margin = _setting(owner_margin, config, "owner_margin", 8.0)
+        # The share of recent requests whose anchor this gateway had routed before: how much
+        # an unseen opening's owner is worth (RAG documents and conversations come back,
+        # unrelated prompts do not). Starts at 1: the owner first, until shown otherwise.
+        self.recurrence = 1.0
         self.last_reason = "none"
         self.last_match = 0.0
 
     def choose(self, candidates: Sequence[Any], hints: Any) -> Any:
         key: PrefixKey | None = getattr(hints, "prefix", None)
+        now = self._clock()
         if key is None or len(candidates) == 1:
             self.last_reason, self.last_match = "load_fallback", 0.0
-            return _least_loaded(candidates)
-        config = self._config
+            chosen = self._spread(candidates, (), now)
+            self._pending.add(chosen.url, 1.0, now)
+            return chosen
         ring = self._ring(candidates)
+        matched, depth = self._deepest(key.blocks, ring)
+        order = ring.order(key.anchor, min(self._config.anchor_candidates, len(candidates)))
+        owner = candidates[order[0]]
+        seen = self._seen(key.anchor)
+        spread = matched is None and key.opening and not key.sticky_user and not seen
+        if spread:
+            # New work: a conversation's first request, an anchor this gateway has not
+            # routed lately, nothing of it learned but prefixes every replica holds. It goes
+            # where the least prefill is ahead, its owner kept within a margin as large as
+            # openings here tend to come back (bench/RESULTS.md, issue 27). Learned only if
+            # that is the owner: its later turns, and the same opening again, go to the
+            # owner as every gateway's do.
+            chosen = self._spread(candidates, order, now)
+            reason = "anchor_owner" if chosen is owner else "load_spill"
+        else:
+            chosen, reason = self._score(candidates, order, matched, depth, key)
+        self.last_reason = reason
+        self.last_match = depth / max(len(key.blocks), 1) if reason == "prefix_hit" else 0.0
+        self._pending.add(chosen.url, 1.0 - self.last_match, now)
+        if not spread or chosen is owner:
+            self._learn(key.blocks, chosen.url)
+        return chosen
+
+    def _seen(self, anchor: int) -> bool:
+        """Whether this gateway routed this anchor lately; remembered from now on."""
+        anchors = self._anchors
+        seen = anchor in anchors
+        self.recurrence += _RECURRENCE_RATE * (seen - self.recurrence)
+        if seen:
+            return True
+        anchors[anchor] = None
+        if len(anchors) > self._config.table_size:
+            for stale in list(anchors)[:len(anchors) // 2]:
+                del anchors[stale]
+        return False
+
+    def _spread(self, candidates: Sequence[Any], order: Sequence[int], now: float) -> Any:
+        """The replica with the least load and recent sends (`pending_weight` requests'
+        worth for each prompt sent there `pending_seconds` ago, decaying); the anchor's
+        owner (order[0]) unless another is below it by `owner_margin` × the recurrence,
+        then ring order."""
+        pending = self._pending
+        weight = self._pending_weight * pending.scale(now)
+        values = pending.values
+        best, best_load = candidates[0], float("inf")
+        for rank, index in enumerate(order):
+            replica = candidates[index]
+            load = replica.routing_load + weight * values.get(replica.url, 0.0)
+            if rank == 0:
+                load -= self._owner_margin * self.recurrence
+            if load < best_load:
+                best, best_load = replica, load
+        for replica in candidates:
+            load = replica.routing_load + weight * values.get(replica.url, 0.0)
+            if load < best_load:
+                best, best_load = replica, load
+        return best
+
+    def _score(self, candidates: Sequence[Any], order: Sequence[int], matched: int | None,
+               depth: int, key: PrefixKey) -> tuple[Any, str]:
+        """The best of the learned match, the owner and its ring successors, within the
+        load bound (on routing_load)."""
+        config = self._config
         # Only the few scored candidates' loads are read; the bound needs the total (two
         # C-level passes over the candidates: a decision stays cheap with 64 replicas).
         total = sum(map(_LOAD, candidates))
         bound = config.load_factor * total / len(candidates) + config.load_slack
-        matched, depth = self._deepest(key.blocks, ring)
-        order = ring.order(key.anchor, min(config.anchor_candidates, len(candidates)))
         scored: dict[int, float] = {}
         for rank, index in enumerate(order):
             scored[index] = config.anchor_weight / (rank + 1)
@@ -179,20 +310,12 @@ class CacheAware:
             if score > best_score:
                 best, best_score = index, score
         if best < 0:  # every favoured replica is over the bound: the least loaded one
-            chosen = _least_loaded(candidates)
-            reason = "load_fallback"
-        else:
-            chosen = candidates[best]
-            if best == matched:
-                reason = "prefix_hit"
-            elif best == order[0]:
-                reason = "sticky_user" if key.sticky_user else "anchor_owner"
-            else:
-                reason = "load_spill"
-        self.last_reason = reason
-        self.last_match = depth / max(len(key.blocks), 1) if reason == "prefix_hit" else 0.0
-        self._learn(key.blocks, chosen.url)
-        return chosen
+            return min(candidates, key=_LOAD), "load_fallback"
+        if best == matched:
+            return candidates[best], "prefix_hit"
+        if best == order[0]:
+            return candidates[best], "sticky_user" if key.sticky_user else "anchor_owner"
+        return candidates[best], "load_spill"
 
     def _ring(self, candidates: Sequence[Any]) -> _Ring:
         """The ring of these candidates, built once per set of replicas, known by its size and

@@ -1,0 +1,200 @@
+"""Sharing a fleet fairly (issue 27): what one key's load does to another key's time to first
+token, with FCFS engines, with vLLM's priority scheduling, and with a gateway-side queue.
+
+    python -m bench fairness [--scenario flood|keys|all] [--seconds 15] [--seeds 7,8,9]
+                             [--real] [--speed 0.5] [--fair-queue]
+
+Scenarios (4 replicas, bench/engine_model.py's vLLM; prompts with nothing to cache, so
+routing does not enter into it):
+
+  flood  an interactive key (~1,240-token prompts, 24 tokens out) at 25% of the fleet's
+         capacity for them, alone; then beside a batch key (the same prompts, 256 tokens
+         out) flooding at twice the fleet's capacity for batch requests: with FCFS engines,
+         and with engines under `--scheduling-policy priority` and the batch sent at
+         priority 1 (the interactive key at 0). Reported: the interactive key's TTFT, and
+         the share of the capacity the interactive key leaves idle that the batch used.
+  keys   two interactive keys, one sending 10× the other's traffic, 1.5× the fleet's
+         capacity together (past saturation), FCFS: the small key's TTFT against alone.
+
+By default in virtual time (bench/fleet_des.py: seconds, deterministic, seeds averaged).
+`--real` runs `tram serve` in front of bench/fleet_sim.py over HTTP instead (sped-up real
+time, one virtual key per key created through /admin/keys, priority sent as the request's
+`priority` field): the command to re-run once the gateway has its own queue.
+`--fair-queue` (virtual time only) adds rows with bench/fairqueue.py's reference queue in
+the simulated gateway (each replica then takes at most 32 requests, its batch; the rest wait
+at the gateway): a check of the simulator's admission seam, not the product.
+
+Capacities are measured first, as the completed requests per second of a flood (4× a guess)
+over the window: the fleet's throughput for that request shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from bench.engine_model import EngineConfig
+from bench.fairqueue import FairQueue
+from bench.fleet_des import Fleet, Turn, summary
+from bench.workloads import Flow
+
+INTERACTIVE = Flow("unique", 1.0, key="interactive", cls="interactive", max_tokens=24, seed=11)
+BATCH = Flow("unique", 1.0, key="batch", cls="batch", max_tokens=256, seed=12)
+GUESS = {24: 50.0, 256: 16.0}  # requests per simulated second the fleet completes, roughly
+DRAIN = 60.0  # simulated seconds a run goes on after its last arrival, at most
+
+
+@dataclass
+class Outcome:
+    per_key: dict[str, dict[str, float]]  # summary() of each key
+    completed: dict[str, float]  # requests per second finished inside the window
+    rejected: int = 0
+
+
+# flows, the engines' scheduling, the gateway's queue (None, "keys": fair share across keys,
+# "classes": interactive first, then fair share across keys), the seed.
+Runner = Callable[[Sequence[Flow], str, str | None, int], Outcome]
+
+
+def des_runner(seconds: float) -> Runner:
+    def run(flows: Sequence[Flow], scheduling: str, fair: str | None, seed: int) -> Outcome:
+        def queue(capacity: Callable[[], float]) -> FairQueue:
+            order = ("interactive", "batch") if fair == "classes" else ()
+            return FairQueue(capacity, max_per_key=100_000, max_queue=100_000,
+                             class_order=order)
+
+        # With a queue, each replica takes what its engine batches at once (max_batch).
+        fleet = Fleet(engine=EngineConfig(scheduling=scheduling),  # type: ignore[arg-type]
+                      seed=seed, replica_cap=32 if fair else float("inf"),
+                      admission=queue if fair else None)
+        flows = [replace(f, seed=f.seed * 100 + seed) for f in flows]
+        turns = fleet.run(flows, seconds, seconds / 2, drain=DRAIN)
+        return outcome(turns, fleet.window, [f.key for f in flows], fleet.stopped)
+    return run
+
+
+def outcome(turns: Sequence[Turn], window: tuple[float, float], keys: Sequence[str],
+            stopped: float) -> Outcome:
+    """Each key's TTFT (turns started in the window; still waiting when the run stopped:
+    counted as waiting until then), and requests finished per second during the window
+    (whenever they started: the fleet's service to that key)."""
+    seconds = (window[1] - window[0]) / 1000
+    completed = {key: sum(1 for t in turns if t.flow.key == key and t.finished is not None
+                          and not t.rejected and window[0] <= t.finished <= window[1])
+                 / seconds for key in keys}
+    return Outcome({key: summary(turns, window, key, stopped) for key in keys}, completed,
+                   sum(1 for t in turns if t.rejected))
+
+
+def capacity(run: Runner, flow: Flow, seed: int) -> float:
+    """Requests per second the fleet completes under a flood of this flow's requests."""
+    flood = replace(flow, rate=4 * GUESS[flow.max_tokens])
+    return run([flood], "fcfs", None, seed).completed[flow.key]
+
+
+def _mean(values: Sequence[float]) -> float:
+    return statistics.mean(values) if values else 0.0
+
+
+def flood(run: Runner, seeds: Sequence[int], fair: bool) -> list[str]:
+    """Scenario (a): the interactive key alone, then beside a batch flood at 2× capacity."""
+    lines = []
+    caps = {name: _mean([capacity(run, f, s) for s in seeds])
+            for name, f in (("interactive", INTERACTIVE), ("batch", BATCH))}
+    interactive = replace(INTERACTIVE, rate=0.25 * caps["interactive"])
+    batch = replace(BATCH, rate=2 * caps["batch"])
+    lines.append(f"Capacities (requests per simulated second, completed under a flood): "
+                 f"interactive {caps['interactive']:.1f}, batch {caps['batch']:.1f}; "
+                 f"offered: interactive {interactive.rate:.1f}/s (25%), batch "
+                 f"{batch.rate:.1f}/s (200%)")
+    cases: list[tuple[str, list[Flow], str, str | None]] = [
+        ("interactive alone", [interactive], "fcfs", None),
+        ("+ batch flood, FCFS engines", [interactive, batch], "fcfs", None),
+        ("+ batch flood, engine priority (batch at 1)",
+         [interactive, replace(batch, priority=1)], "priority", None)]
+    if fair:
+        cases += [("+ batch flood, FCFS engines, reference queue: fair share by key",
+                   [interactive, batch], "fcfs", "keys"),
+                  ("+ batch flood, FCFS engines, reference queue: interactive class first",
+                   [interactive, batch], "fcfs", "classes")]
+    lines += ["", "| case | interactive TTFT p50 / p90 / p99 ms, per seed | p90 ÷ alone | "
+              "batch completed /s (÷ batch alone) | share of idle capacity the batch used |",
+              "| --- | --- | --- | --- | --- |"]
+    alone: list[float] = []
+    idle = 1 - interactive.rate / caps["interactive"]
+    for name, flows, scheduling, queue in cases:
+        results = [run(flows, scheduling, queue, s) for s in seeds]
+        p90 = [r.per_key["interactive"]["p90"] for r in results]
+        alone = alone or p90
+        used = _mean([r.completed.get("batch", 0.0) for r in results])
+        lines.append(
+            f"| {name} | " + " · ".join(
+                "{p50:.0f}/{p90:.0f}/{p99:.0f}".format(**r.per_key["interactive"])
+                for r in results)
+            + " | " + " ".join(f"{a / max(b, 1e-9):.1f}" for a, b in zip(p90, alone, strict=True))
+            + f" | {used:.1f} ({used / caps['batch']:.0%}) | "
+            + (f"{used / (caps['batch'] * idle):.0%}" if "batch" in name else "–") + " |")
+        print(lines[-1], flush=True)
+    lines += ["", "Share of idle capacity: batch completed per second beside the interactive "
+              "key ÷ (the batch flood's alone × the 75% of the fleet the interactive key "
+              "leaves idle); over 100%: the two share engine steps (a short interactive "
+              "request in a full batch costs less than its share of an idle fleet)."]
+    return lines
+
+
+def keys(run: Runner, seeds: Sequence[int], fair: bool) -> list[str]:
+    """Scenario (b): a small and a 10× key, 1.5× capacity together, FCFS."""
+    cap = _mean([capacity(run, INTERACTIVE, s) for s in seeds])
+    small = replace(INTERACTIVE, key="small", rate=1.5 * cap / 11, seed=21)
+    big = replace(INTERACTIVE, key="big", rate=1.5 * cap * 10 / 11, seed=22)
+    lines = [f"Capacity {cap:.1f} interactive requests per simulated second; offered: small "
+             f"{small.rate:.1f}/s, big {big.rate:.1f}/s (150% together)", "",
+             "| case | small key TTFT p50 / p90 / p99 ms, per seed | p90 ÷ alone | "
+             "big key p90 ms | completed /s small · big |", "| --- | --- | --- | --- | --- |"]
+    cases: list[tuple[str, list[Flow], str | None]] = [
+        ("small key alone", [small], None), ("beside the 10× key, FCFS", [small, big], None)]
+    if fair:
+        cases.append(("beside the 10× key, reference queue: fair share by key", [small, big],
+                      "keys"))
+    alone: list[float] = []
+    for name, flows, queue in cases:
+        results = [run(flows, "fcfs", queue, s) for s in seeds]
+        p90 = [r.per_key["small"]["p90"] for r in results]
+        alone = alone or p90
+        lines.append(
+            f"| {name} | " + " · ".join("{p50:.0f}/{p90:.0f}/{p99:.0f}".format(
+                **r.per_key["small"]) for r in results)
+            + " | " + " ".join(f"{a / max(b, 1e-9):.1f}" for a, b in zip(p90, alone, strict=True))
+            + " | " + (" · ".join(f"{r.per_key['big']['p90']:.0f}" for r in results)
+                       if "big" in results[0].per_key else "–")
+            + f" | {_mean([r.completed['small'] for r in results]):.1f} · "
+            f"{_mean([r.completed.get('big', 0.0) for r in results]):.1f} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench fairness")
+    parser.add_argument("--scenario", choices=("flood", "keys", "all"), default="all")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--seeds", default="7,8,9")
+    parser.add_argument("--real", action="store_true")
+    parser.add_argument("--speed", type=float, default=0.5)
+    parser.add_argument("--fair-queue", action="store_true")
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.real:
+        from bench.fairness_real import real_runner
+
+        run = real_runner(args.seconds, args.speed)
+    else:
+        run = des_runner(args.seconds)
+    lines = [f"python -m bench fairness {' '.join(argv)}".strip(), ""]
+    if args.scenario in ("flood", "all"):
+        lines += [*flood(run, seeds, args.fair_queue and not args.real), ""]
+    if args.scenario in ("keys", "all"):
+        lines += keys(run, seeds, args.fair_queue and not args.real)
+    print("\n".join(lines))
+    return 0
