@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"protocol", "kinds", "logs", "metrics"},
     {"config"},
     {"transport", "requestlog", "web"},
-    {"limits", "vision", "routing", "server"},
+    {"limits", "vision", "routing", "server", "sharing"},
     {"store"},
     {"auth"},
     {"keys"},
@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
     {"api"},
     {"app"},
     {"engines"},
+    {"clients"},
     {"cli"},
     {"__main__"},
 ]

@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tram.errors import AuthenticationFailed, MissingAPIKey, StoreUnavailable
 from tram.limits.base import KeyLimits
+from tram.sharing.classes import KeyPriority
 from tram.store.keys import KEY_PREFIX, KeyRecord, KeyStore
 
 __all__ = ["Authenticator", "Principal", "bearer_token", "key_digest"]
@@ -35,6 +36,10 @@ class Principal:
     is_admin: bool = False
     allowed_models: frozenset[str] | None = None  # None: every model
     limits: KeyLimits | None = None
+    # Its class or number (sharing/classes.py) and its weight in the fair queue (None: the
+    # config's default for its class).
+    priority: KeyPriority = "interactive"
+    weight: float | None = None
 
     def may_use(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models

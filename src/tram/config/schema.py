@@ -11,6 +11,7 @@ from tram.config.base import Strict
 from tram.config.models import ModelConfig
 
 __all__ = ["BatchesConfig", "DatabaseConfig", "LimitsConfig", "ResponsesConfig", "ServerConfig",
+           "SharingConfig",
            "TramConfig", "UsageConfig", "VisionConfig"]
 
 
@@ -139,6 +140,19 @@ class BatchesConfig(Strict):
         return self
 
 
+class SharingConfig(Strict):
+    """How a model's engines are shared between keys (src/tram/sharing/): each class's
+    priority number sent to engines that schedule by it (lower first, as vLLM reads it)."""
+
+    priorities: dict[str, int] = Field(
+        default_factory=lambda: {"interactive": 0, "batch": 10})
+
+    @field_validator("priorities")
+    @classmethod
+    def _both_classes(cls, value: dict[str, int]) -> dict[str, int]:
+        return {"interactive": 0, "batch": 10, **value}
+
+
 class TramConfig(Strict):
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -147,6 +161,7 @@ class TramConfig(Strict):
     vision: VisionConfig = VisionConfig()
     responses: ResponsesConfig = ResponsesConfig()
     batches: BatchesConfig = BatchesConfig()
+    sharing: SharingConfig = SharingConfig()
     models: list[ModelConfig] = Field(default_factory=list)
 
     @field_validator("models")
