@@ -102,7 +102,8 @@ def build_state(settings: Settings, config: TramConfig,
     responses = ResponseStore(database, config.responses)
     models = ModelService(registry, Forwarder(upstream, metrics), media, responses,
                           config.responses, {route.name: route for route in MODEL_ROUTES},
-                          Sealer(settings.master_key or secrets.token_hex(32)))
+                          Sealer(settings.master_key or secrets.token_hex(32)),
+                          config.sharing.priorities)
     authenticator = Authenticator(settings.master_key, keys)
     usage = UsageWriter(database, settings.data_dir / "journal")
     limiter = build_limiter(config.limits, settings.redis_url, keys.tokens_used)

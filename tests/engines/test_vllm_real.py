@@ -269,7 +269,7 @@ def test_models_describe_themselves(client: openai.OpenAI, vllm_up: TramUp,
     """/v1/models carries each model's context window and capabilities: from the engine's
     settings for an engine Trạm starts, from the engine's own /models for any other."""
     card = client.models.retrieve("qwen-text").model_extra or {}
-    assert card["context_window"] == card["max_model_len"] == 4096
+    assert card["context_window"] == card["max_model_len"] == 32768  # the qwen3 preset's
     assert card["capabilities"] == {"tools": True, "vision": False, "reasoning": True}
     upstream = vllm_up.engine_upstream("qwen-text", "Qwen3-tiny")
     models = [{"name": "elsewhere", "upstreams": [upstream], "health": {"probe_interval": 0.2}}]

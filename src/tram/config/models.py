@@ -49,6 +49,12 @@ class ModelConfig(Strict):
     # client cuts is charged the engine's own count), "auto": running where the engine's kind
     # reports it.
     stream_usage: Literal["auto", "final", "running"] = "auto"
+    # Each request's priority (its key's class or number, sharing.priorities; batch lines
+    # behind) sent as the body's `priority` on chat, completions, responses and embeddings:
+    # "auto" where the engine's kind schedules by it (vLLM with --scheduling-policy priority,
+    # its presets' default), "send" always (an external vLLM started with that flag), "off"
+    # never (a client's own `priority` is then left out too).
+    engine_priority: Literal["auto", "send", "off"] = "auto"
     # Qwen3's thinking, applied as chat_template_kwargs.enable_thinking to every request that
     # does not set it (vLLM's reasoning parser needs to know: a template default alone makes it
     # return the whole answer as reasoning). None: left to the engine.
@@ -103,6 +109,11 @@ class ModelConfig(Strict):
             return self.max_images
         engine_images = self.engine.image_limits()[0] if self.engine is not None else None
         return max(engine_images, 1) if engine_images is not None else 8
+
+    def sends_priority(self) -> bool:
+        if self.engine_priority == "auto":
+            return self.engine is not None and self.engine.schedules_by_priority()
+        return self.engine_priority == "send"
 
     def running_usage(self) -> bool:
         if self.stream_usage == "auto":

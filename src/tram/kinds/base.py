@@ -85,6 +85,10 @@ class EngineBase(BaseModel):
         """Whether the engine returns the model's reasoning apart from its answer."""
         return False
 
+    def schedules_by_priority(self) -> bool:
+        """Whether the engine orders its queue by a request's `priority` (sharing/classes.py)."""
+        return False
+
     def command(self, alias: str, listen: Listen, key: str) -> EngineCommand:
         """The command line for an engine serving `model` for the model alias `alias`,
         listening where `listen` says; `key`, the internal key it must require on every path

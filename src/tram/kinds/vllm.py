@@ -70,6 +70,9 @@ class Preset:
     tool_call_parser: str | None = None
     images_per_prompt: int | None = None  # None: not a vision model
     max_pixels: int | None = None
+    # Trạm sends each request's priority (its key's class; batch lines behind): vLLM orders
+    # its waiting queue by it, and preempts by it when KV blocks run out.
+    scheduling_policy: str | None = "priority"
 
 
 PRESETS: dict[str, Preset] = {
@@ -79,7 +82,7 @@ PRESETS: dict[str, Preset] = {
     "qwen3-vl-thinking": Preset(max_model_len=32768, reasoning_parser="qwen3",
                                 tool_call_parser="hermes", images_per_prompt=4,
                                 max_pixels=QWEN_VL_MAX_PIXELS),
-    "none": Preset(),
+    "none": Preset(scheduling_policy=None),
 }
 
 
@@ -105,9 +108,14 @@ class VLLMEngine(EngineBase):
     # vLLM's CPU build: GiB of memory for the KV cache (VLLM_CPU_KVCACHE_SPACE, whole GiB);
     # left unset, vLLM reserves most of the machine and refuses to start beside others.
     cpu_kv_cache_gib: int = Field(4, ge=1)
+    # "auto": the preset's (priority; "none": vLLM's own default, fcfs).
+    scheduling_policy: Literal["auto", "priority", "fcfs"] = "auto"
 
     def image_limits(self) -> tuple[int | None, int | None]:
         return self.max_images, self.max_pixels
+
+    def schedules_by_priority(self) -> bool:
+        return _policy(self, self._preset()) == "priority"
 
     def _preset(self) -> Preset:
         return PRESETS[detect_preset(self.model) if self.preset == "auto" else self.preset]
@@ -144,6 +152,11 @@ def _choice(value: str | None, preset: str | None) -> str | None:
     if value == "auto":
         return preset
     return None if value in (None, "none") else value
+
+
+def _policy(engine: VLLMEngine, preset: Preset) -> str | None:
+    return preset.scheduling_policy if engine.scheduling_policy == "auto" \
+        else engine.scheduling_policy
 
 
 def find_vllm() -> Path:
@@ -222,6 +235,9 @@ def vllm_flags(engine: VLLMEngine, served_name: str, where: Path | int) -> list[
     if images is not None:
         argv += ["--limit-mm-per-prompt", json.dumps({"image": images, "video": 0},
                                                      separators=(",", ":"))]
+    policy = _policy(engine, preset)
+    if policy is not None:
+        argv += ["--scheduling-policy", policy]
     max_pixels = engine.max_pixels or preset.max_pixels
     if max_pixels is not None and images:
         argv += ["--mm-processor-kwargs", json.dumps({"max_pixels": max_pixels},

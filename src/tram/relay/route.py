@@ -47,6 +47,7 @@ class ModelRoute:
     model_optional: bool = False  # may be left out when the key sees one model
     media: MediaShape | None = None  # vetted before any engine sees it
     templated: bool = False  # a chat template applies: the model's thinking default holds
+    prioritized: bool = False  # the engine's body takes a scheduling `priority` (vLLM's)
     bridge: Literal["responses", "messages"] | None = None  # served over chat when lacking
     lacks_on: frozenset[int] = LACKS
     errors: tuple[int, ...] = (400, 401, 404, 413, 429, 502, 503, 504)

@@ -46,7 +46,13 @@ from tram.relay.media import MediaVetting
 from tram.relay.multipart import Form
 from tram.relay.route import ModelRoute
 from tram.relay.sealing import Sealer, wants_sealing
-from tram.relay.steps import ask_for_usage, default_ceiling, routing_hints, thinking_default
+from tram.relay.steps import (
+    ask_for_usage,
+    default_ceiling,
+    engine_priority,
+    routing_hints,
+    thinking_default,
+)
 from tram.relay.stream import (
     ChunkStream,
     StreamHandler,
@@ -106,8 +112,11 @@ class _Request:
 class ModelService:
     def __init__(self, registry: Registry, forwarder: Forwarder, media: MediaVetting,
                  store: ResponseStore, responses: ResponsesConfig,
-                 routes: Mapping[str, ModelRoute], sealer: Sealer) -> None:
+                 routes: Mapping[str, ModelRoute], sealer: Sealer,
+                 priorities: Mapping[str, int] | None = None) -> None:
         self._registry = registry
+        # Each class's priority number (tram.yaml's sharing.priorities).
+        self._priorities = dict(priorities or {"interactive": 0, "batch": 10})
         self._sealer = sealer
         self._forwarder = forwarder
         self._media = media
@@ -154,6 +163,8 @@ class ModelService:
         if form is None:
             default_ceiling(route, request.pool, payload)
             thinking_default(route, request.pool, payload)
+            engine_priority(route, request.pool, principal, record.traffic, self._priorities,
+                            payload)
         self._forwarder.check_in_flight(request.pool)
         return await self._forward(request, mode, shape)
 

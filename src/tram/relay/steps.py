@@ -1,13 +1,17 @@
 """The small per-request steps of the model routes' one preparation, each applied where the
 route table says it applies: the model's default ceiling, its thinking default, the usage a
-stream asks its engine for, and what the routing policy routes by."""
+stream asks its engine for, the priority an engine schedules by, and what the routing policy
+routes by."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel
 
+from tram.auth.principal import Principal
+from tram.errors import InvalidRequest
 from tram.protocol.chat import ChatCompletionRequest
 from tram.relay.route import ModelRoute
 from tram.relay.stream import UsageAsked
@@ -15,8 +19,10 @@ from tram.relay.thinking import apply_thinking, requested_thinking
 from tram.routing.policies import RoutingHints
 from tram.routing.prefix import prefix_key
 from tram.routing.registry import ModelPool
+from tram.sharing.classes import priority_of
 
-__all__ = ["ask_for_usage", "default_ceiling", "routing_hints", "thinking_default"]
+__all__ = ["ask_for_usage", "default_ceiling", "engine_priority", "routing_hints",
+           "thinking_default"]
 
 NO_HINTS = RoutingHints()
 
@@ -34,6 +40,22 @@ def thinking_default(route: ModelRoute, pool: ModelPool, payload: dict[str, Any]
     if route.templated and pool.config.thinking is not None:
         choice = requested_thinking(route.name, payload)
         apply_thinking(payload, pool.config.thinking == "on" if choice is None else choice)
+
+
+def engine_priority(route: ModelRoute, pool: ModelPool, principal: Principal, traffic: str,
+                    classes: Mapping[str, int], payload: dict[str, Any]) -> None:
+    """The request's priority, as an engine that schedules by it reads it: its key's class or
+    number (a batch line at least the batch class's). A client may volunteer a lower priority
+    (a larger number) of its own, never a higher one than its key's."""
+    if not route.prioritized:
+        return
+    asked = payload.pop("priority", None)
+    if asked is not None and (not isinstance(asked, int) or isinstance(asked, bool)):
+        raise InvalidRequest("'priority' must be an integer.", param="priority",
+                             code="invalid_type")
+    if pool.config.sends_priority():
+        own = priority_of(principal.priority, traffic, classes)
+        payload["priority"] = own if asked is None else max(own, asked)
 
 
 def ask_for_usage(pool: ModelPool, payload: dict[str, Any]) -> UsageAsked:
