@@ -44,6 +44,7 @@ from tram.metrics import Metrics
 from tram.relay.admission import Admission
 from tram.relay.forward import Forwarder
 from tram.relay.media import MediaVetting
+from tram.relay.queueing import Queues
 from tram.relay.sealing import Sealer
 from tram.relay.service import ModelService
 from tram.routing.discovery import discover_forever
@@ -102,7 +103,8 @@ def build_state(settings: Settings, config: TramConfig,
     responses = ResponseStore(database, config.responses)
     models = ModelService(registry, Forwarder(upstream, metrics), media, responses,
                           config.responses, {route.name: route for route in MODEL_ROUTES},
-                          Sealer(settings.master_key or secrets.token_hex(32)))
+                          Sealer(settings.master_key or secrets.token_hex(32)),
+                          Queues(registry, config.sharing, metrics))
     authenticator = Authenticator(settings.master_key, keys)
     usage = UsageWriter(database, settings.data_dir / "journal")
     limiter = build_limiter(config.limits, settings.redis_url, keys.tokens_used)

@@ -135,10 +135,12 @@ class FairQueue:
             raise ValueError("a ticket is offered once")
         ticket.enqueued = now
         rank = self._rank(ticket.cls)
-        if self.size == 0 and self.started < self.capacity():
+        capacity = self.capacity()
+        if self.size == 0 and self.started < capacity:
             self._tag(ticket, rank)
             self._virtual[rank] = ticket.start_tag
-            self._start(ticket, now)
+            # Shares are kept only while the model is bounded: an unbounded one has no labels.
+            self._start(ticket, now, shared=capacity != math.inf)
             return Verdict.START
         if self.size >= self.max_queue or self._per_key[ticket.key] >= self.max_per_key:
             ticket.state = _State.GONE
@@ -174,10 +176,15 @@ class FairQueue:
     def _push(self, head: Ticket, rank: int) -> None:
         heapq.heappush(self._heads, (rank, head.start_tag, next(self._seq), head))
 
-    def _start(self, ticket: Ticket, now: float) -> None:
+    def _start(self, ticket: Ticket, now: float, shared: bool = True) -> None:
         ticket.state = _State.STARTED
         self.started += 1
-        self._count_share(ticket, now)
+        if shared:
+            self._count_share(ticket, now)
+
+    def sharing(self, key: str) -> bool:
+        """Whether the key's starts are in the shares now."""
+        return key in self._shares
 
     def done(self, ticket: Ticket, now: float) -> None:
         """A started ticket finished: its slot is free (call `ready`). Once per ticket; a
