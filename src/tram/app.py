@@ -44,6 +44,7 @@ from tram.metrics import Metrics
 from tram.relay.admission import Admission
 from tram.relay.forward import Forwarder
 from tram.relay.media import MediaVetting
+from tram.relay.queueing import Queues
 from tram.relay.sealing import Sealer
 from tram.relay.service import ModelService
 from tram.routing.discovery import discover_forever
@@ -103,7 +104,7 @@ def build_state(settings: Settings, config: TramConfig,
     models = ModelService(registry, Forwarder(upstream, metrics), media, responses,
                           config.responses, {route.name: route for route in MODEL_ROUTES},
                           Sealer(settings.master_key or secrets.token_hex(32)),
-                          config.sharing.priorities)
+                          Queues(registry, config.sharing, metrics), config.sharing.priorities)
     authenticator = Authenticator(settings.master_key, keys)
     usage = UsageWriter(database, settings.data_dir / "journal")
     limiter = build_limiter(config.limits, settings.redis_url, keys.tokens_used)

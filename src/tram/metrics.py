@@ -10,7 +10,7 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     HistogramMetricFamily,
@@ -142,6 +142,10 @@ class Metrics:
             "tram_replica_engine_load", "Load the replica's engine reports on /metrics "
             "(waiting requests and KV pressure, in requests' worth)", ["model", "replica"],
             registry=r)
+        self.queue_wait = Histogram(
+            "tram_queue_wait_seconds", "Time a request waited in its model's fair queue "
+            "before it started (those that started after waiting)", ["model", "class"],
+            buckets=_LATENCY_BUCKETS, registry=r)
         self._decisions: dict[tuple[str, str], Any] = {}
 
     def observe_request(self, model: str, status: int, seconds: float, first_byte: float | None,

@@ -22,16 +22,26 @@ def _fill(queue: FairQueue, key: str, count: int, **fields: object) -> list[Tick
     tickets = [Ticket(key, item=f"{key}{i}", **fields) for i in range(count)]  # type: ignore[arg-type]
     for ticket in tickets:
         queue.offer(ticket, 0.0)
+    _started.setdefault(id(queue), []).extend(t for t in tickets if t.started)
     return tickets
 
 
 def _drain(queue: FairQueue, count: int) -> list[Ticket]:
-    """Finish one started request at a time, `count` times: what starts after each."""
-    order = []
+    """Finish one started request at a time (the oldest), `count` times: what starts after
+    each."""
+    order: list[Ticket] = []
+    running = [t for t in _started.get(id(queue), []) if t.started]
     for step in range(count):
-        queue.done(Ticket("x"), float(step))
-        order += queue.ready(float(step))
+        if running:
+            queue.done(running.pop(0), float(step))
+        started = queue.ready(float(step))
+        order += started
+        running += started
+    _started[id(queue)] = running
     return order
+
+
+_started: dict[int, list[Ticket]] = {}
 
 
 def test_capacity_is_counted_when_a_ticket_starts_not_when_it_arrives() -> None:

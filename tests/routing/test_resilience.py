@@ -45,9 +45,13 @@ def clear_logs(fleet: list[tuple[str, EngineLog]]) -> None:
 
 
 @contextmanager
-def gateway(tmp_path: Path, upstreams: list[dict[str, Any]], **model: Any) -> Iterator[str]:
-    data = {"models": [{"name": "m", "upstreams": upstreams,
-                        "timeouts": {"first_byte": 1.0, "idle": 1.0, "total": 30}, **model}]}
+def gateway(tmp_path: Path, upstreams: list[dict[str, Any]], sharing: Any = None,
+            **model: Any) -> Iterator[str]:
+    data: dict[str, Any] = {"models": [{"name": "m", "upstreams": upstreams,
+                                        "timeouts": {"first_byte": 1.0, "idle": 1.0,
+                                                     "total": 30}, **model}]}
+    if sharing is not None:
+        data["sharing"] = sharing
     path = tmp_path / "tram.yaml"
     path.write_text(yaml.safe_dump(data))
     settings = Settings(master_key=MASTER_KEY, master_key_source="test", config_path=path)
@@ -179,10 +183,12 @@ def test_active_probes_eject_and_restore_a_replica_without_traffic(tmp_path: Pat
             assert chat(url).status_code == 200
 
 
-def test_max_in_flight_refuses_with_429_instead_of_queueing(
+def test_max_in_flight_refuses_with_429_when_the_fair_queue_is_off(
         tmp_path: Path, fleet: list[tuple[str, EngineLog]]) -> None:
     (slow, _), = fleet[:1]
-    with gateway(tmp_path, [{"url": slow, "served_name": "slow-json"}], max_in_flight=1) as url:
+    # With the queue on (the default) the second request waits: tests/sharing/.
+    with gateway(tmp_path, [{"url": slow, "served_name": "slow-json"}], max_in_flight=1,
+                 sharing={"queue": {"enabled": False}}) as url:
         threading.Thread(target=lambda: chat(url), daemon=True).start()
         time.sleep(0.3)
         refused = chat(url)

@@ -28,6 +28,8 @@ def reload_config(state: AppState) -> list[str]:
     config = load_config(path, state.settings.env)
     state.models.check_config(config.models)
     state.registry.replace(config.models)
+    if state.models.queues is not None:
+        state.models.queues.configure(config.sharing)
     state.config = config
     return [model.name for model in config.models]
 

@@ -136,4 +136,6 @@ def _principal(record: KeyRecord) -> Principal:
     models = record.allowed_models
     return Principal(key_id=record.id, is_master=False, is_admin=record.is_admin,
                      allowed_models=frozenset(models) if models is not None else None,
-                     limits=record.limits if record.limits.any() else None)
+                     limits=record.limits if record.limits.any() else None,
+                     priority=record.priority if record.priority is not None
+                     else "interactive", weight=record.weight)

@@ -10,9 +10,18 @@ from pydantic import Field, field_validator, model_validator
 from tram.config.base import Strict
 from tram.config.models import ModelConfig
 
-__all__ = ["BatchesConfig", "DatabaseConfig", "LimitsConfig", "ResponsesConfig", "ServerConfig",
-           "SharingConfig",
-           "TramConfig", "UsageConfig", "VisionConfig"]
+__all__ = [
+    "BatchesConfig",
+    "DatabaseConfig",
+    "LimitsConfig",
+    "QueueConfig",
+    "ResponsesConfig",
+    "ServerConfig",
+    "SharingConfig",
+    "TramConfig",
+    "UsageConfig",
+    "VisionConfig",
+]
 
 
 class ServerConfig(Strict):
@@ -140,12 +149,55 @@ class BatchesConfig(Strict):
         return self
 
 
+_CLASSES = ("interactive", "batch")
+
+
+class QueueConfig(Strict):
+    """The fair queue in front of a saturated model (src/tram/sharing/): when its engines
+    are full (`max_in_flight` reached, or every replica's engine reports requests waiting),
+    new requests wait here, ordered by weighted fair share across keys, interactive strictly
+    before batch, instead of first come, first served. Beyond the bounds: 429
+    `model_overloaded` with Retry-After, as without a queue."""
+
+    # Off: a model at max_in_flight refuses at once (429), as before the queue.
+    enabled: bool = True
+    # Requests waiting per model, all keys together; and per key.
+    max_queue: int = Field(1024, ge=0)
+    max_per_key: int = Field(256, ge=0)
+    # Seconds a request of each class may wait for a slot before its 429.
+    max_wait_seconds: dict[str, float] = Field(
+        default_factory=lambda: {"interactive": 30.0, "batch": 600.0})
+    # A key's share within its class when the key sets no weight of its own.
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"interactive": 1.0, "batch": 1.0})
+    # Also read the engines' own queue (vLLM's num_requests_waiting, llama.cpp's deferred
+    # requests, from /metrics every routing.scrape_interval) for models without
+    # max_in_flight, even with one replica: when every replica reports requests waiting, new
+    # ones wait here until one finishes or the engines' queue drains. On by default, so a
+    # saturated fleet is shared fairly without a hand-tuned max_in_flight; an engine without
+    # /metrics simply never signals. Models routed cache_aware over several replicas are read
+    # anyway.
+    engine_signal: bool = True
+
+    @field_validator("max_wait_seconds", "weights")
+    @classmethod
+    def _classes(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(_CLASSES))
+        if unknown:
+            raise ValueError(f"unknown class {unknown[0]!r} (classes: interactive, batch)")
+        if any(v <= 0 for v in value.values()):
+            raise ValueError("must be positive")
+        return value
+
+
 class SharingConfig(Strict):
     """How a model's engines are shared between keys (src/tram/sharing/): each class's
-    priority number sent to engines that schedule by it (lower first, as vLLM reads it)."""
+    priority number sent to engines that schedule by it (lower first, as vLLM reads it), and
+    the gateway's fair queue."""
 
     priorities: dict[str, int] = Field(
         default_factory=lambda: {"interactive": 0, "batch": 10})
+    queue: QueueConfig = QueueConfig()
 
     @field_validator("priorities")
     @classmethod

@@ -51,7 +51,19 @@ def _create_body(args: argparse.Namespace) -> KeyCreate:
                if getattr(args, name) is not None}
     if args.admin:
         fields["admin"] = True
-    return _body(KeyCreate, fields)
+    return _body(KeyCreate, fields | _sharing_fields(args))
+
+
+def _sharing_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """--priority (a class or a number; "none" removes it on update) and --weight (0: none)."""
+    fields: dict[str, Any] = {}
+    if args.priority is not None:
+        value = args.priority
+        fields["priority"] = None if value == "none" else \
+            int(value) if value.lstrip("-").isdigit() else value
+    if args.weight is not None:
+        fields["weight"] = args.weight or None
+    return fields
 
 
 def _update_body(args: argparse.Namespace) -> KeyUpdate:
@@ -72,7 +84,7 @@ def _update_body(args: argparse.Namespace) -> KeyUpdate:
             fields[name] = value or None
     if args.admin is not None:
         fields["admin"] = args.admin
-    return _body(KeyUpdate, fields)
+    return _body(KeyUpdate, fields | _sharing_fields(args))
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -136,6 +148,10 @@ def add_keys_parser(verbs: Any) -> None:
                             help="token budget per period (renews at its start, UTC)")
         parser.add_argument("--budget-period", choices=["day", "week", "month"],
                             help="the budget's period (default month)")
+        parser.add_argument("--priority", help="fair queue class (interactive, batch) or "
+                            "priority number (lower first)")
+        parser.add_argument("--weight", type=float,
+                            help="share within its class in the fair queue (default 1)")
     create.add_argument("--admin", action="store_true", help="may use the admin API")
     update.add_argument("--admin", action=argparse.BooleanOptionalAction, default=None,
                         help="grant (--admin) or remove (--no-admin) admin access")

@@ -116,6 +116,7 @@ class KeyAdmin:
         return await self._store.create(NewKey(
             name=body.name, owner=body.owner, allowed_models=body.models,
             expires_at=_utc(body.expires_at), is_admin=bool(body.admin),
+            priority=body.priority, weight=float(body.weight) if body.weight else None,
             limits=KeyLimits(rpm=body.rpm, tpm=body.tpm, max_concurrency=body.max_concurrency,
                              max_total_tokens=body.max_total_tokens,
                              budget_tokens=body.budget_tokens, budget_period=period)))

@@ -171,6 +171,8 @@ class KeyInfo(BaseModel):
     max_total_tokens: int | None
     budget_tokens: int | None
     budget_period: Literal["day", "week", "month"] | None
+    priority: Literal["interactive", "batch"] | int | None = None
+    weight: float | None = None
 
 
 class KeyCreated(KeyInfo):

@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictFloat,
     StrictInt,
     StrictStr,
     field_validator,
@@ -28,6 +29,7 @@ Period = Literal["day", "week", "month"]  # a budget renews at its start (UTC)
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
+PRIORITY_MAX = 10**9  # fits the text column (16 characters) with its sign
 
 
 def _no_control_characters(value: str) -> str:
@@ -68,6 +70,12 @@ class KeyUpdate(BaseModel):
     budget_tokens: Count64 | None = None  # per budget_period (default: month)
     budget_period: Period | None = None
     admin: StrictBool | None = None  # may use the admin API (only the master key may grant it)
+    # The fair queue (tram.yaml `sharing`): its class, or a priority number (lower first, as
+    # vLLM reads it; from the batch class's number up it queues as batch); its share within
+    # its class (null: the class's weight in tram.yaml).
+    priority: Literal["interactive", "batch"] | Annotated[
+        StrictInt, Field(ge=-PRIORITY_MAX, le=PRIORITY_MAX)] | None = None
+    weight: Annotated[StrictFloat | StrictInt, Field(gt=0, le=1_000_000)] | None = None
 
     @field_validator("name")
     @classmethod

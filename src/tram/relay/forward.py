@@ -81,12 +81,18 @@ class StreamResult:
         self.frames = frames
         self._held = held
         self.headers: list[tuple[bytes, bytes]] = []  # besides the event stream's own
+        self.on_close: Callable[[], None] | None = None  # after the engine hold is released
 
     async def aclose(self) -> None:
         try:
             await self.frames.aclose()
         finally:
-            self._held.release()
+            try:
+                self._held.release()
+            finally:
+                after, self.on_close = self.on_close, None
+                if after is not None:
+                    after()
 
 
 class EngineLacksRoute(Exception):

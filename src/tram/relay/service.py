@@ -44,6 +44,7 @@ from tram.relay.forward import (
 )
 from tram.relay.media import MediaVetting
 from tram.relay.multipart import Form
+from tram.relay.queueing import Queues
 from tram.relay.route import ModelRoute
 from tram.relay.sealing import Sealer, wants_sealing
 from tram.relay.steps import (
@@ -113,8 +114,10 @@ class ModelService:
     def __init__(self, registry: Registry, forwarder: Forwarder, media: MediaVetting,
                  store: ResponseStore, responses: ResponsesConfig,
                  routes: Mapping[str, ModelRoute], sealer: Sealer,
+                 queues: Queues | None = None,
                  priorities: Mapping[str, int] | None = None) -> None:
         self._registry = registry
+        self.queues = queues
         # Each class's priority number (tram.yaml's sharing.priorities).
         self._priorities = dict(priorities or {"interactive": 0, "batch": 10})
         self._sealer = sealer
@@ -165,7 +168,8 @@ class ModelService:
             thinking_default(route, request.pool, payload)
             engine_priority(route, request.pool, principal, record.traffic, self._priorities,
                             payload)
-        self._forwarder.check_in_flight(request.pool)
+        if self.queues is None or not self.queues.sharing.queue.enabled:
+            self._forwarder.check_in_flight(request.pool)
         return await self._forward(request, mode, shape)
 
     def _resolve(self, route: ModelRoute, principal: Principal, payload: Any,
@@ -201,7 +205,7 @@ class ModelService:
         call = self._call(request, shape, answered)
         route, pool = request.route, request.pool
         try:
-            result = await self._forwarder.run(pool, call, request.record)
+            result = await self._run(request, call)
         except EngineLacksRoute as lack:
             if mode == "auto" and route.bridge is not None:
                 pool.lacking.add(route.name)
@@ -211,6 +215,28 @@ class ModelService:
                 from None
         if request.turn is not None and answered:
             await request.turn.finish(answered[0])  # stored before the client has it
+        return result
+
+    async def _run(self, request: _Request, call: Call) -> JSONResult | StreamResult:
+        """Forwarded once the model's fair queue lets it start; its slot given back when the
+        engine hold is (a stream's when it ends), exactly once, whatever happens."""
+        pool = request.pool
+        entered = None
+        if self.queues is not None:
+            entered = await self.queues.enter(pool, request.route, request.principal,
+                                               request.payload, request.record)
+        if entered is None:
+            return await self._forwarder.run(pool, call, request.record)
+        gate, ticket = entered
+        try:
+            result = await self._forwarder.run(pool, call, request.record)
+        except BaseException:
+            gate.leave(ticket)
+            raise
+        if isinstance(result, StreamResult):
+            result.on_close = lambda: gate.leave(ticket)
+        else:
+            gate.leave(ticket)
         return result
 
     def _call(self, request: _Request, shape: ChatShape | None,

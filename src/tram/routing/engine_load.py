@@ -71,8 +71,8 @@ def penalty(load: EngineLoad, config: RoutingConfig) -> float:
 
 def _scraped(pool: ModelPool) -> bool:
     routing = pool.config.routing
-    return routing.policy in ("auto", "cache_aware") and routing.scrape_metrics \
-        and len(pool.replicas) > 1
+    return routing.scrape_metrics and (pool.scrape_load or (
+        routing.policy in ("auto", "cache_aware") and len(pool.replicas) > 1))
 
 
 async def scrape_once(registry: Registry, client: UpstreamClient,
@@ -92,11 +92,12 @@ async def scrape_once(registry: Registry, client: UpstreamClient,
                     load = parse_metrics(body) if body is not None else None
                     if load is not None:
                         r.engine_penalty = penalty(load, c)
+                        r.engine_waiting = load.waiting
                         r.update_load()
                         seen[id(r)] = time.monotonic()
                     elif now - seen.get(id(r), 0.0) > 3 * c.scrape_interval:
                         # Unknown: the gateway's own count alone.
-                        r.engine_penalty = 0.0
+                        r.engine_penalty = r.engine_waiting = 0.0
                         r.update_load()
 
                 group.start_soon(run)

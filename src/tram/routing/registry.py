@@ -38,6 +38,7 @@ class Replica:
     # requests' worth (routing/engine_load.py); and the share of routed prompts' blocks this
     # gateway expected it to hold (an average over recent decisions).
     engine_penalty: float = 0.0
+    engine_waiting: float = 0.0  # requests its engine reports waiting (0: none, or unknown)
     prefix_hit_estimate: float = 0.0
     routing_load: float = 0.0  # see update_load
 
@@ -75,6 +76,9 @@ class ModelPool:
     # Routes its engines answered 404/405/501 for (learned, until the next reload): bridged
     # from then on without asking again, where a bridge exists.
     lacking: set[str] = field(default_factory=set)
+    # Scrape its engines' load even with one replica or another policy (the fair queue's
+    # saturation signal, `sharing.queue.engine_signal`).
+    scrape_load: bool = False
 
     def __post_init__(self) -> None:
         if self.policy is None:
@@ -122,6 +126,11 @@ class ModelPool:
             chosen.health.on_chosen()
         return chosen
 
+    def saturated(self) -> bool:
+        """Every replica that takes traffic reports requests waiting at its engine."""
+        live = [r for r in self.replicas if r.takes_traffic()]
+        return bool(live) and all(r.engine_waiting > 0 for r in live)
+
     def hold(self, replica: Replica) -> None:
         """Count a request in flight for this model (`max_in_flight`) and on the replica
         (routing load; the in-flight gauge read when /metrics is scraped). Undone by
@@ -146,6 +155,7 @@ class Registry:
         self._discovered: dict[tuple[str, str], list[Replica]] = {}
         self.models: list[ModelConfig] = []
         self.metrics = metrics
+        self.scrape_load = False  # every pool's `scrape_load`
 
     @classmethod
     def from_models(cls, models: Iterable[ModelConfig], metrics: Metrics | None = None) -> Registry:
@@ -174,7 +184,8 @@ class Registry:
                     kept.ca_file = fresh.ca_file
                 replicas.append(kept or fresh)
             replicas += self._attached.get(model.name, [])
-            pools[model.name] = ModelPool(model, replicas, self.metrics)
+            pools[model.name] = ModelPool(model, replicas, self.metrics,
+                                          scrape_load=self.scrape_load)
         self._pools = pools
 
     def set_discovered(self, model: str, upstream_url: str, replicas: list[Replica]) -> None:

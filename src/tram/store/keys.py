@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, func, select
 
 from tram.errors import AmbiguousKeyName
 from tram.limits.base import KeyLimits, Period
+from tram.sharing.classes import KeyPriority
 from tram.store.db import Database
 from tram.store.models import UsageEvent, VirtualKey
 
@@ -50,6 +51,8 @@ class NewKey:
     expires_at: dt.datetime | None = None
     limits: KeyLimits = field(default_factory=KeyLimits)
     is_admin: bool = False
+    priority: KeyPriority | None = None  # None: interactive
+    weight: float | None = None  # None: the config's weight for its class
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class KeyRecord:
     created_at: dt.datetime
     limits: KeyLimits = field(default_factory=KeyLimits)
     is_admin: bool = False
+    priority: KeyPriority | None = None
+    weight: float | None = None
 
     def status(self, now: dt.datetime | None = None) -> str:
         if self.revoked_at is not None:
@@ -78,7 +83,7 @@ class KeyRecord:
             "key_hint": self.key_hint, "models": self.allowed_models,
             "expires_at": _iso(self.expires_at), "revoked_at": _iso(self.revoked_at),
             "created_at": _iso(self.created_at), "status": self.status(),
-            "admin": self.is_admin,
+            "admin": self.is_admin, "priority": self.priority, "weight": self.weight,
             **{name: getattr(self.limits, name) for name in LIMIT_FIELDS},
         }
 
@@ -104,8 +109,23 @@ def _record(row: VirtualKey) -> KeyRecord:
         limits=KeyLimits(rpm=row.rpm, tpm=row.tpm, max_concurrency=row.max_concurrency,
                          max_total_tokens=row.max_total_tokens, budget_tokens=row.budget_tokens,
                          budget_period=_period(row.budget_period)),
-        is_admin=bool(row.is_admin),
+        is_admin=bool(row.is_admin), priority=priority_from_column(row.priority),
+        weight=row.weight,
     )
+
+
+def priority_column(value: KeyPriority | None) -> str | None:
+    """How a key's priority is stored: a class name, or a number as text."""
+    return str(value) if value is not None else None
+
+
+def priority_from_column(value: str | None) -> KeyPriority | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return value
 
 
 def _period(value: str | None) -> Period | None:
@@ -175,7 +195,7 @@ class KeyStore:
             max_total_tokens=new.limits.max_total_tokens,
             budget_tokens=new.limits.budget_tokens,
             budget_period=new.limits.budget_period if new.limits.budget_tokens else None,
-            is_admin=new.is_admin,
+            is_admin=new.is_admin, priority=priority_column(new.priority), weight=new.weight,
         )
         async with self._db.sessions.begin() as session:
             session.add(row)
@@ -241,7 +261,10 @@ class KeyStore:
         return record
 
     async def update(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
-        allowed = {"name", "owner", "allowed_models", "expires_at", "is_admin", *LIMIT_FIELDS}
+        allowed = {"name", "owner", "allowed_models", "expires_at", "is_admin", "priority",
+                   "weight", *LIMIT_FIELDS}
+        if "priority" in changes:
+            changes = {**changes, "priority": priority_column(changes["priority"])}
         async with self._db.sessions.begin() as session:
             row = await session.get(VirtualKey, key_id)
             if row is None:

@@ -47,6 +47,9 @@ class VirtualKey(Base):
     budget_period: Mapped[str | None] = mapped_column(String(8))
     # May use the admin API (keys, usage, reload, metrics) like the master key.
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The fair queue (sharing/): "interactive", "batch" or a number as text; its weight.
+    priority: Mapped[str | None] = mapped_column(String(16))
+    weight: Mapped[float | None] = mapped_column(Float)
 
 
 class UsageEvent(Base):

@@ -1,0 +1,295 @@
+"""The gateway's fair queue in front of a saturated model: weighted fair share across keys
+within a class, classes strictly in order, bounded in size and wait.
+
+Synchronous and clock-free (the caller passes `now`), so the same code runs under the
+gateway's asyncio loop (sharing/gate.py) and under the discrete-event fleet's virtual clock
+(bench/fleet_des.py, bench/fairness.py):
+
+    verdict = queue.offer(ticket, now)   # START: route it now; QUEUED: hold it; REJECTED: 429
+    queue.done(ticket, now)              # a started ticket finished (or failed), exactly once
+    queue.cancel(ticket, now)            # a queued ticket's client went away (or done, if started)
+    for ticket in queue.ready(now): …    # held tickets started now, in fair order
+    for ticket in queue.expired(now): …  # held tickets past their class's wait bound: refuse
+    queue.next_deadline()                # when to call expired() next, or None
+
+It counts what it started until `done`, and starts a ticket only while that count is under
+`capacity()`. It counts at the moment it starts a ticket, not when the request reaches the
+pool: under asyncio the request resumes later, and a queue that read the pool's in-flight
+count would start its whole backlog before any of it arrived (docs/decisions.md).
+
+Policy: start-time fair queuing (Goyal et al., 1996). Each (class, key) is a flow whose
+tickets wait in arrival order; a ticket's start tag is max(the class's virtual time, its
+flow's last finish tag), its finish tag the start plus cost / weight; the head with the
+smallest start tag goes first and the class's virtual time moves to it, so an idle key banks
+no credit. A class earlier in `class_order` always goes before a later one.
+
+Costs: `offer` and `ready` are O(log flows) per ticket; `expired` and `next_deadline` read the
+front of one arrival-ordered deque per class (the wait bound is per class, so arrival order is
+deadline order, and the oldest ticket of a class is the head of its flow). Tickets that
+started or left are dropped from those deques lazily.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import heapq
+import itertools
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["DEFAULT_WAIT", "Admission", "FairQueue", "Ticket", "Verdict"]
+
+DEFAULT_WAIT: Mapping[str, float] = {"interactive": 30.0, "batch": 600.0}
+SHARE_HALF_LIFE = 60.0  # seconds (of `now`) over which a start's weight in the shares halves
+_FADED = 0.5  # a key whose decayed started cost fell below this (in cost units) is dropped
+_PRUNE_AT = 4096  # finish tags kept before those no longer ahead of the clock are pruned
+
+
+class Verdict(enum.Enum):
+    START = "start"
+    QUEUED = "queued"
+    REJECTED = "rejected"
+
+
+class _State(enum.Enum):
+    NEW = 0
+    QUEUED = 1
+    STARTED = 2
+    GONE = 3  # done, cancelled, expired or rejected
+
+
+@dataclass(eq=False)
+class Ticket:
+    key: str  # who sends it: a virtual key's id
+    weight: float = 1.0  # the key's share (> 0)
+    cls: str = "interactive"  # its class: an order and a wait bound each
+    item: Any = None  # what the caller holds for it (a request, a future)
+    cost: float = 1.0  # its size in the fair share (requests, or estimated tokens)
+    enqueued: float = 0.0
+    start_tag: float = 0.0
+    state: _State = _State.NEW
+
+    @property
+    def queued(self) -> bool:
+        return self.state is _State.QUEUED
+
+    @property
+    def started(self) -> bool:
+        return self.state is _State.STARTED
+
+
+class Admission(Protocol):
+    def offer(self, ticket: Ticket, now: float) -> Verdict: ...
+    def done(self, ticket: Ticket, now: float) -> None: ...
+    def ready(self, now: float) -> list[Ticket]: ...
+    def expired(self, now: float) -> list[Ticket]: ...
+    def next_deadline(self) -> float | None: ...
+
+
+_Flow = tuple[int, str]  # (class rank, key)
+
+
+class FairQueue:
+    """Weighted fair share across keys, bounded queue and wait, started only while fewer
+    than `capacity()` of its tickets are in flight."""
+
+    def __init__(self, capacity: Callable[[], float], *, max_queue: int = 1024,
+                 max_per_key: int = 256, max_wait: Mapping[str, float] | None = None,
+                 class_order: Iterable[str] = ("interactive", "batch")) -> None:
+        self.capacity = capacity
+        self.max_queue = max_queue
+        self.max_per_key = max_per_key
+        self.max_wait = dict(DEFAULT_WAIT if max_wait is None else max_wait)
+        self.class_order = tuple(class_order)
+        self._flows: dict[_Flow, collections.deque[Ticket]] = {}
+        self._per_key: collections.Counter[str] = collections.Counter()
+        self._finish: dict[_Flow, float] = {}
+        self._virtual: dict[int, float] = {}
+        self._heads: list[tuple[int, float, int, Ticket]] = []
+        self._arrivals: dict[str, collections.deque[Ticket]] = {}  # per class, for deadlines
+        self._seq = itertools.count()
+        self._shares: dict[str, tuple[float, float]] = {}  # key → (decayed cost, as of when)
+        self.size = 0
+        self.started = 0
+        self.admitted = 0  # started after waiting
+        self.rejected = 0
+        self.timed_out = 0
+
+    def _rank(self, cls: str) -> int:
+        order = self.class_order
+        return order.index(cls) if cls in order else len(order)
+
+    def wait_bound(self, cls: str) -> float:
+        """How long a ticket of this class may wait (unknown classes: interactive's)."""
+        bound = self.max_wait.get(cls)
+        return bound if bound is not None else self.max_wait.get("interactive", 0.0)
+
+    def depth(self, key: str | None = None) -> int:
+        return self.size if key is None else self._per_key.get(key, 0)
+
+    def offer(self, ticket: Ticket, now: float) -> Verdict:
+        if ticket.state is not _State.NEW:
+            raise ValueError("a ticket is offered once")
+        ticket.enqueued = now
+        rank = self._rank(ticket.cls)
+        capacity = self.capacity()
+        if self.size == 0 and self.started < capacity:
+            self._tag(ticket, rank)
+            self._virtual[rank] = ticket.start_tag
+            # Shares are kept only while the model is bounded: an unbounded one has no labels.
+            self._start(ticket, now, shared=capacity != math.inf)
+            return Verdict.START
+        if self.size >= self.max_queue or self._per_key[ticket.key] >= self.max_per_key:
+            ticket.state = _State.GONE
+            self.rejected += 1
+            return Verdict.REJECTED
+        self._tag(ticket, rank)
+        flow = (rank, ticket.key)
+        queue = self._flows.get(flow)
+        if queue is None:
+            queue = self._flows[flow] = collections.deque()
+        queue.append(ticket)
+        ticket.state = _State.QUEUED
+        self.size += 1
+        self._per_key[ticket.key] += 1
+        self._arrivals.setdefault(ticket.cls, collections.deque()).append(ticket)
+        if len(queue) == 1:
+            self._push(ticket, rank)
+        return Verdict.QUEUED
+
+    def _tag(self, ticket: Ticket, rank: int) -> None:
+        flow = (rank, ticket.key)
+        start = max(self._virtual.get(rank, 0.0), self._finish.get(flow, 0.0))
+        ticket.start_tag = start
+        self._finish[flow] = start + ticket.cost / max(ticket.weight, 1e-9)
+        if len(self._finish) > _PRUNE_AT:
+            self._prune()
+
+    def _prune(self) -> None:
+        """Drop finish tags that no longer lead their class's clock: max() ignores them."""
+        self._finish = {flow: tag for flow, tag in self._finish.items()
+                        if flow in self._flows or tag > self._virtual.get(flow[0], 0.0)}
+
+    def _push(self, head: Ticket, rank: int) -> None:
+        heapq.heappush(self._heads, (rank, head.start_tag, next(self._seq), head))
+
+    def _start(self, ticket: Ticket, now: float, shared: bool = True) -> None:
+        ticket.state = _State.STARTED
+        self.started += 1
+        if shared:
+            self._count_share(ticket, now)
+
+    def sharing(self, key: str) -> bool:
+        """Whether the key's starts are in the shares now."""
+        return key in self._shares
+
+    def done(self, ticket: Ticket, now: float) -> None:
+        """A started ticket finished: its slot is free (call `ready`). Once per ticket; a
+        queued one is cancelled instead, and anything else is ignored."""
+        if ticket.state is _State.STARTED:
+            ticket.state = _State.GONE
+            self.started -= 1
+        elif ticket.state is _State.QUEUED:
+            self.cancel(ticket, now)
+
+    def cancel(self, ticket: Ticket, now: float) -> None:
+        """Its client went away: out of the queue if it waits, `done` if it started."""
+        if ticket.state is _State.STARTED:
+            self.done(ticket, now)
+            return
+        if ticket.state is not _State.QUEUED:
+            return
+        rank = self._rank(ticket.cls)
+        queue = self._flows[(rank, ticket.key)]
+        head = queue[0] is ticket
+        queue.remove(ticket)
+        self._leave(ticket, rank, queue)
+        if head and queue:
+            self._push(queue[0], rank)  # the old heap entry is skipped when it surfaces
+
+    def _leave(self, ticket: Ticket, rank: int, queue: collections.deque[Ticket]) -> None:
+        ticket.state = _State.GONE
+        self.size -= 1
+        left = self._per_key[ticket.key] - 1
+        if left:
+            self._per_key[ticket.key] = left
+        else:
+            del self._per_key[ticket.key]
+        if not queue:
+            del self._flows[(rank, ticket.key)]
+
+    def ready(self, now: float) -> list[Ticket]:
+        started: list[Ticket] = []
+        while self.size and self.started < self.capacity():
+            ticket = self._pop()
+            self._start(ticket, now)
+            self.admitted += 1
+            started.append(ticket)
+        return started
+
+    def _pop(self) -> Ticket:
+        while True:
+            rank, _, _, ticket = heapq.heappop(self._heads)
+            queue = self._flows.get((rank, ticket.key))
+            if ticket.state is _State.QUEUED and queue and queue[0] is ticket:
+                break
+        queue.popleft()
+        self._leave(ticket, rank, queue)
+        self._virtual[rank] = max(self._virtual.get(rank, 0.0), ticket.start_tag)
+        if queue:
+            self._push(queue[0], rank)
+        return ticket
+
+    def expired(self, now: float) -> list[Ticket]:
+        gone: list[Ticket] = []
+        for cls, arrivals in self._arrivals.items():
+            bound = self.wait_bound(cls)
+            while arrivals and (arrivals[0].state is not _State.QUEUED
+                                or now - arrivals[0].enqueued > bound):
+                ticket = arrivals.popleft()
+                if ticket.state is _State.QUEUED:
+                    self.cancel(ticket, now)
+                    gone.append(ticket)
+        self.timed_out += len(gone)
+        return gone
+
+    def next_deadline(self) -> float | None:
+        deadlines = []
+        for cls, arrivals in self._arrivals.items():
+            while arrivals and arrivals[0].state is not _State.QUEUED:
+                arrivals.popleft()
+            if arrivals:
+                deadline = arrivals[0].enqueued + self.wait_bound(cls)
+                if deadline != math.inf:
+                    deadlines.append(deadline)
+        return min(deadlines, default=None)
+
+    def _count_share(self, ticket: Ticket, now: float) -> None:
+        value, then = self._shares.get(ticket.key, (0.0, now))
+        self._shares[ticket.key] = (_decayed(value, now - then) + ticket.cost, now)
+
+    def shares(self, now: float) -> dict[str, float]:
+        """Each key's share of the cost started recently (decayed over SHARE_HALF_LIFE of
+        `now`'s time), summing to 1; keys whose share faded away are forgotten."""
+        values = {key: _decayed(value, now - then)
+                  for key, (value, then) in self._shares.items()}
+        for key, value in values.items():
+            if value < _FADED:
+                del self._shares[key]
+        total = sum(value for value in values.values() if value >= _FADED)
+        return {key: value / total for key, value in values.items() if value >= _FADED}
+
+    def waiting(self) -> dict[tuple[str, str], int]:
+        """Tickets waiting per (class, key)."""
+        counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        for queue in self._flows.values():
+            for ticket in queue:
+                counts[(ticket.cls, ticket.key)] += 1
+        return dict(counts)
+
+
+def _decayed(value: float, elapsed: float) -> float:
+    return value * math.pow(0.5, max(elapsed, 0.0) / SHARE_HALF_LIFE)

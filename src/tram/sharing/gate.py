@@ -1,0 +1,152 @@
+"""The asyncio side of one model's fair queue: a request `enter`s (at once while the model has
+room, else it waits on a future in fair order), and `leave`s exactly once when its engine hold
+is released; a timer refuses what waited past its class's bound. Times are time.monotonic()'s
+(the loop's clock may have another origin; /metrics reads the shares outside it).
+
+A request that starts gets its slot counted at that moment (sharing/fairqueue.py); a waiting
+request's future is resolved by `ready()` after a `leave` or a timer tick, failed with 429
+`model_overloaded` by `expired()`. A client that goes away while waiting leaves the queue;
+one whose future was resolved as it went away gives the slot back.
+
+While anything waits the timer also ticks every `RECHECK` seconds: the model's capacity can
+grow without a request finishing (the engines' queue drained, a reload raised max_in_flight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tram.config import QueueConfig
+from tram.errors import ModelOverloaded
+from tram.sharing.fairqueue import FairQueue, Ticket, Verdict
+
+__all__ = ["RECHECK", "Gate", "KeyShare"]
+
+RECHECK = 1.0
+
+
+@dataclass(frozen=True)
+class KeyShare:
+    key: str
+    share: float  # of the cost started recently
+    weight: float  # as last seen
+    waiting: int
+
+
+class Gate:
+    """One model's queue. `capacity()`: how many requests its engines take at once now
+    (math.inf: no bound, and then the queue never holds anything)."""
+
+    def __init__(self, model: str, capacity: Callable[[], float], settings: QueueConfig,
+                 on_wait: Callable[[str, float], None] | None = None,
+                 on_refused: Callable[[str], None] | None = None) -> None:
+        self.model = model
+        self.queue = FairQueue(capacity, max_queue=settings.max_queue,
+                               max_per_key=settings.max_per_key,
+                               max_wait=settings.max_wait_seconds)
+        self._on_wait = on_wait
+        self._on_refused = on_refused
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self.weights: dict[str, float] = {}
+
+    def configure(self, settings: QueueConfig) -> None:
+        """New bounds (a reload): what waits keeps its place."""
+        self.queue.max_queue = settings.max_queue
+        self.queue.max_per_key = settings.max_per_key
+        self.queue.max_wait = dict(settings.max_wait_seconds)
+
+    def limited(self) -> bool:
+        """Whether requests may have to wait now (the model is bounded or saturated)."""
+        return self.queue.size > 0 or self.queue.capacity() != math.inf
+
+    async def enter(self, key: str, weight: float, cls: str, cost: float) -> Ticket:
+        """A started ticket, for `leave`; ModelOverloaded (429) if the queue is full or the
+        wait ran past its bound."""
+        loop = asyncio.get_running_loop()
+        ticket = Ticket(key, weight, cls, cost=cost)
+        verdict = self.queue.offer(ticket, time.monotonic())
+        if verdict is Verdict.START:
+            if self.queue.sharing(key):
+                self.weights[key] = weight
+            return ticket
+        self.weights[key] = weight
+        if verdict is Verdict.REJECTED:
+            if self._on_refused is not None:
+                self._on_refused("queue_full")
+            raise ModelOverloaded(f"The model '{self.model}' is saturated and its queue is "
+                                  "full; retry shortly.")
+        future: asyncio.Future[None] = loop.create_future()
+        ticket.item = future
+        self._arm(loop)
+        try:
+            await future
+        except BaseException:
+            if ticket.started:  # resolved as its client went away: give the slot back
+                self.leave(ticket)
+            else:
+                self.queue.cancel(ticket, time.monotonic())
+            raise
+        if self._on_wait is not None:
+            self._on_wait(cls, time.monotonic() - ticket.enqueued)
+        return ticket
+
+    def leave(self, ticket: Ticket) -> None:
+        """Its request no longer holds an engine; idempotent."""
+        if not ticket.started:
+            return
+        loop = asyncio.get_running_loop()
+        self.queue.done(ticket, time.monotonic())
+        if self.queue.size:
+            self._start_ready(loop)
+
+    def _start_ready(self, loop: asyncio.AbstractEventLoop) -> None:
+        for started in self.queue.ready(time.monotonic()):
+            future = started.item
+            if isinstance(future, asyncio.Future) and not future.done():
+                future.set_result(None)
+            # else its waiter was cancelled at this moment: it sees `started` and leaves
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = time.monotonic()
+        deadline = self.queue.next_deadline()
+        at = now + RECHECK
+        if deadline is not None:
+            at = min(at, deadline + 0.001)
+        if self._timer is not None:
+            if self._timer_at <= at:
+                return
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = loop.call_later(at - now, self._tick, loop)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer, self._timer_at = None, math.inf
+        for late in self.queue.expired(time.monotonic()):
+            if self._on_refused is not None:
+                self._on_refused("queue_timeout")
+            future = late.item
+            if isinstance(future, asyncio.Future) and not future.done():
+                bound = self.queue.wait_bound(late.cls)
+                future.set_exception(ModelOverloaded(
+                    f"The model '{self.model}' is saturated: this request waited {bound:g}s "
+                    "for a slot, its class's bound; retry shortly."))
+        self._start_ready(loop)
+        if self.queue.size:
+            self._arm(loop)
+
+    def shares(self, now: float) -> list[KeyShare]:
+        """Each key's share of recent starts, weight and requests waiting (the console's)."""
+        shares = self.queue.shares(now)
+        waiting: dict[str, int] = {}
+        for (_, key), count in self.queue.waiting().items():
+            waiting[key] = waiting.get(key, 0) + count
+        for key in [key for key in self.weights if key not in shares and key not in waiting]:
+            del self.weights[key]
+        keys = sorted(set(shares) | set(waiting))
+        return [KeyShare(key, shares.get(key, 0.0), self.weights.get(key, 1.0),
+                         waiting.get(key, 0)) for key in keys]
