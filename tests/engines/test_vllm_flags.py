@@ -57,3 +57,9 @@ def test_every_preset_and_the_qwen_profile_parse() -> None:
     assert vision["limit_mm_per_prompt"] == {"image": 4, "video": 0}
     assert vision["mm_processor_kwargs"] == {"max_pixels": 1003520}
     assert parsed[-1]["port"] == 8000 and parsed[-1]["host"] == "127.0.0.1"
+    # Trạm sends each request's priority: the presets schedule by it ("none" sets nothing).
+    assert text["scheduling_policy"] == vision["scheduling_policy"] == "priority"
+    by_preset = dict(zip(PRESETS, parsed[len(profile):len(profile) + len(PRESETS)], strict=True))
+    assert {name: args["scheduling_policy"] for name, args in by_preset.items()} == \
+        {"qwen3": "priority", "qwen3-vl": "priority", "qwen3-vl-thinking": "priority",
+         "none": "fcfs"}

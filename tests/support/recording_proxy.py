@@ -102,9 +102,11 @@ async def _read_body(receive: Any) -> bytes:
             return raw
 
 
-async def _relay(target: str, exchange: Exchange, raw: bytes, send: Any) -> None:
+async def _relay(target: str, exchange: Exchange, raw: bytes, send: Any,
+                 uds: str | None = None) -> None:
     forward = {k: v for k, v in exchange.headers.items() if k not in _HOP_BY_HOP}
-    async with httpx.AsyncClient(timeout=900) as client, client.stream(
+    transport = httpx.AsyncHTTPTransport(uds=uds) if uds is not None else None
+    async with httpx.AsyncClient(timeout=900, transport=transport) as client, client.stream(
             exchange.method, target + exchange.path, headers=forward, content=raw) as upstream:
         exchange.status = upstream.status_code
         exchange.answer_headers = dict(upstream.headers)
@@ -125,7 +127,7 @@ async def _until_disconnect(receive: Any) -> None:
 
 
 def _app(target: str, exchanges: list[Exchange], lock: threading.Lock,
-         rewrite: Callable[[str, Any], Any] | None) -> Any:
+         rewrite: Callable[[str, Any], Any] | None, uds: str | None = None) -> Any:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
@@ -141,7 +143,7 @@ def _app(target: str, exchanges: list[Exchange], lock: threading.Lock,
             exchanges.append(exchange)
         # A client that goes away cancels the request to the gateway, as the gateway cancels
         # the engine's: a CLI's timeout must not leave the engine working for nobody.
-        relay = asyncio.ensure_future(_relay(target, exchange, raw, send))
+        relay = asyncio.ensure_future(_relay(target, exchange, raw, send, uds))
         gone = asyncio.ensure_future(_until_disconnect(receive))
         await asyncio.wait([relay, gone], return_when=asyncio.FIRST_COMPLETED)
         exchange.client_gone = gone.done() and not relay.done()
@@ -155,12 +157,13 @@ def _app(target: str, exchanges: list[Exchange], lock: threading.Lock,
 
 @contextmanager
 def recording_proxy(target: str, rewrite: Callable[[str, Any], Any] | None = None,
-                    port: int | None = None) -> Iterator[RecordingProxy]:
+                    port: int | None = None, uds: str | None = None) -> Iterator[RecordingProxy]:
     """`with recording_proxy(gateway_url) as proxy:` point a client at `proxy.url` (same
     paths as the gateway's) and read `proxy.exchanges` afterwards. `rewrite(path, body)`, for
     diagnosis only, changes a JSON body before it is forwarded (what a gateway change would
-    accept); the exchange records the body as the client sent it."""
+    accept); the exchange records the body as the client sent it. `uds`: reach `target` over
+    that Unix socket (an engine's private socket)."""
     exchanges: list[Exchange] = []
-    with serve_app(_app(target.rstrip("/"), exchanges, threading.Lock(), rewrite), port,
+    with serve_app(_app(target.rstrip("/"), exchanges, threading.Lock(), rewrite, uds), port,
                    tram_server=False) as url:
         yield RecordingProxy(url, exchanges)
