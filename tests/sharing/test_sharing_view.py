@@ -35,7 +35,8 @@ def held_gateway(tmp_path: Path, engine_url: str, **model: Any) -> Iterator[str]
         "sharing": {"priorities": {"batch": 20}, "queue": {"weights": {"batch": 0.5}}}}
     path = tmp_path / "tram.yaml"
     path.write_text(yaml.safe_dump(data))
-    settings = Settings(master_key=MASTER_KEY, master_key_source="test", config_path=path)
+    settings = Settings(master_key=MASTER_KEY, master_key_source="test", config_path=path,
+                        data_dir=tmp_path / "data")  # a store of its own
     with serve_app(create_app(settings, parse_config(data, str(path)))) as url:
         yield url
 
