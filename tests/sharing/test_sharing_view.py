@@ -21,6 +21,7 @@ from tests.support.held_engine import HeldEngine
 from tests.support.servers import serve_app
 from tram.app import create_app
 from tram.config import Settings, parse_config
+from tram.protocol.sharing import SharingStatus
 
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 
@@ -45,6 +46,7 @@ def sharing(url: str) -> dict[str, Any]:
     answer = httpx.get(url + "/admin/sharing", headers=AUTH)
     assert answer.status_code == 200, answer.text
     body: dict[str, Any] = answer.json()
+    SharingStatus.model_validate(body)  # what the OpenAPI document says it is
     return body
 
 
