@@ -4,6 +4,9 @@ the gateway's fair queue (src/tram/sharing/) decides what reaches it and in whic
 exists only for saturation tests; what users rely on is tested on the real embedded engine.
 
 `arrived` lists each request's first message content in the order the engine got them.
+`waiting`, when set, is what its scripted /metrics reports as vLLM's
+`vllm:num_requests_waiting` (the engines' own queue, the gateway's saturation signal); None:
+no /metrics (404), as an engine that exports none.
 """
 
 from __future__ import annotations
@@ -27,9 +30,12 @@ class HeldEngine:
         self.arrived: list[str] = []
         self._released = 0
         self._lock = threading.Lock()
+        self.waiting: int | None = None
+        self.scrapes = 0
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
-            Route("/v1/models", self._models)])
+            Route("/v1/models", self._models),
+            Route("/metrics", self._metrics)])
 
     def release(self, count: int = 1) -> None:
         """Let the oldest `count` held requests answer."""
@@ -47,6 +53,18 @@ class HeldEngine:
         return Response(orjson.dumps({"object": "list", "data": [
             {"id": "held", "object": "model", "owned_by": "test"}]}),
             media_type="application/json")
+
+    async def _metrics(self, request: Request) -> Response:
+        if self.waiting is None:
+            return Response("not found", status_code=404)
+        self.scrapes += 1
+        held = len(self.arrived) - min(self._released, len(self.arrived))
+        return Response(
+            "# TYPE vllm:num_requests_waiting gauge\n"
+            f'vllm:num_requests_waiting{{model_name="held"}} {self.waiting}\n'
+            "# TYPE vllm:num_requests_running gauge\n"
+            f'vllm:num_requests_running{{model_name="held"}} {held}\n',
+            media_type="text/plain; version=0.0.4")
 
     async def _chat(self, request: Request) -> Response:
         body: dict[str, Any] = orjson.loads(await request.body())

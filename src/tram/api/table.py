@@ -23,6 +23,7 @@ from tram.api.key_admin import create_key, list_keys, revoke_key, show_key, upda
 from tram.api.models import get_model, list_models
 from tram.api.openapi import openapi_document
 from tram.api.pages import me, models_status
+from tram.api.sharing import sharing_status
 from tram.api.state import state_of
 from tram.api.stored import cancel_response, delete_response, get_response, response_input_items
 from tram.auth.principal import bearer_token
@@ -66,6 +67,7 @@ from tram.protocol.routes import (
     ScoreRequest,
     TokenizeRequest,
 )
+from tram.protocol.sharing import SharingStatus
 from tram.relay.route import LACKS, Dialect, ModelRoute
 from tram.web import web_index
 
@@ -174,6 +176,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/admin/models", models_status, "Every model's replicas live: health, "
              "circuit state, requests in flight", "admin", "admin", ModelStatusList,
              errors=_ADMIN_ERRORS),
+    Endpoint("GET", "/admin/sharing", sharing_status, "Every model's fair queue live: "
+             "capacity, requests started and waiting by class, each contending key's class, "
+             "weight and share; and tram.yaml's sharing settings", "admin", "admin",
+             SharingStatus, errors=_ADMIN_ERRORS),
     Endpoint("GET", "/metrics", metrics, "Prometheus metrics", "admin", "admin",
              text="Prometheus text exposition format", errors=_ADMIN_ERRORS),
     Endpoint("POST", "/admin/keys", create_key, "Create a virtual key (the key is in this "

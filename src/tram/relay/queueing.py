@@ -66,7 +66,7 @@ class Queues:
     def gate(self, name: str) -> Gate:
         gate = self._gates.get(name)
         if gate is None:
-            gate = self._gates[name] = Gate(name, lambda: self._capacity(name),
+            gate = self._gates[name] = Gate(name, lambda: self.capacity(name),
                                             self.sharing.queue, *self._observers(name))
         return gate
 
@@ -83,7 +83,13 @@ class Queues:
             metrics.rejected.labels(name, reason).inc()
         return waited, refused
 
-    def _capacity(self, name: str) -> float:
+    def find(self, name: str) -> Gate | None:
+        """The model's queue if a request has made one (None: nothing ever waited or started
+        through it)."""
+        return self._gates.get(name)
+
+    def capacity(self, name: str) -> float:
+        """How many requests the model takes at once now (math.inf: no bound)."""
         pool = self._registry.get(name)
         if pool is None:
             return math.inf

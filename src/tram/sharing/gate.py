@@ -35,6 +35,7 @@ class KeyShare:
     share: float  # of the cost started recently
     weight: float  # as last seen
     waiting: int
+    cls: str = "interactive"  # its class, as last seen
 
 
 class Gate:
@@ -53,6 +54,7 @@ class Gate:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self.weights: dict[str, float] = {}
+        self.classes: dict[str, str] = {}
 
     def configure(self, settings: QueueConfig) -> None:
         """New bounds (a reload): what waits keeps its place."""
@@ -72,9 +74,9 @@ class Gate:
         verdict = self.queue.offer(ticket, time.monotonic())
         if verdict is Verdict.START:
             if self.queue.sharing(key):
-                self.weights[key] = weight
+                self.weights[key], self.classes[key] = weight, cls
             return ticket
-        self.weights[key] = weight
+        self.weights[key], self.classes[key] = weight, cls
         if verdict is Verdict.REJECTED:
             if self._on_refused is not None:
                 self._on_refused("queue_full")
@@ -140,13 +142,16 @@ class Gate:
             self._arm(loop)
 
     def shares(self, now: float) -> list[KeyShare]:
-        """Each key's share of recent starts, weight and requests waiting (the console's)."""
+        """Each key's share of recent starts, weight, requests waiting and class (the
+        console's)."""
         shares = self.queue.shares(now)
         waiting: dict[str, int] = {}
         for (_, key), count in self.queue.waiting().items():
             waiting[key] = waiting.get(key, 0) + count
         for key in [key for key in self.weights if key not in shares and key not in waiting]:
             del self.weights[key]
+            self.classes.pop(key, None)
         keys = sorted(set(shares) | set(waiting))
         return [KeyShare(key, shares.get(key, 0.0), self.weights.get(key, 1.0),
-                         waiting.get(key, 0)) for key in keys]
+                         waiting.get(key, 0), self.classes.get(key, "interactive"))
+                for key in keys]

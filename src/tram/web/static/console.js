@@ -1,9 +1,11 @@
 // The admin console: keys (create, list, search, edit, revoke), usage (by day, model and
-// key), and the models' replicas, refreshed live while the console is open.
+// key), and the models' replicas and fair queues (sharing.js), refreshed live while the
+// console is open.
 
 import { api } from "./api.js";
 import { drawDays } from "./chart.js";
 import { t } from "./i18n.js";
+import { Sharing } from "./sharing.js";
 
 const $ = (id) => document.getElementById(id);
 const LIMITS = ["rpm", "tpm", "max_concurrency", "budget_tokens"];
@@ -22,6 +24,7 @@ export class Console {
   constructor() {
     this.keys = [];
     this.models = [];
+    this.sharing = new Sharing();
     this.timer = null;
     this.wired = false;
   }
@@ -29,9 +32,13 @@ export class Console {
   async open() {
     if (!this.wired) this.wire();
     this.wired = true;
-    await Promise.all([this.loadKeys(), this.loadUsage(), this.loadModels(), this.loadChoices()]);
+    await Promise.all([this.loadKeys(), this.loadUsage(), this.loadModels(), this.loadChoices(),
+                       this.sharing.load()]);
     clearInterval(this.timer);
-    this.timer = setInterval(() => this.loadModels().catch(() => {}), 2000);
+    this.timer = setInterval(() => {
+      this.loadModels().catch(() => {});
+      this.sharing.load();
+    }, 2000);
   }
 
   close() {
@@ -60,6 +67,7 @@ export class Console {
         this.renderKeys();
         this.loadUsage();
         this.renderModels();
+        this.sharing.render();
       }
     });
   }
