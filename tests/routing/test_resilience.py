@@ -54,7 +54,8 @@ def gateway(tmp_path: Path, upstreams: list[dict[str, Any]], sharing: Any = None
         data["sharing"] = sharing
     path = tmp_path / "tram.yaml"
     path.write_text(yaml.safe_dump(data))
-    settings = Settings(master_key=MASTER_KEY, master_key_source="test", config_path=path)
+    settings = Settings(master_key=MASTER_KEY, master_key_source="test", config_path=path,
+                        data_dir=tmp_path / "data")
     with serve_app(create_app(settings, parse_config(data, str(path)))) as url:
         yield url
 
