@@ -240,8 +240,12 @@ class ModelOverloaded(TramError):
     type = "rate_limit_error"
     code = "model_overloaded"
 
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
     def headers(self) -> dict[str, str]:
-        return {"Retry-After": "1"}
+        return {"Retry-After": str(self.retry_after)}
 
 
 class RateLimited(TramError):

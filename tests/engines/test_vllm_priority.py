@@ -2,7 +2,8 @@
 `--scheduling-policy priority`): a gateway whose model goes through a recording proxy to
 that engine's private socket shows the `priority` each request carried — its key's class,
 and the batch class for every line of a Batch API batch — and vLLM, scheduling by priority,
-answers them all."""
+answers them all. A reload of `sharing.priorities` changes the numbers sent; Messages (whose
+vLLM request has no priority field) carries none, not even a client's own."""
 
 from __future__ import annotations
 
@@ -12,12 +13,16 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
-from tests.conftest import MASTER_KEY, GatewayFactory
+from tests.conftest import MASTER_KEY
 from tests.support.batches import chat_lines
 from tests.support.recording_proxy import RecordingProxy, recording_proxy
+from tests.support.servers import serve_app
 from tests.support.tiny_qwen3 import ANSWER
 from tests.support.tram_up import TramUp
+from tram.app import create_app
+from tram.config import Settings, parse_config
 
 pytestmark = pytest.mark.vllm
 
@@ -60,15 +65,26 @@ def _run_batch(url: str, key: str, lines: int) -> dict[str, Any]:
     return dict(batch)
 
 
+def _write(path: Path, upstream: dict[str, Any], batch: int) -> dict[str, Any]:
+    data = {"models": [{"name": "recorded", "thinking": "off", "engine_priority": "send",
+                        "upstreams": [upstream],
+                        "timeouts": {"first_byte": 120, "idle": 60, "total": 300}}],
+            "sharing": {"priorities": {"batch": batch}}}
+    path.write_text(yaml.safe_dump(data))
+    return data
+
+
 def test_each_request_carries_its_keys_priority_to_vllm(vllm_up: TramUp, tiny_qwen3: Path,
-                                                        gateway: GatewayFactory) -> None:
+                                                        tmp_path: Path) -> None:
     upstream = vllm_up.engine_upstream("qwen-text", str(tiny_qwen3))  # its served name
     socket = upstream.pop("socket")
+    config = tmp_path / "tram.yaml"
     with recording_proxy("http://localhost", uds=socket) as proxy:
-        models = [{"name": "recorded", "thinking": "off", "engine_priority": "send",
-                   "upstreams": [{**upstream, "url": proxy.url + "/v1"}]}]
-        with gateway(models=models, timeouts={"first_byte": 120, "idle": 60,
-                                              "total": 300}) as url:
+        upstream["url"] = proxy.url + "/v1"
+        data = _write(config, upstream, 10)
+        settings = Settings(master_key=MASTER_KEY, master_key_source="test",
+                            config_path=config, data_dir=tmp_path / "data")
+        with serve_app(create_app(settings, parse_config(data, str(config)))) as url:
             people = _key(url, "people")
             nightly = _key(url, "nightly", priority="batch")
             pinned = _key(url, "pinned", priority=3)
@@ -82,3 +98,17 @@ def test_each_request_carries_its_keys_priority_to_vllm(vllm_up: TramUp, tiny_qw
             batch = _run_batch(url, people, 3)
             assert batch["status"] == "completed" and batch["request_counts"]["completed"] == 3
             assert _sent_priorities(proxy)[5:] == [10, 10, 10]  # each line, the batch class
+            # Messages: vLLM's request has no priority; a client's own does not pass either.
+            answer = httpx.post(url + "/v1/messages", headers={"x-api-key": nightly},
+                                json={"model": "recorded", "max_tokens": 8, "priority": -50,
+                                      "messages": [{"role": "user", "content": "hi"}]},
+                                timeout=120)
+            assert answer.status_code == 200, answer.text
+            sent = [e.body for e in proxy.exchanges if e.path.endswith("/messages")]
+            assert len(sent) == 1 and "priority" not in sent[0]
+            # The class numbers are read again on a reload.
+            _write(config, upstream, 50)
+            reloaded = httpx.post(url + "/admin/reload", headers=AUTH, timeout=30)
+            assert reloaded.status_code == 200, reloaded.text
+            _chat(url, nightly)
+            assert _sent_priorities(proxy)[-1] == 50

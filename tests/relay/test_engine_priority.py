@@ -44,10 +44,13 @@ def test_a_vllm_engine_with_its_preset_gets_each_keys_class() -> None:
     # A batch line runs at least at the batch class, whatever its key's own class.
     assert _sent(pool, traffic="batch")["priority"] == 10
     assert _sent(pool, key=20, traffic="batch")["priority"] == 20
-    for route in ("completions", "embeddings", "responses"):
+    for route in ("completions", "embeddings", "responses", "rerank", "score"):
         assert _sent(pool, route, key="batch")["priority"] == 10
-    # vLLM's Messages request has no priority field: nothing is added there.
+    # vLLM's Messages request has no priority field: nothing is added there, and a client's
+    # own does not pass on its own either (a batch key must not reach the engine at -7).
     assert "priority" not in _sent(pool, "messages", key="batch")
+    assert "priority" not in _sent(pool, "messages", key="batch", priority=-7)
+    assert "priority" not in _sent(pool, "tokenize", priority=-7)
 
 
 def test_a_client_may_lower_its_priority_but_not_raise_it() -> None:

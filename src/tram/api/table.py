@@ -226,9 +226,11 @@ MODEL_ROUTES: tuple[ModelRoute, ...] = (
                CountTokensRequest, "Count a Messages request's tokens (the engine's tokenizer; "
                "charged as a prompt)", RelayedAnswer, dialect="anthropic", media="messages"),
     ModelRoute("rerank", ("/v1/rerank", "/rerank"), "/rerank", RerankRequest,
-               "Rerank documents (models whose engine serves it)", RelayedAnswer),
+               "Rerank documents (models whose engine serves it)", RelayedAnswer,
+               prioritized=True),
     ModelRoute("score", ("/v1/score", "/score"), "/score", ScoreRequest,
-               "Score text pairs (models whose engine serves it)", RelayedAnswer),
+               "Score text pairs (models whose engine serves it)", RelayedAnswer,
+               prioritized=True),
     ModelRoute("tokenize", ("/tokenize",), "/tokenize", TokenizeRequest,
                "Tokenize with the model's tokenizer", RelayedAnswer, at_root=True,
                model_optional=True),

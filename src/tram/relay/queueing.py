@@ -97,7 +97,9 @@ class Queues:
             return pool.config.max_in_flight
         if pool.saturated():
             if name not in self._frozen:
-                self._frozen[name] = self.gate(name).queue.started
+                # At least one: with nothing of its own in flight, a gateway beside others
+                # that keep the engines' queue full must still make progress.
+                self._frozen[name] = max(self.gate(name).queue.started, 1)
             return self._frozen[name]
         self._frozen.pop(name, None)
         return math.inf

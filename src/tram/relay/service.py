@@ -128,6 +128,10 @@ class ModelService:
         self._routes = dict(routes)
         self._chat = routes["chat"]
 
+    def _classes(self) -> Mapping[str, int]:
+        """Each class's priority number as configured now (a reload changes them)."""
+        return self.queues.sharing.priorities if self.queues is not None else self._priorities
+
     def check_config(self, models: Iterable[ModelConfig]) -> None:
         """Each model's `routes:` name routes of the table, and bridges only those that have
         one; a ConfigError naming the model and the route otherwise."""
@@ -166,8 +170,8 @@ class ModelService:
         if form is None:
             default_ceiling(route, request.pool, payload)
             thinking_default(route, request.pool, payload)
-            engine_priority(route, request.pool, principal, record.traffic, self._priorities,
-                            payload)
+            engine_priority(route, request.pool, principal, record.traffic,
+                            self._classes(), payload)
         if self.queues is None or not self.queues.sharing.queue.enabled:
             self._forwarder.check_in_flight(request.pool)
         return await self._forward(request, mode, shape)

@@ -46,10 +46,12 @@ def engine_priority(route: ModelRoute, pool: ModelPool, principal: Principal, tr
                     classes: Mapping[str, int], payload: dict[str, Any]) -> None:
     """The request's priority, as an engine that schedules by it reads it: its key's class or
     number (a batch line at least the batch class's). A client may volunteer a lower priority
-    (a larger number) of its own, never a higher one than its key's."""
+    (a larger number) of its own, never a higher one than its key's; on a route whose engine
+    body takes none (Messages), or an engine that does not schedule by it, the gateway's
+    decision is that there is none to send: a client's own never passes on its own."""
+    asked = payload.pop("priority", None)
     if not route.prioritized:
         return
-    asked = payload.pop("priority", None)
     if asked is not None and (not isinstance(asked, int) or isinstance(asked, bool)):
         raise InvalidRequest("'priority' must be an integer.", param="priority",
                              code="invalid_type")

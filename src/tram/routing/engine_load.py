@@ -93,8 +93,8 @@ async def scrape_once(registry: Registry, client: UpstreamClient,
                     if load is not None:
                         r.engine_penalty = penalty(load, c)
                         r.engine_waiting = load.waiting
+                        r.engine_read_at = seen[id(r)] = time.monotonic()
                         r.update_load()
-                        seen[id(r)] = time.monotonic()
                     elif now - seen.get(id(r), 0.0) > 3 * c.scrape_interval:
                         # Unknown: the gateway's own count alone.
                         r.engine_penalty = r.engine_waiting = 0.0

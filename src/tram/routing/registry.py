@@ -39,6 +39,7 @@ class Replica:
     # gateway expected it to hold (an average over recent decisions).
     engine_penalty: float = 0.0
     engine_waiting: float = 0.0  # requests its engine reports waiting (0: none, or unknown)
+    engine_read_at: float = 0.0  # when that was read (time.monotonic)
     prefix_hit_estimate: float = 0.0
     routing_load: float = 0.0  # see update_load
 
@@ -127,9 +128,13 @@ class ModelPool:
         return chosen
 
     def saturated(self) -> bool:
-        """Every replica that takes traffic reports requests waiting at its engine."""
+        """Every replica that takes traffic reports requests waiting at its engine, in a
+        reading of the last three scrape intervals (a stale one says nothing: scraping may
+        have stopped, by a reload, or the engine stopped answering it)."""
+        oldest = time.monotonic() - 3 * self.config.routing.scrape_interval
         live = [r for r in self.replicas if r.takes_traffic()]
-        return bool(live) and all(r.engine_waiting > 0 for r in live)
+        return bool(live) and all(r.engine_waiting > 0 and r.engine_read_at >= oldest
+                                  for r in live)
 
     def hold(self, replica: Replica) -> None:
         """Count a request in flight for this model (`max_in_flight`) and on the replica

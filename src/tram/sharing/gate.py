@@ -55,6 +55,10 @@ class Gate:
         self._timer_at = math.inf
         self.weights: dict[str, float] = {}
         self.classes: dict[str, str] = {}
+        # Seconds between two requests giving their slot back (decayed): how fast the queue
+        # drains, for a refused client's Retry-After.
+        self._gap: float | None = None
+        self._last_done: float | None = None
 
     def configure(self, settings: QueueConfig) -> None:
         """New bounds (a reload): what waits keeps its place."""
@@ -81,7 +85,7 @@ class Gate:
             if self._on_refused is not None:
                 self._on_refused("queue_full")
             raise ModelOverloaded(f"The model '{self.model}' is saturated and its queue is "
-                                  "full; retry shortly.")
+                                  "full; retry shortly.", retry_after=self.retry_after())
         future: asyncio.Future[None] = loop.create_future()
         ticket.item = future
         self._arm(loop)
@@ -102,9 +106,21 @@ class Gate:
         if not ticket.started:
             return
         loop = asyncio.get_running_loop()
-        self.queue.done(ticket, time.monotonic())
+        now = time.monotonic()
+        self.queue.done(ticket, now)
+        if self._last_done is not None:
+            gap = now - self._last_done
+            self._gap = gap if self._gap is None else 0.9 * self._gap + 0.1 * gap
+        self._last_done = now
         if self.queue.size:
             self._start_ready(loop)
+
+    def retry_after(self) -> int:
+        """Seconds until the requests waiting now have likely started, at the pace slots
+        were given back lately (1 to 60): a client told 1 under a deep queue only comes back
+        to be refused again."""
+        gap = self._gap if self._gap is not None else 1.0
+        return max(1, min(60, math.ceil(round((self.queue.size + 1) * gap, 1))))
 
     def _start_ready(self, loop: asyncio.AbstractEventLoop) -> None:
         for started in self.queue.ready(time.monotonic()):
@@ -136,7 +152,8 @@ class Gate:
                 bound = self.queue.wait_bound(late.cls)
                 future.set_exception(ModelOverloaded(
                     f"The model '{self.model}' is saturated: this request waited {bound:g}s "
-                    "for a slot, its class's bound; retry shortly."))
+                    "for a slot, its class's bound; retry shortly.",
+                    retry_after=self.retry_after()))
         self._start_ready(loop)
         if self.queue.size:
             self._arm(loop)
