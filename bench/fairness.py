@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 
 from bench.engine_model import EngineConfig
 from bench.fairqueue import FairQueue
-from bench.fleet_des import Fleet, Turn, summary
+from bench.fleet_des import Fleet, Turn, breakdown, summary
 from bench.workloads import Flow
 
 INTERACTIVE = Flow("unique", 1.0, key="interactive", cls="interactive", max_tokens=24, seed=11)
@@ -51,23 +51,41 @@ class Outcome:
     per_key: dict[str, dict[str, float]]  # summary() of each key
     completed: dict[str, float]  # requests per second finished inside the window
     rejected: int = 0
+    where: dict[str, dict[str, float]] | None = None  # breakdown() of each key
 
 
-# flows, the engines' scheduling, the gateway's queue (None, "keys": fair share across keys,
-# "classes": interactive first, then fair share across keys), the seed.
-Runner = Callable[[Sequence[Flow], str, str | None, int], Outcome]
+@dataclass(frozen=True)
+class Queueing:
+    """The simulated gateway's queue: "keys" (fair share across keys) or "classes"
+    (interactive first, then fair share across keys); each replica's cap (the engine's
+    max_num_seqs, 32, unless told); the most of the capacity the batch class may hold."""
+
+    order: str = "keys"
+    replica_cap: float = 32
+    batch_share: float | None = None
+
+    def label(self) -> str:
+        text = ("interactive class first" if self.order == "classes"
+                else "fair share by key") + f", {self.replica_cap:g} a replica"
+        return text + (f", batch ≤ {self.batch_share:.0%}" if self.batch_share else "")
+
+
+# flows, the engines' scheduling, the gateway's queue (None: none), the seed.
+Runner = Callable[[Sequence[Flow], str, Queueing | None, int], Outcome]
 
 
 def des_runner(seconds: float) -> Runner:
-    def run(flows: Sequence[Flow], scheduling: str, fair: str | None, seed: int) -> Outcome:
+    def run(flows: Sequence[Flow], scheduling: str, fair: Queueing | None,
+            seed: int) -> Outcome:
         def queue(capacity: Callable[[], float]) -> FairQueue:
-            order = ("interactive", "batch") if fair == "classes" else ()
+            assert fair is not None
+            order = ("interactive", "batch") if fair.order == "classes" else ()
+            share = {"batch": fair.batch_share} if fair.batch_share is not None else None
             return FairQueue(capacity, max_per_key=100_000, max_queue=100_000,
-                             class_order=order)
+                             class_order=order, class_share=share)
 
-        # With a queue, each replica takes what its engine batches at once (max_batch).
         fleet = Fleet(engine=EngineConfig(scheduling=scheduling),  # type: ignore[arg-type]
-                      seed=seed, replica_cap=32 if fair else float("inf"),
+                      seed=seed, replica_cap=fair.replica_cap if fair else float("inf"),
                       admission=queue if fair else None)
         flows = [replace(f, seed=f.seed * 100 + seed) for f in flows]
         turns = fleet.run(flows, seconds, seconds / 2, drain=DRAIN)
@@ -85,7 +103,29 @@ def outcome(turns: Sequence[Turn], window: tuple[float, float], keys: Sequence[s
                           and not t.rejected and window[0] <= t.finished <= window[1])
                  / seconds for key in keys}
     return Outcome({key: summary(turns, window, key, stopped) for key in keys}, completed,
-                   sum(1 for t in turns if t.rejected))
+                   sum(1 for t in turns if t.rejected),
+                   {key: breakdown(turns, window, key) for key in keys})
+
+
+def diagnosis(name: str, results: Sequence[Outcome], key: str) -> str:
+    """A row of where the key's TTFT went, seeds averaged: all its turns, then its tail."""
+    rows = [r.where[key] for r in results if r.where is not None and key in r.where]
+    if not rows:
+        return f"| {name} | – | – |"
+    cell = {f: _mean([row[f] for row in rows]) for f in rows[0]}
+    return f"| {name} | " + " | ".join(
+        "{:.0f} · {:.0f} · {:.0f} ({:.1f} prompts, {:.0f} requests)".format(
+            *(cell[f"{part}_{f}"] for f in ("gateway", "engine", "step", "prefills", "size")))
+        for part in ("all", "tail")) + " |"
+
+
+DIAGNOSIS_HEAD = [
+    "", "Where the {key} key's time to first token went (ms, means over its turns, seeds "
+    "averaged; tail: its turns at or above its p90): waiting in the gateway's queue · waiting "
+    "at the engine (the step running when it arrived, then the engine's queue) · the step "
+    "that computed its prompt (its prompts and requests, its own included).", "",
+    "| case | all: gateway · engine · prompt step | tail (≥ p90): gateway · engine · prompt "
+    "step |", "| --- | --- | --- |"]
 
 
 def capacity(run: Runner, flow: Flow, seed: int) -> float:
