@@ -112,6 +112,7 @@ class EngineModel:
         self.hits = 0
         self.preemptions = 0
         self._stepping: list[SimRequest] = []
+        self.admitted = 0
 
     # -- the queue -------------------------------------------------------------------------
 
@@ -216,7 +217,9 @@ class EngineModel:
             request.owned += max(more, 0)
             stepping.append(request)
             index = self.running.index(request) + 1
+        running = len(stepping)
         prefill = 0 if preempted else self._admit(stepping)
+        self.admitted = len(stepping) - running  # prompts computed in this step
         self._stepping = stepping
         config = self.config
         return config.step_base_ms + config.step_per_seq_ms * len(stepping) \
@@ -271,6 +274,11 @@ class EngineModel:
             self.running.append(request)
             stepping.append(request)
         return prefill
+
+    @property
+    def stepping(self) -> list[SimRequest]:
+        """The requests the step begun last runs (admitted ones last)."""
+        return self._stepping
 
     def end_step(self) -> list[SimRequest]:
         """The step ran: one token each; finished and cancelled requests leave the batch.

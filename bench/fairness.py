@@ -2,7 +2,7 @@
 token, with FCFS engines, with vLLM's priority scheduling, and with a gateway-side queue.
 
     python -m bench fairness [--scenario flood|keys|all] [--seconds 15] [--seeds 7,8,9]
-                             [--real] [--speed 0.5] [--fair-queue]
+                             [--real] [--speed 0.5] [--fair-queue] [--batch-share 0.35]
 
 Scenarios (4 replicas, bench/engine_model.py's vLLM; prompts with nothing to cache, so
 routing does not enter into it):
@@ -20,9 +20,12 @@ By default in virtual time (bench/fleet_des.py: seconds, deterministic, seeds av
 `--real` runs `tram serve` in front of bench/fleet_sim.py over HTTP instead (sped-up real
 time, one virtual key per key created through /admin/keys, priority sent as the request's
 `priority` field): the command to re-run once the gateway has its own queue.
-`--fair-queue` (virtual time only) adds rows with bench/fairqueue.py's reference queue in
-the simulated gateway (each replica then takes at most 32 requests, its batch; the rest wait
-at the gateway): a check of the simulator's admission seam, not the product.
+`--fair-queue` (virtual time only) adds rows with the product's fair queue
+(src/tram/sharing/fairqueue.py through bench/fairqueue.py) in the simulated gateway: each
+replica takes at most 32 requests (its batch) unless a row says fewer, the rest wait at the
+gateway; in flood, also with the batch class held to `--batch-share` of that capacity
+(sharing.queue.class_share). Each scenario ends with where the interactive (small) key's
+time to first token went: the gateway's queue, the engine, the step computing its prompt.
 
 Capacities are measured first, as the completed requests per second of a flood (4× a guess)
 over the window: the fleet's throughput for that request shape.
@@ -37,7 +40,7 @@ from dataclasses import dataclass, replace
 
 from bench.engine_model import EngineConfig
 from bench.fairqueue import FairQueue
-from bench.fleet_des import Fleet, Turn, summary
+from bench.fleet_des import Fleet, Turn, breakdown, summary
 from bench.workloads import Flow
 
 INTERACTIVE = Flow("unique", 1.0, key="interactive", cls="interactive", max_tokens=24, seed=11)
@@ -51,23 +54,41 @@ class Outcome:
     per_key: dict[str, dict[str, float]]  # summary() of each key
     completed: dict[str, float]  # requests per second finished inside the window
     rejected: int = 0
+    where: dict[str, dict[str, float]] | None = None  # breakdown() of each key
 
 
-# flows, the engines' scheduling, the gateway's queue (None, "keys": fair share across keys,
-# "classes": interactive first, then fair share across keys), the seed.
-Runner = Callable[[Sequence[Flow], str, str | None, int], Outcome]
+@dataclass(frozen=True)
+class Queueing:
+    """The simulated gateway's queue: "keys" (fair share across keys) or "classes"
+    (interactive first, then fair share across keys); each replica's cap (the engine's
+    max_num_seqs, 32, unless told); the most of the capacity the batch class may hold."""
+
+    order: str = "keys"
+    replica_cap: float = 32
+    batch_share: float | None = None
+
+    def label(self) -> str:
+        text = ("interactive class first" if self.order == "classes"
+                else "fair share by key") + f", {self.replica_cap:g} a replica"
+        return text + (f", batch ≤ {self.batch_share:.0%}" if self.batch_share else "")
+
+
+# flows, the engines' scheduling, the gateway's queue (None: none), the seed.
+Runner = Callable[[Sequence[Flow], str, Queueing | None, int], Outcome]
 
 
 def des_runner(seconds: float) -> Runner:
-    def run(flows: Sequence[Flow], scheduling: str, fair: str | None, seed: int) -> Outcome:
+    def run(flows: Sequence[Flow], scheduling: str, fair: Queueing | None,
+            seed: int) -> Outcome:
         def queue(capacity: Callable[[], float]) -> FairQueue:
-            order = ("interactive", "batch") if fair == "classes" else ()
+            assert fair is not None
+            order = ("interactive", "batch") if fair.order == "classes" else ()
+            share = {"batch": fair.batch_share} if fair.batch_share is not None else None
             return FairQueue(capacity, max_per_key=100_000, max_queue=100_000,
-                             class_order=order)
+                             class_order=order, class_share=share)
 
-        # With a queue, each replica takes what its engine batches at once (max_batch).
         fleet = Fleet(engine=EngineConfig(scheduling=scheduling),  # type: ignore[arg-type]
-                      seed=seed, replica_cap=32 if fair else float("inf"),
+                      seed=seed, replica_cap=fair.replica_cap if fair else float("inf"),
                       admission=queue if fair else None)
         flows = [replace(f, seed=f.seed * 100 + seed) for f in flows]
         turns = fleet.run(flows, seconds, seconds / 2, drain=DRAIN)
@@ -85,7 +106,29 @@ def outcome(turns: Sequence[Turn], window: tuple[float, float], keys: Sequence[s
                           and not t.rejected and window[0] <= t.finished <= window[1])
                  / seconds for key in keys}
     return Outcome({key: summary(turns, window, key, stopped) for key in keys}, completed,
-                   sum(1 for t in turns if t.rejected))
+                   sum(1 for t in turns if t.rejected),
+                   {key: breakdown(turns, window, key) for key in keys})
+
+
+def diagnosis(name: str, results: Sequence[Outcome], key: str) -> str:
+    """A row of where the key's TTFT went, seeds averaged: all its turns, then its tail."""
+    rows = [r.where[key] for r in results if r.where is not None and key in r.where]
+    if not rows:
+        return f"| {name} | – | – |"
+    cell = {f: _mean([row[f] for row in rows]) for f in rows[0]}
+    return f"| {name} | " + " | ".join(
+        "{:.0f} · {:.0f} · {:.0f} ({:.1f} prompts, {:.0f} requests)".format(
+            *(cell[f"{part}_{f}"] for f in ("gateway", "engine", "step", "prefills", "size")))
+        for part in ("all", "tail")) + " |"
+
+
+DIAGNOSIS_HEAD = [
+    "", "Where the {key} key's time to first token went (ms, means over its turns, seeds "
+    "averaged; tail: its turns at or above its p90): waiting in the gateway's queue · waiting "
+    "at the engine (the step running when it arrived, then the engine's queue) · the step "
+    "that computed its prompt (its prompts and requests, its own included).", "",
+    "| case | all: gateway · engine · prompt step | tail (≥ p90): gateway · engine · prompt "
+    "step |", "| --- | --- | --- |"]
 
 
 def capacity(run: Runner, flow: Flow, seed: int) -> float:
@@ -98,7 +141,7 @@ def _mean(values: Sequence[float]) -> float:
     return statistics.mean(values) if values else 0.0
 
 
-def flood(run: Runner, seeds: Sequence[int], fair: bool) -> list[str]:
+def flood(run: Runner, seeds: Sequence[int], fair: bool, share: float = 0.35) -> list[str]:
     """Scenario (a): the interactive key alone, then beside a batch flood at 2× capacity."""
     lines = []
     caps = {name: _mean([capacity(run, f, s) for s in seeds])
@@ -109,23 +152,25 @@ def flood(run: Runner, seeds: Sequence[int], fair: bool) -> list[str]:
                  f"interactive {caps['interactive']:.1f}, batch {caps['batch']:.1f}; "
                  f"offered: interactive {interactive.rate:.1f}/s (25%), batch "
                  f"{batch.rate:.1f}/s (200%)")
-    cases: list[tuple[str, list[Flow], str, str | None]] = [
+    cases: list[tuple[str, list[Flow], str, Queueing | None]] = [
         ("interactive alone", [interactive], "fcfs", None),
         ("+ batch flood, FCFS engines", [interactive, batch], "fcfs", None),
         ("+ batch flood, engine priority (batch at 1)",
          [interactive, replace(batch, priority=1)], "priority", None)]
     if fair:
-        cases += [("+ batch flood, FCFS engines, reference queue: fair share by key",
-                   [interactive, batch], "fcfs", "keys"),
-                  ("+ batch flood, FCFS engines, reference queue: interactive class first",
-                   [interactive, batch], "fcfs", "classes")]
+        cases += [(f"+ batch flood, FCFS engines, gateway queue: {q.label()}",
+                   [interactive, batch], "fcfs", q)
+                  for q in (Queueing("keys"), Queueing("classes"),
+                            Queueing("classes", batch_share=share))]
     lines += ["", "| case | interactive TTFT p50 / p90 / p99 ms, per seed | p90 ÷ alone | "
               "batch completed /s (÷ batch alone) | share of idle capacity the batch used |",
               "| --- | --- | --- | --- | --- |"]
     alone: list[float] = []
     idle = 1 - interactive.rate / caps["interactive"]
+    where = [line.format(key="interactive") for line in DIAGNOSIS_HEAD]
     for name, flows, scheduling, queue in cases:
         results = [run(flows, scheduling, queue, s) for s in seeds]
+        where.append(diagnosis(name, results, "interactive"))
         p90 = [r.per_key["interactive"]["p90"] for r in results]
         alone = alone or p90
         used = _mean([r.completed.get("batch", 0.0) for r in results])
@@ -140,7 +185,7 @@ def flood(run: Runner, seeds: Sequence[int], fair: bool) -> list[str]:
     lines += ["", "Share of idle capacity: batch completed per second beside the interactive "
               "key ÷ (the batch flood's alone × the 75% of the fleet the interactive key "
               "leaves idle); over 100%: the two share engine steps (a short interactive "
-              "request in a full batch costs less than its share of an idle fleet)."]
+              "request in a full batch costs less than its share of an idle fleet).", *where]
     return lines
 
 
@@ -153,14 +198,16 @@ def keys(run: Runner, seeds: Sequence[int], fair: bool) -> list[str]:
              f"{small.rate:.1f}/s, big {big.rate:.1f}/s (150% together)", "",
              "| case | small key TTFT p50 / p90 / p99 ms, per seed | p90 ÷ alone | "
              "big key p90 ms | completed /s small · big |", "| --- | --- | --- | --- | --- |"]
-    cases: list[tuple[str, list[Flow], str | None]] = [
+    cases: list[tuple[str, list[Flow], Queueing | None]] = [
         ("small key alone", [small], None), ("beside the 10× key, FCFS", [small, big], None)]
-    if fair:
-        cases.append(("beside the 10× key, reference queue: fair share by key", [small, big],
-                      "keys"))
+    if fair:  # smaller caps: shorter steps, fewer prompts a step, less for the big key
+        cases += [(f"beside the 10× key, gateway queue: {q.label()}", [small, big], q)
+                  for q in (Queueing("keys", cap) for cap in (32, 16, 4, 1))]
     alone: list[float] = []
+    where = [line.format(key="small") for line in DIAGNOSIS_HEAD]
     for name, flows, queue in cases:
         results = [run(flows, "fcfs", queue, s) for s in seeds]
+        where.append(diagnosis(name, results, "small"))
         p90 = [r.per_key["small"]["p90"] for r in results]
         alone = alone or p90
         lines.append(
@@ -172,7 +219,7 @@ def keys(run: Runner, seeds: Sequence[int], fair: bool) -> list[str]:
             + f" | {_mean([r.completed['small'] for r in results]):.1f} · "
             f"{_mean([r.completed.get('big', 0.0) for r in results]):.1f} |")
         print(lines[-1], flush=True)
-    return lines
+    return lines + where
 
 
 def main(argv: list[str]) -> int:
@@ -183,6 +230,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--real", action="store_true")
     parser.add_argument("--speed", type=float, default=0.5)
     parser.add_argument("--fair-queue", action="store_true")
+    parser.add_argument("--batch-share", type=float, default=0.35)
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.real:
@@ -193,7 +241,7 @@ def main(argv: list[str]) -> int:
         run = des_runner(args.seconds)
     lines = [f"python -m bench fairness {' '.join(argv)}".strip(), ""]
     if args.scenario in ("flood", "all"):
-        lines += [*flood(run, seeds, args.fair_queue and not args.real), ""]
+        lines += [*flood(run, seeds, args.fair_queue and not args.real, args.batch_share), ""]
     if args.scenario in ("keys", "all"):
         lines += keys(run, seeds, args.fair_queue and not args.real)
     print("\n".join(lines))

@@ -38,8 +38,9 @@ class FairQueue(_ProductQueue):
 
     def __init__(self, capacity: Callable[[], float], max_queue: int = 1024,
                  max_per_key: int = 256, max_wait: Mapping[str, float] | None = None,
-                 class_order: Iterable[str] = ()) -> None:
+                 class_order: Iterable[str] = (),
+                 class_share: Mapping[str, float] | None = None) -> None:
         super().__init__(capacity, max_queue=max_queue, max_per_key=max_per_key,
                          max_wait=max_wait if max_wait is not None else
                          {"interactive": 30_000.0, "batch": float("inf")},
-                         class_order=class_order)
+                         class_order=class_order, class_share=class_share)

@@ -37,7 +37,7 @@ from tram.routing.policies import LeastOutstanding, RoutingHints
 from tram.routing.prefix import CacheAware, prefix_key
 from tram.routing.registry import ModelPool, Replica
 
-__all__ = ["Fleet", "Loop", "Turn", "percentile", "summary"]
+__all__ = ["Fleet", "Loop", "Turn", "breakdown", "percentile", "summary"]
 
 # Builds a gateway's admission queue around its `capacity()`.
 AdmissionFactory = Callable[[Callable[[], float]], Admission]
@@ -76,6 +76,14 @@ class Turn:
     on_done: Callable[[Turn], None] | None = None
     ticket: Ticket | None = None
     rejected: bool = False
+    # Where its time to first token went: left the gateway's queue (sent to an engine), the
+    # engine began the step that computes its prompt, that step's ms and prompts computed in
+    # it (its own included) and requests in it (the first admission, if preempted later).
+    dispatched: float | None = None
+    admitted: float | None = None
+    step_ms: float = 0.0
+    step_prefills: int = 0
+    step_size: int = 0
 
 
 class Engine:
@@ -106,6 +114,12 @@ class Engine:
         self._began = (self.loop.now, len(self.model.waiting))
         duration = self.model.begin_step()
         self.busy_ms += duration
+        fresh = [turn for request in self.model.stepping
+                 if (turn := self._turns[id(request)]).admitted is None]
+        prefills = self.model.admitted
+        for turn in fresh:
+            turn.admitted, turn.step_ms = self.loop.now, duration
+            turn.step_prefills, turn.step_size = prefills, len(self.model.stepping)
         self.loop.at(self.loop.now + duration, self._end)
 
     def _end(self) -> None:
@@ -238,6 +252,7 @@ class Gateway:
                 done(t)
 
         turn.on_done = finished
+        turn.dispatched = self.loop.now
         self.engines[index].submit(turn)
 
 
@@ -340,3 +355,24 @@ def summary(turns: Sequence[Turn], window: tuple[float, float], key: str | None 
     return {"p50": percentile(ttft, .5), "p90": percentile(ttft, .9),
             "p99": percentile(ttft, .99), "turns": len(mine), "censored": len(censored),
             "tok_s": sum(t.flow.max_tokens for t in done) / seconds}
+
+
+def breakdown(turns: Sequence[Turn], window: tuple[float, float], key: str,
+              share: float = 0.9) -> dict[str, float]:
+    """Where a key's time to first token went, over its counted turns that got one, and
+    over its tail (TTFT at or above the `share` percentile): means of the wait in the
+    gateway's queue, of the wait at the engine (the step running when it arrived, then any
+    queue there), of the step that computed its prompt; that step's prompts and requests."""
+    mine = [t for t in turns if t.counted and t.flow.key == key and not t.rejected
+            and t.first is not None and t.dispatched is not None and t.admitted is not None]
+    cut = percentile([t.first - t.started for t in mine], share)  # type: ignore[operator]
+    out: dict[str, float] = {}
+    for name, group in (("all", mine), ("tail", [t for t in mine  # type: ignore[operator]
+                                                  if t.first - t.started >= cut])):
+        n = max(len(group), 1)
+        out[f"{name}_gateway"] = sum(t.dispatched - t.started for t in group) / n  # type: ignore[operator]
+        out[f"{name}_engine"] = sum(t.admitted - t.dispatched for t in group) / n  # type: ignore[operator]
+        out[f"{name}_step"] = sum(t.step_ms for t in group) / n
+        out[f"{name}_prefills"] = sum(t.step_prefills for t in group) / n
+        out[f"{name}_size"] = sum(t.step_size for t in group) / n
+    return out

@@ -146,3 +146,28 @@ def test_an_offered_ticket_cannot_be_offered_again() -> None:
     queue.offer(ticket, 0)
     with pytest.raises(ValueError):
         queue.offer(ticket, 0)
+
+
+def test_a_class_share_keeps_a_reserve_for_the_other_class() -> None:
+    queue = FairQueue(Slots(10), class_share={"batch": 0.3})
+    bulk = [Ticket("bulk", cls="batch") for _ in range(6)]
+    assert [queue.offer(t, 0).name for t in bulk] == ["START"] * 3 + ["QUEUED"] * 3
+    # the reserve: interactive tickets start at once although batch ones wait
+    chats = [Ticket(f"chat{i}") for i in range(8)]
+    assert [queue.offer(t, 0).name for t in chats] == ["START"] * 7 + ["QUEUED"]
+    assert queue.ready(0) == []  # full
+    queue.done(bulk[0], 1)
+    assert queue.ready(1) == [chats[7]]  # interactive first, even into a freed batch slot
+    queue.done(chats[0], 2)
+    assert queue.ready(2) == [bulk[3]]  # batch back to its 3
+    queue.done(chats[1], 3)
+    assert queue.ready(3) == [] and queue.started == 9  # at its share: the slot stays free
+
+
+def test_a_class_share_follows_the_capacity() -> None:
+    slots = Slots(4)
+    queue = FairQueue(slots, class_share={"batch": 0.5})
+    bulk = [Ticket("bulk", cls="batch") for _ in range(6)]
+    assert [queue.offer(t, 0).name for t in bulk].count("START") == 2
+    slots.n = 8
+    assert queue.ready(0) == bulk[2:4]

@@ -178,8 +178,14 @@ class QueueConfig(Strict):
     # /metrics simply never signals. Models routed cache_aware over several replicas are read
     # anyway.
     engine_signal: bool = True
+    # The most of the model's capacity (max_in_flight, or the engines' batch slots) a
+    # class's running requests may hold, e.g. {"batch": 0.3}: the rest is a reserve kept
+    # free for the other class, so an interactive request arriving beside a batch flood
+    # finds a slot at once and its prompt's step carries fewer decodes. Unlisted: all of it.
+    # bench/RESULTS.md (2026-12-06) measures the trade-off.
+    class_share: dict[str, float] = Field(default_factory=dict)
 
-    @field_validator("max_wait_seconds", "weights")
+    @field_validator("max_wait_seconds", "weights", "class_share")
     @classmethod
     def _classes(cls, value: dict[str, float]) -> dict[str, float]:
         unknown = sorted(set(value) - set(_CLASSES))
@@ -187,6 +193,13 @@ class QueueConfig(Strict):
             raise ValueError(f"unknown class {unknown[0]!r} (classes: interactive, batch)")
         if any(v <= 0 for v in value.values()):
             raise ValueError("must be positive")
+        return value
+
+    @field_validator("class_share")
+    @classmethod
+    def _shares(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(v > 1 for v in value.values()):
+            raise ValueError("a share is at most 1")
         return value
 
 

@@ -98,17 +98,23 @@ class FairQueue:
 
     def __init__(self, capacity: Callable[[], float], *, max_queue: int = 1024,
                  max_per_key: int = 256, max_wait: Mapping[str, float] | None = None,
-                 class_order: Iterable[str] = ("interactive", "batch")) -> None:
+                 class_order: Iterable[str] = ("interactive", "batch"),
+                 class_share: Mapping[str, float] | None = None) -> None:
         self.capacity = capacity
         self.max_queue = max_queue
         self.max_per_key = max_per_key
         self.max_wait = dict(DEFAULT_WAIT if max_wait is None else max_wait)
         self.class_order = tuple(class_order)
+        # The most of capacity() each class's started tickets may hold (unlisted: all of it):
+        # what a class below 1 leaves free is a reserve for the others' arrivals.
+        self.class_share = dict(class_share or {})
+        self._by_class: collections.Counter[str] = collections.Counter()  # started, per class
+        self._queued: collections.Counter[int] = collections.Counter()  # waiting, per rank
         self._flows: dict[_Flow, collections.deque[Ticket]] = {}
         self._per_key: collections.Counter[str] = collections.Counter()
         self._finish: dict[_Flow, float] = {}
         self._virtual: dict[int, float] = {}
-        self._heads: list[tuple[int, float, int, Ticket]] = []
+        self._heads: dict[int, list[tuple[float, int, Ticket]]] = {}  # per rank
         self._arrivals: dict[str, collections.deque[Ticket]] = {}  # per class, for deadlines
         self._seq = itertools.count()
         self._shares: dict[str, tuple[float, float]] = {}  # key → (decayed cost, as of when)
@@ -136,7 +142,8 @@ class FairQueue:
         ticket.enqueued = now
         rank = self._rank(ticket.cls)
         capacity = self.capacity()
-        if self.size == 0 and self.started < capacity:
+        if self.started < capacity and self._room(ticket.cls, capacity) \
+                and not any(self._queued[r] for r in range(rank + 1)):
             self._tag(ticket, rank)
             self._virtual[rank] = ticket.start_tag
             # Shares are kept only while the model is bounded: an unbounded one has no labels.
@@ -155,6 +162,7 @@ class FairQueue:
         ticket.state = _State.QUEUED
         self.size += 1
         self._per_key[ticket.key] += 1
+        self._queued[rank] += 1
         self._arrivals.setdefault(ticket.cls, collections.deque()).append(ticket)
         if len(queue) == 1:
             self._push(ticket, rank)
@@ -174,11 +182,18 @@ class FairQueue:
                         if flow in self._flows or tag > self._virtual.get(flow[0], 0.0)}
 
     def _push(self, head: Ticket, rank: int) -> None:
-        heapq.heappush(self._heads, (rank, head.start_tag, next(self._seq), head))
+        heapq.heappush(self._heads.setdefault(rank, []),
+                       (head.start_tag, next(self._seq), head))
+
+    def _room(self, cls: str, capacity: float) -> bool:
+        """Whether the class holds less than its share of the capacity."""
+        share = self.class_share.get(cls)
+        return share is None or self._by_class[cls] < share * capacity
 
     def _start(self, ticket: Ticket, now: float, shared: bool = True) -> None:
         ticket.state = _State.STARTED
         self.started += 1
+        self._by_class[ticket.cls] += 1
         if shared:
             self._count_share(ticket, now)
 
@@ -192,6 +207,7 @@ class FairQueue:
         if ticket.state is _State.STARTED:
             ticket.state = _State.GONE
             self.started -= 1
+            self._by_class[ticket.cls] -= 1
         elif ticket.state is _State.QUEUED:
             self.cancel(ticket, now)
 
@@ -213,6 +229,7 @@ class FairQueue:
     def _leave(self, ticket: Ticket, rank: int, queue: collections.deque[Ticket]) -> None:
         ticket.state = _State.GONE
         self.size -= 1
+        self._queued[rank] -= 1
         left = self._per_key[ticket.key] - 1
         if left:
             self._per_key[ticket.key] = left
@@ -222,20 +239,34 @@ class FairQueue:
             del self._flows[(rank, ticket.key)]
 
     def ready(self, now: float) -> list[Ticket]:
+        """Held tickets started now: classes in order, each while it has room in its share."""
         started: list[Ticket] = []
-        while self.size and self.started < self.capacity():
-            ticket = self._pop()
-            self._start(ticket, now)
-            self.admitted += 1
-            started.append(ticket)
+        for rank in sorted(rank for rank, count in self._queued.items() if count):
+            while self._queued[rank]:
+                capacity = self.capacity()
+                if self.started >= capacity:
+                    return started
+                ticket = self._pop(rank)
+                if ticket is None:
+                    break
+                self._start(ticket, now)
+                self.admitted += 1
+                started.append(ticket)
         return started
 
-    def _pop(self) -> Ticket:
+    def _pop(self, rank: int) -> Ticket | None:
+        """The rank's next ticket in fair order, or None if its class is at its share."""
+        heads = self._heads[rank]
+        capacity = self.capacity()
         while True:
-            rank, _, _, ticket = heapq.heappop(self._heads)
+            _, _, ticket = heads[0]
             queue = self._flows.get((rank, ticket.key))
             if ticket.state is _State.QUEUED and queue and queue[0] is ticket:
+                if not self._room(ticket.cls, capacity):
+                    return None
+                heapq.heappop(heads)
                 break
+            heapq.heappop(heads)  # an old entry: the ticket left or is no longer the head
         queue.popleft()
         self._leave(ticket, rank, queue)
         self._virtual[rank] = max(self._virtual.get(rank, 0.0), ticket.start_tag)

@@ -48,7 +48,8 @@ class Gate:
         self.model = model
         self.queue = FairQueue(capacity, max_queue=settings.max_queue,
                                max_per_key=settings.max_per_key,
-                               max_wait=settings.max_wait_seconds)
+                               max_wait=settings.max_wait_seconds,
+                               class_share=settings.class_share)
         self._on_wait = on_wait
         self._on_refused = on_refused
         self._timer: asyncio.TimerHandle | None = None
@@ -65,6 +66,7 @@ class Gate:
         self.queue.max_queue = settings.max_queue
         self.queue.max_per_key = settings.max_per_key
         self.queue.max_wait = dict(settings.max_wait_seconds)
+        self.queue.class_share = dict(settings.class_share)
 
     def limited(self) -> bool:
         """Whether requests may have to wait now (the model is bounded or saturated)."""
