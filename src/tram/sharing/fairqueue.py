@@ -219,12 +219,27 @@ class FairQueue:
         if ticket.state is not _State.QUEUED:
             return
         rank = self._rank(ticket.cls)
-        queue = self._flows[(rank, ticket.key)]
+        flow = (rank, ticket.key)
+        queue = self._flows[flow]
         head = queue[0] is ticket
+        position = queue.index(ticket)
         queue.remove(ticket)
+        self._refund(ticket, flow, list(queue)[position:])
         self._leave(ticket, rank, queue)
         if head and queue:
             self._push(queue[0], rank)  # the old heap entry is skipped when it surfaces
+
+    def _refund(self, ticket: Ticket, flow: _Flow, later: list[Ticket]) -> None:
+        """A ticket that leaves unserved (expired, its client gone) gives back what it was
+        charged: its key's later tickets and next arrivals move up by its cost. Otherwise a
+        key whose requests time out under overload falls further behind with each one, and its
+        next ones time out too (one of two equal keys ends up with most of the service)."""
+        virtual = self._virtual.get(flow[0], 0.0)
+        charged = ticket.cost / max(ticket.weight, 1e-9)
+        for other in later:
+            other.start_tag = max(other.start_tag - charged, virtual)
+        if flow in self._finish:
+            self._finish[flow] = max(self._finish[flow] - charged, virtual)
 
     def _leave(self, ticket: Ticket, rank: int, queue: collections.deque[Ticket]) -> None:
         ticket.state = _State.GONE
