@@ -74,6 +74,7 @@ class Turn:
     replica: int = -1
     request: SimRequest | None = None
     on_done: Callable[[Turn], None] | None = None
+    on_first: Callable[[Turn], None] | None = None
     ticket: Ticket | None = None
     rejected: bool = False
     # Where its time to first token went: left the gateway's queue (sent to an engine), the
@@ -130,6 +131,8 @@ class Engine:
             if turn.first is None:
                 turn.first = now
                 first += 1
+                if turn.on_first is not None:
+                    turn.on_first(turn)
             if request.done:
                 del self._turns[id(request)]
                 turn.finished = now
@@ -163,6 +166,10 @@ class Gateway:
         self.routing = routing
         self.max_in_flight: int | None = None
         self.replica_cap = float("inf")
+        # Requests sent to a replica that have no first token yet (their prompt ahead), and
+        # the most a replica may have: one prompt at a time keeps each step short.
+        self.prefilling = [0] * len(engines)
+        self.prefill_cap = float("inf")
         self.admission = admission(self.capacity) if admission is not None else None
         self.decisions = decisions
         self._scrape_interval = routing.scrape_interval * 1000 * speed
@@ -201,6 +208,10 @@ class Gateway:
         """How many requests the engines can take at once: `replica_cap` each, less the
         queue each engine reports (everyone's overflow), within `max_in_flight`."""
         room = sum(max(0.0, self.replica_cap - r.engine_penalty) for r in self.pool.replicas)
+        if self.prefill_cap != float("inf"):  # what is in flight, and one start a free replica
+            room = min(room, self.pool.in_flight + sum(
+                max(0.0, min(self.prefill_cap - prefilling, self.replica_cap - r.outstanding))
+                for r, prefilling in zip(self.pool.replicas, self.prefilling, strict=True)))
         return min(room, self.max_in_flight if self.max_in_flight is not None else room)
 
     def _admit_ready(self) -> None:
@@ -227,7 +238,8 @@ class Gateway:
         # Replicas at their cap take nothing while another has room: the queue's
         # `capacity()` and the choice of a replica must read the same caps, or the queue
         # leaks its backlog into the engines' own FIFO queues.
-        full = [r for r in self.pool.replicas if r.routing_load >= self.replica_cap]
+        full = [r for r, prefilling in zip(self.pool.replicas, self.prefilling, strict=True)
+                if r.routing_load >= self.replica_cap or prefilling >= self.prefill_cap]
         replica = self.pool.pick(hints, exclude=full if len(full) < len(self.engines) else ())
         assert replica is not None
         index = self.pool.replicas.index(replica)
@@ -251,7 +263,12 @@ class Gateway:
             if done is not None:
                 done(t)
 
-        turn.on_done = finished
+        def first(t: Turn, index: int = index) -> None:
+            self.prefilling[index] -= 1
+            self._admit_ready()
+
+        self.prefilling[index] += 1
+        turn.on_done, turn.on_first = finished, first
         turn.dispatched = self.loop.now
         self.engines[index].submit(turn)
 
@@ -271,6 +288,7 @@ class Fleet:
     admission: AdmissionFactory | None = None  # one queue per gateway
     max_in_flight: int | None = None  # per gateway, for `capacity()`
     replica_cap: float = float("inf")  # requests per replica, for `capacity()` and routing
+    prefill_cap: float = float("inf")  # requests without a first token per replica
     seed: int = 3
     trace: bool = False
 
@@ -294,6 +312,7 @@ class Fleet:
             for g in range(self.gateways)]
         for gateway in self.gateway_list:
             gateway.max_in_flight, gateway.replica_cap = self.max_in_flight, self.replica_cap
+            gateway.prefill_cap = self.prefill_cap
             gateway.alive = lambda: loop.now < end or any(e.busy for e in self.engines) \
                 or any(g.admission is not None and g.admission.next_deadline() is not None
                        for g in self.gateway_list)

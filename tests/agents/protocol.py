@@ -108,10 +108,18 @@ def tool_results(body: Any) -> dict[str, str]:
     return found
 
 
+def _anthropic_input(usage: dict[str, Any]) -> int:
+    """Anthropic's input is three counts: tokens read from the prompt cache and written to it
+    are not in `input_tokens` (the gateway's usage row counts the whole prompt)."""
+    return sum(int(usage.get(name) or 0) for name in
+               ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"))
+
+
 def stream_usage(exchange: Exchange) -> tuple[int, int] | None:
     """(prompt, completion) tokens as the answer itself reported them to the client: the
     Responses `response.completed` usage, Messages' message_start input and message_delta
-    output (llama-server says the input at the start only), chat's usage chunk."""
+    output (llama-server says the input at the start only; cached input apart), chat's usage
+    chunk."""
     started, last = 0, None
     for event in events(exchange):
         kind = event.get("type")
@@ -120,11 +128,10 @@ def stream_usage(exchange: Exchange) -> tuple[int, int] | None:
             if usage:
                 return int(usage["input_tokens"]), int(usage["output_tokens"])
         elif kind == "message_start":
-            started = int(((event.get("message") or {}).get("usage") or {})
-                          .get("input_tokens") or 0)
+            started = _anthropic_input((event.get("message") or {}).get("usage") or {})
         elif kind == "message_delta" and event.get("usage"):
             usage = event["usage"]
-            return int(usage.get("input_tokens") or started), int(usage.get("output_tokens") or 0)
+            return _anthropic_input(usage) or started, int(usage.get("output_tokens") or 0)
         elif event.get("usage") and "choices" in event:  # the last chunk's is the total
             last = int(event["usage"]["prompt_tokens"]), int(event["usage"]["completion_tokens"])
     return last
