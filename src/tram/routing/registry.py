@@ -131,10 +131,19 @@ class ModelPool:
         """Every replica that takes traffic reports requests waiting at its engine, in a
         reading of the last three scrape intervals (a stale one says nothing: scraping may
         have stopped, by a reload, or the engine stopped answering it)."""
-        oldest = time.monotonic() - 3 * self.config.routing.scrape_interval
-        live = [r for r in self.replicas if r.takes_traffic()]
-        return bool(live) and all(r.engine_waiting > 0 and r.engine_read_at >= oldest
-                                  for r in live)
+        oldest: float | None = None
+        live = False
+        for replica in self.replicas:  # on every request: the usual answer comes first
+            if not replica.takes_traffic():
+                continue
+            if replica.engine_waiting <= 0:
+                return False
+            if oldest is None:
+                oldest = time.monotonic() - 3 * self.config.routing.scrape_interval
+            if replica.engine_read_at < oldest:
+                return False
+            live = True
+        return live
 
     def hold(self, replica: Replica) -> None:
         """Count a request in flight for this model (`max_in_flight`) and on the replica

@@ -140,8 +140,12 @@ class FairQueue:
         if ticket.state is not _State.NEW:
             raise ValueError("a ticket is offered once")
         ticket.enqueued = now
-        rank = self._rank(ticket.cls)
         capacity = self.capacity()
+        if capacity == math.inf and not self.size:
+            # Unbounded and nothing waits: no order to keep (tags matter once it waits).
+            self._start(ticket, now, shared=False)
+            return Verdict.START
+        rank = self._rank(ticket.cls)
         if self.started < capacity and self._room(ticket.cls, capacity) \
                 and not any(self._queued[r] for r in range(rank + 1)):
             self._tag(ticket, rank)
