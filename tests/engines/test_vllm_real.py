@@ -280,7 +280,7 @@ def test_models_describe_themselves(client: openai.OpenAI, vllm_up: TramUp,
             if learned.get("context_window"):
                 break
             time.sleep(0.2)
-    assert learned["context_window"] == 4096  # vLLM's max_model_len, read from its /models
+    assert learned["context_window"] == 32768  # vLLM's max_model_len, read from its /models
 
 
 @pytest.mark.parametrize("model", ["qwen-bridged", "qwen-text"])
