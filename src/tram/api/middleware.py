@@ -67,11 +67,19 @@ class RequestIdMiddleware:
 
         id_header = (b"x-request-id", request_id.encode("latin-1"))
 
+        recorded = False
+
         async def send_with_id(message: Message) -> None:
+            nonlocal recorded
             if message["type"] == "http.response.start":
                 record.status = message["status"]
                 # A new list: handlers may pass shared constant header lists.
                 message["headers"] = [*message.get("headers", ()), id_header]
+            elif message["type"] == "http.response.body" and not message.get("more_body") \
+                    and record.stream is False and not recorded:
+                # A JSON answer's outcome is journaled before its last bytes leave: a gateway
+                # killed right after the client has it must not record it as interrupted.
+                recorded = self._record_usage(record)
             await send(message)
 
         try:
@@ -91,11 +99,16 @@ class RequestIdMiddleware:
             log_request(record)
             if self.metrics is not None and record.model is not None:
                 observe(self.metrics, record)
-            # Only requests with a valid key are recorded: a refused one costs no disk write
-            # (AuthMiddleware counts it in a metric), so nobody without a key grows the store.
-            if self.usage is not None and record.key_id is not None \
-                    and record.route is not None:
-                self.usage.record(record.as_usage())
+            if not recorded:
+                self._record_usage(record)
+
+    def _record_usage(self, record: RequestRecord) -> bool:
+        """Only requests with a valid key are recorded: a refused one costs no disk write
+        (AuthMiddleware counts it in a metric), so nobody without a key grows the store."""
+        if self.usage is None or record.key_id is None or record.route is None:
+            return False
+        self.usage.record(record.as_usage())
+        return True
 
 
 class AuthMiddleware:
