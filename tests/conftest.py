@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from tests.support.fault_engine import EngineLog, fault_engine
+from tests.support.postgres import Postgres
 from tests.support.redis_server import RedisServer
 from tests.support.servers import serve_app
 from tests.support.tiny_qwen3 import build_tiny_qwen3
@@ -137,6 +138,17 @@ def vllm_up(tmp_path_factory: pytest.TempPathFactory, tiny_qwen3: Path) -> Itera
         yield up
     finally:
         up.stop(60)
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    """A real PostgreSQL server of the test module's own, on a free loopback port."""
+    server = Postgres()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()
 
 
 @pytest.fixture

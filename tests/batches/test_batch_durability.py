@@ -12,12 +12,10 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import orjson
-import pytest
 
 from tests.conftest import MASTER_KEY
 from tests.support.batches import chat_lines, file_lines, start_batch, wait_batch
@@ -127,15 +125,6 @@ def test_a_gateway_killed_mid_batch_leaves_exactly_one_result_per_line(
     # recorded by the next start as gateway_interrupted.
     assert sum(row["requests"] for row in usage) == len(engine_log.received)
 
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    server = Postgres()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.destroy()
 
 
 def test_two_gateways_on_one_postgres_share_a_batch_without_duplicating_a_line(

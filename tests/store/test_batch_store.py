@@ -8,49 +8,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
-import asyncpg
 import orjson
 import pytest
 from sqlalchemy import func, select
 
-from tests.support.postgres import Postgres
 from tram.batches.shapes import unrun_line
 from tram.store.batch_lines import LineQueue, Outcome
 from tram.store.batches import BatchStore, NewLine
-from tram.store.db import Database, database_url
+from tram.store.db import Database
 from tram.store.models import Base, StoredFile
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    server = Postgres()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.destroy()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return database_url(None, tmp_path)
-    server: Postgres = request.getfixturevalue("postgres")
-    # A database of this test's own on the module's server.
-    name = f"t{time.time_ns()}"
-
-    async def create() -> None:
-        connection = await asyncpg.connect(server.url.replace("postgresql://", "postgres://"))
-        try:
-            await connection.execute(f"CREATE DATABASE {name}")
-        finally:
-            await connection.close()
-
-    asyncio.run(create())
-    return database_url(server.url.rsplit("/", 1)[0] + f"/{name}", tmp_path)
 
 
 @pytest.fixture

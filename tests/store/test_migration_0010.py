@@ -4,51 +4,18 @@ the defaults (no priority of their own: interactive; no weight: the class's from
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import asyncpg
-import pytest
 from sqlalchemy import text
 
-from tests.support.postgres import Postgres
 from tram.auth.principal import Authenticator
-from tram.store.db import HEAD_REVISION, MIGRATIONS, Database, database_url
+from tram.store.db import HEAD_REVISION, MIGRATIONS, Database
 from tram.store.keys import KeyStore, hash_key
 
 OLD_KEY = "sk-tram-from-before-0010"
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    server = Postgres()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.destroy()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return database_url(None, tmp_path)
-    server: Postgres = request.getfixturevalue("postgres")
-    name = f"m{time.time_ns()}"
-
-    async def create() -> None:
-        connection = await asyncpg.connect(server.url.replace("postgresql://", "postgres://"))
-        try:
-            await connection.execute(f"CREATE DATABASE {name}")
-        finally:
-            await connection.close()
-
-    asyncio.run(create())
-    return database_url(server.url.rsplit("/", 1)[0] + f"/{name}", tmp_path)
 
 
 async def _upgrade_to(database: Database, revision: str) -> None:

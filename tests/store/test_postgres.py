@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.conftest import MASTER_KEY, fault_models
 from tests.support.fault_engine import EngineLog
@@ -22,15 +20,6 @@ from tram.config import Settings, parse_config
 USER = [{"role": "user", "content": "hi"}]
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    server = Postgres()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.destroy()
 
 
 def pg_gateway(tmp_path: Path, postgres: Postgres, engine_url: str):  # type: ignore[no-untyped-def]

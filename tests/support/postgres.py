@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
+
+import asyncpg
 
 from tests.support.servers import free_port
 
@@ -39,6 +43,20 @@ class Postgres:
                            str(self.folder / "log"), "-o",
                            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1",
                            "start"])
+
+    def new_database(self) -> str:
+        """The URL of a new, empty database on this server."""
+        name = f"t{time.time_ns()}"
+
+        async def create() -> None:
+            connection = await asyncpg.connect(self.url.replace("postgresql://", "postgres://"))
+            try:
+                await connection.execute(f"CREATE DATABASE {name}")
+            finally:
+                await connection.close()
+
+        asyncio.run(create())
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
 
     def stop(self) -> None:
         self._as_postgres([_bin("pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "stop"])
