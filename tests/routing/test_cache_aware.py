@@ -205,6 +205,19 @@ def _engine_with_metrics(log: EngineLog, metrics: str | None, delay: float = 0.0
     return app
 
 
+def _wait_for_reading(url: str, auth: dict[str, str], replica: str, load: float) -> None:
+    """Until the gateway's /metrics shows `replica`'s engine load at `load`: its first scrape
+    has landed (a fixed sleep raced it on a loaded CI machine)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for line in httpx.get(url + "/metrics", headers=auth).text.splitlines():
+            if line.startswith("tram_replica_engine_load{") and replica in line \
+                    and float(line.rsplit(" ", 1)[1]) == load:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"no engine reading of {load} for {replica}")
+
+
 def test_scraping_steers_away_from_a_queue_and_never_slows_routing(settings: Settings) -> None:
     busy_log, calm_log, slow_log = EngineLog(), EngineLog(), EngineLog()
     busy = _engine_with_metrics(busy_log, 'vllm:num_requests_waiting{m="x"} 50\n')
@@ -217,8 +230,8 @@ def test_scraping_steers_away_from_a_queue_and_never_slows_routing(settings: Set
                    "upstreams": [{"url": u + "/v1", "served_name": "echo"}
                                  for u in (busy_url, calm_url, slow_url)]}]
         with serve_app(create_app(settings, parse_config({"models": models}, "t"))) as url:
-            time.sleep(0.8)  # a few scrapes: the slow one times out every time
             auth = {"Authorization": f"Bearer {MASTER_KEY}"}
+            _wait_for_reading(url, auth, busy_url, 50.0)  # the slow one times out every time
             started = time.monotonic()
             for user in range(30):
                 answer = httpx.post(url + "/v1/chat/completions", headers=auth, timeout=10,

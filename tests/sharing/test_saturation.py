@@ -13,6 +13,7 @@ import pytest
 from tram.config import SharingConfig, parse_config
 from tram.errors import ModelOverloaded
 from tram.relay.queueing import Queues
+from tram.routing.engine_load import scrape_once
 from tram.routing.registry import ModelPool, Registry
 from tram.sharing.gate import Gate
 
@@ -37,7 +38,9 @@ def test_a_stale_reading_does_not_saturate() -> None:
     assert pool is not None
     _report(pool, 4, age=0.5)
     assert pool.saturated()
-    _report(pool, 4, age=3.5)  # three scrape intervals without a reading: unknown
+    _report(pool, 4, age=4.0)  # one missed round (1 s interval + 0.5 s timeout): still known
+    assert pool.saturated()
+    _report(pool, 4, age=4.6)  # three scrape rounds without a reading: unknown
     assert not pool.saturated()
     _report(pool, 0, age=0.1)
     assert not pool.saturated()
@@ -80,3 +83,39 @@ def test_retry_after_follows_how_fast_the_queue_drains() -> None:
     before, after = asyncio.run(scenario())
     assert before == 4  # (3 waiting + 1) × 1 s
     assert after == 2  # (3 + 1) × ~0.5 s, rounded up
+
+
+class _ScriptedMetrics:
+    """Stands in for UpstreamClient.get: each scrape answers the next body in the script
+    (None: no answer within the timeout)."""
+
+    def __init__(self, *bodies: bytes | None) -> None:
+        self.bodies = list(bodies)
+
+    async def get(self, replica: object, path: str, limit_s: float,
+                  at_root: bool = False) -> bytes | None:
+        return self.bodies.pop(0)
+
+
+def test_one_missed_scrape_keeps_the_queue_an_engine_reported() -> None:
+    config = parse_config({"models": [{"name": "m", "upstreams": [UPSTREAM, UPSTREAM],
+                                       "routing": {"scrape_interval": 0.2,
+                                                   "scrape_timeout": 0.2}}]}, "test")
+    registry = Registry.from_models(config.models)
+    pool = registry.get("m")
+    assert pool is not None
+    busy = b'vllm:num_requests_waiting{m="x"} 50\n'
+    client = _ScriptedMetrics(busy, busy, None, None)
+    seen: dict[int, float] = {}
+    asyncio.run(scrape_once(registry, client, seen))  # type: ignore[arg-type]
+    assert [r.engine_penalty for r in pool.replicas] == [50.0, 50.0]
+    for replica in pool.replicas:  # a round and a half ago (0.4 s rounds): one missed
+        seen[id(replica)] = replica.engine_read_at = time.monotonic() - 0.6
+    asyncio.run(scrape_once(registry, client, seen))  # type: ignore[arg-type]
+    assert [r.engine_penalty for r in pool.replicas] == [50.0, 50.0]
+    assert pool.saturated()
+    for replica in pool.replicas:  # three rounds without an answer: unknown
+        seen[id(replica)] = replica.engine_read_at = time.monotonic() - 1.3
+    asyncio.run(scrape_once(registry, _ScriptedMetrics(None, None), seen))  # type: ignore[arg-type]
+    assert [r.engine_penalty for r in pool.replicas] == [0.0, 0.0]
+    assert not pool.saturated()

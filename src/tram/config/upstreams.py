@@ -65,6 +65,13 @@ class RoutingConfig(Strict):
     queue_weight: float = Field(1.0, ge=0)
     kv_weight: float = Field(4.0, ge=0)
 
+    @property
+    def reading_lifetime(self) -> float:
+        """How long an engine's reading counts: three scrape rounds, each up to one timeout
+        (a replica that hangs holds the round that long) plus one interval. One missed
+        scrape on a busy machine must not forget a queue the engine reported."""
+        return 3 * (self.scrape_interval + self.scrape_timeout)
+
 
 class HealthConfig(Strict):
     """Active probes (GET <upstream>/models) and passive ejection (a circuit per replica)."""

@@ -8,7 +8,8 @@ replicas, `scrape_metrics`) is scraped every `scrape_interval` seconds, each scr
 requests × `queue_weight` + KV pressure above 80% × `kv_weight`), which routing reads without
 any I/O (not the running count: see `Replica.update_load`). A
 replica whose /metrics is missing, slow or unparsable has no penalty once its last reading is
-three intervals old: routing is never slowed or blocked by a scrape.
+three scrape rounds old (`RoutingConfig.reading_lifetime`): routing is never slowed or
+blocked by a scrape.
 
 vLLM's names (`vllm:num_requests_waiting`, `vllm:kv_cache_usage_perc`) and llama.cpp's
 (`llamacpp:requests_deferred`, `llamacpp:kv_cache_usage_ratio`) are read.
@@ -95,7 +96,7 @@ async def scrape_once(registry: Registry, client: UpstreamClient,
                         r.engine_waiting = load.waiting
                         r.engine_read_at = seen[id(r)] = time.monotonic()
                         r.update_load()
-                    elif now - seen.get(id(r), 0.0) > 3 * c.scrape_interval:
+                    elif now - seen.get(id(r), 0.0) > c.reading_lifetime:
                         # Unknown: the gateway's own count alone.
                         r.engine_penalty = r.engine_waiting = 0.0
                         r.update_load()

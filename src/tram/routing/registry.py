@@ -129,7 +129,7 @@ class ModelPool:
 
     def saturated(self) -> bool:
         """Every replica that takes traffic reports requests waiting at its engine, in a
-        reading of the last three scrape intervals (a stale one says nothing: scraping may
+        reading of the last three scrape rounds (a stale one says nothing: scraping may
         have stopped, by a reload, or the engine stopped answering it)."""
         oldest: float | None = None
         live = False
@@ -139,7 +139,7 @@ class ModelPool:
             if replica.engine_waiting <= 0:
                 return False
             if oldest is None:
-                oldest = time.monotonic() - 3 * self.config.routing.scrape_interval
+                oldest = time.monotonic() - self.config.routing.reading_lifetime
             if replica.engine_read_at < oldest:
                 return False
             live = True
