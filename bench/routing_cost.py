@@ -26,6 +26,7 @@ class _Replica:
     outstanding: int = 0
     engine_penalty: float = 0.0
     routing_load: float = 0.0  # as the registry keeps it (Replica.update_load)
+    engine_read_at: float = 0.0
 
 
 def _conversation(rng: random.Random, user: int, turns: int) -> list[dict[str, str]]:

@@ -33,6 +33,7 @@ class Fake:
     url: str
     outstanding: int = 0
     engine_penalty: float = 0.0
+    engine_read_at: float = 0.0
 
     @property
     def routing_load(self) -> float:
@@ -220,18 +221,21 @@ def _wait_for_reading(url: str, auth: dict[str, str], replica: str, load: float)
 
 def test_scraping_steers_away_from_a_queue_and_never_slows_routing(settings: Settings) -> None:
     busy_log, calm_log, slow_log = EngineLog(), EngineLog(), EngineLog()
-    busy = _engine_with_metrics(busy_log, 'vllm:num_requests_waiting{m="x"} 50\n')
+    # 1000 waiting: more than 30 prompts sent to the others could weigh, however fast sent.
+    busy = _engine_with_metrics(busy_log, 'vllm:num_requests_waiting{m="x"} 1000\n')
     calm = _engine_with_metrics(calm_log, 'vllm:num_requests_waiting{m="x"} 0\n')
     slow = _engine_with_metrics(slow_log, 'vllm:num_requests_waiting{m="x"} 0\n', delay=30)
     with serve_app(busy) as busy_url, serve_app(calm) as calm_url, \
             serve_app(slow) as slow_url:
+        # A second for each scrape: a loaded machine answers the calm engines' /metrics in
+        # time; the slow one never answers (routing must not wait on it either way).
         models = [{"name": "m", "routing": {"policy": "cache_aware", "scrape_interval": 0.2,
-                                            "scrape_timeout": 0.2},
+                                            "scrape_timeout": 1.0},
                    "upstreams": [{"url": u + "/v1", "served_name": "echo"}
                                  for u in (busy_url, calm_url, slow_url)]}]
         with serve_app(create_app(settings, parse_config({"models": models}, "t"))) as url:
             auth = {"Authorization": f"Bearer {MASTER_KEY}"}
-            _wait_for_reading(url, auth, busy_url, 50.0)  # the slow one times out every time
+            _wait_for_reading(url, auth, busy_url, 1000.0)  # the slow one times out every time
             started = time.monotonic()
             for user in range(30):
                 answer = httpx.post(url + "/v1/chat/completions", headers=auth, timeout=10,
@@ -240,7 +244,7 @@ def test_scraping_steers_away_from_a_queue_and_never_slows_routing(settings: Set
             elapsed = time.monotonic() - started
             metrics = httpx.get(url + "/metrics", headers=auth).text
     assert elapsed < 3.0  # 30 requests: no request waited on a 30 s /metrics
-    assert len(busy_log.received) == 0  # 50 waiting: over the bound for every conversation
+    assert len(busy_log.received) == 0  # over the bound for every conversation
     assert len(calm_log.received) + len(slow_log.received) == 30
     assert 'tram_routing_decisions_total{model="m",reason=' in metrics
     assert "tram_replica_engine_load" in metrics and "tram_replica_prefix_hit_estimate" in metrics
@@ -293,3 +297,23 @@ def test_an_unseen_opening_goes_to_its_owner_where_openings_come_back() -> None:
         owner.outstanding = 1
         chosen = policy.choose(fleet, _hints(new_document, config))
         assert (chosen is owner) == expect_owner, history[0][0]["content"][:12]
+
+
+def test_what_an_engine_reading_covers_no_longer_counts_as_ahead_of_it() -> None:
+    """Openings sent fast to replicas whose engines then report an empty queue: those sends
+    are in the reading (answered, or running), not prefill still ahead of them, so a replica
+    whose engine reports a queue of 30 gets none of the next openings."""
+    config = RoutingConfig(policy="cache_aware")
+    clock = Clock()
+    policy = CacheAware(config, clock=clock)
+    busy, calm, quiet = fleet = _fleet(3)
+    busy.engine_penalty = 30.0
+    chosen = []
+    for user in range(60):
+        clock.tick(0.01)  # 100 openings a second: far more than 30 requests' worth ahead
+        if user % 5 == 0:  # a fresh reading every 50 ms
+            for replica in fleet:
+                replica.engine_read_at = clock.now
+        chosen.append(policy.choose(fleet, _hints(_conversation(user, 0), config)))
+    assert busy not in chosen
+    assert {calm, quiet} <= set(chosen)

@@ -76,39 +76,55 @@ def _scraped(pool: ModelPool) -> bool:
         routing.policy in ("auto", "cache_aware") and len(pool.replicas) > 1))
 
 
+def _targets(registry: Registry) -> list[tuple[Replica, RoutingConfig]]:
+    return [(replica, pool.config.routing) for pool in registry if _scraped(pool)
+            for replica in pool.replicas]
+
+
+async def _scrape(replica: Replica, config: RoutingConfig, client: UpstreamClient,
+                  seen: dict[int, float]) -> None:
+    """One replica's reading (`seen`: when each replica last answered, by id)."""
+    asked = time.monotonic()
+    body = await client.get(replica, "/metrics", config.scrape_timeout, at_root=True)
+    load = parse_metrics(body) if body is not None else None
+    if load is not None:
+        replica.engine_penalty = penalty(load, config)
+        replica.engine_waiting = load.waiting
+        replica.engine_read_at = seen[id(replica)] = time.monotonic()
+        replica.update_load()
+    elif asked - seen.get(id(replica), 0.0) > config.reading_lifetime:
+        # Unknown: the gateway's own count alone.
+        replica.engine_penalty = replica.engine_waiting = 0.0
+        replica.update_load()
+
+
 async def scrape_once(registry: Registry, client: UpstreamClient,
                       seen: dict[int, float]) -> None:
-    """Scrape every replica of the pools that route by cache (`seen`: when each replica last
-    answered, by id)."""
-    now = time.monotonic()
+    """Scrape every replica of the pools that read their engines' load, once."""
     async with anyio.create_task_group() as group:
-        for pool in registry:
-            if not _scraped(pool):
-                continue
-            config = pool.config.routing
-            for replica in pool.replicas:
-
-                async def run(r: Replica = replica, c: RoutingConfig = config) -> None:
-                    body = await client.get(r, "/metrics", c.scrape_timeout, at_root=True)
-                    load = parse_metrics(body) if body is not None else None
-                    if load is not None:
-                        r.engine_penalty = penalty(load, c)
-                        r.engine_waiting = load.waiting
-                        r.engine_read_at = seen[id(r)] = time.monotonic()
-                        r.update_load()
-                    elif now - seen.get(id(r), 0.0) > c.reading_lifetime:
-                        # Unknown: the gateway's own count alone.
-                        r.engine_penalty = r.engine_waiting = 0.0
-                        r.update_load()
-
-                group.start_soon(run)
+        for replica, config in _targets(registry):
+            group.start_soon(_scrape, replica, config, client, seen)
 
 
 async def scrape_forever(registry: Registry, client: UpstreamClient) -> None:
+    """Every replica every `scrape_interval`, each on its own: a replica whose /metrics
+    hangs (until its timeout) delays no other's reading, and is not asked again while a
+    scrape of it is still out."""
     seen: dict[int, float] = {}
-    while True:
-        interval = min((pool.config.routing.scrape_interval for pool in registry
-                        if _scraped(pool)), default=1.0)
-        with anyio.move_on_after(interval * 2):
-            await scrape_once(registry, client, seen)
-        await anyio.sleep(interval)
+    out: set[int] = set()
+
+    async def scrape(replica: Replica, config: RoutingConfig) -> None:
+        try:
+            await _scrape(replica, config, client, seen)
+        finally:
+            out.discard(id(replica))
+
+    async with anyio.create_task_group() as group:
+        while True:
+            targets = _targets(registry)
+            for replica, config in targets:
+                if id(replica) not in out:
+                    out.add(id(replica))
+                    group.start_soon(scrape, replica, config)
+            await anyio.sleep(min((config.scrape_interval for _, config in targets),
+                                  default=1.0))

@@ -139,6 +139,16 @@ class _Pending:
         self._seconds = max(seconds, 1e-6)
         self._base = 0.0
         self.values: dict[str, float] = {}
+        self._read_at: dict[str, float] = {}  # the engine reading each value is newer than
+
+    def reading(self, url: str, read_at: float) -> None:
+        """The replica's engine was read at `read_at` (its own clock): what was sent there
+        before is in that reading (waiting, running or done), so it no longer counts here.
+        Without this, prompts sent fast to engines that report an empty queue outweighed
+        an engine reporting 50 waiting."""
+        if read_at > self._read_at.get(url, 0.0):
+            self._read_at[url] = read_at
+            self.values.pop(url, None)
 
     def scale(self, now: float) -> float:
         """What the stored values are multiplied by to be read at `now`."""
@@ -162,6 +172,7 @@ class LoadAware(Protocol):
     # This gateway's requests in flight on the replica plus the engine's queue and KV
     # pressure (everyone's). Kept up to date by the registry (Replica.update_load).
     routing_load: float
+    engine_read_at: float  # when the engine's part of it was read (0: never)
 
 
 class _Ring:
@@ -266,6 +277,8 @@ class CacheAware:
         owner (order[0]) unless another is below it by `owner_margin` × the recurrence,
         then ring order."""
         pending = self._pending
+        for replica in candidates:
+            pending.reading(replica.url, replica.engine_read_at)
         weight = self._pending_weight * pending.scale(now)
         values = pending.values
         best, best_load = candidates[0], float("inf")
