@@ -48,9 +48,15 @@ def prompt_estimate(payload: Any) -> int:
     if isinstance(messages, list):
         count.messages = len(messages)
         for message in messages:
-            count.walk(message.get("content") if isinstance(message, dict) else None)
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                count.chars += len(content)  # the usual message: no walk
+            elif content is not None:
+                count.walk(content)
     for name in ("prompt", "input", "instructions", "system"):
-        count.walk(payload.get(name))
+        value = payload.get(name)
+        if value is not None:
+            count.walk(value)
     return math.ceil(count.chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * count.messages \
         + TOKENS_PER_IMAGE * count.images
 

@@ -80,18 +80,19 @@ class RequestRecord:
 
     def as_usage(self) -> dict[str, Any]:
         """The usage event of this request (ids, counts and timings only)."""
+        meter = self.meter
         return {
             "event_id": self.event_id,
             "ts": utc_stamp(),
             "request_id": self.request_id,
             "key_id": self.key_id, "model": self.model, "served_model": self.served_model,
-            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-            "cached_tokens": self.cached_tokens, "images": self.images,
+            "prompt_tokens": meter.prompt_tokens, "completion_tokens": meter.completion_tokens,
+            "cached_tokens": meter.cached_tokens, "images": self.images,
             "image_pixels": self.image_pixels, "stream": self.stream,
             "latency_ms": round(self.elapsed() * 1000, 2), "first_byte_ms": self.first_byte_ms,
             "status": self.status or 0, "error_code": self.error_code,
             "client_disconnected": self.client_disconnected,
-            "tokens_estimated": self.tokens_estimated, "route": self.route or "chat",
+            "tokens_estimated": meter.estimated, "route": self.route or "chat",
         }
 
     def as_log(self) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def _sent(pool: ModelPool, route: str = "chat", key: str | int = "interactive",
           traffic: str = "interactive", **body: Any) -> dict[str, Any]:
     payload: dict[str, Any] = {"model": "m", **body}
     principal = Principal(key_id="k", is_master=False, priority=key)
-    engine_priority(ROUTES[route], pool, principal, traffic, CLASSES, payload)
+    engine_priority(ROUTES[route], pool, principal, traffic, lambda: CLASSES, payload)
     return payload
 
 

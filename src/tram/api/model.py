@@ -19,12 +19,10 @@ from tram.api.state import AppState
 from tram.api.streaming import SSEResponse, cancel_on_disconnect
 from tram.auth.principal import Principal
 from tram.errors import TramError, error_response
-from tram.limits.base import Ticket
 from tram.meter import audio_estimate
 from tram.relay.forward import StreamResult
 from tram.relay.multipart import Form, boundary_of
 from tram.relay.route import ModelRoute
-from tram.requestlog import RequestRecord
 from tram.types import Receive, Scope, Send
 from tram.vision.lift import Lifted, keep_image_urls, lift_data_urls
 
@@ -81,12 +79,17 @@ class ModelEndpoint:
         payload, context = self._parse(scope, raw)
         # From here on the request is journaled: even a killed gateway leaves a trace of it.
         self.state.usage.begin(record, payload)
-        # Admission before any engine work: rpm, tpm, concurrency and budgets of the key.
-        ticket = await self._admit(principal, payload)
+        # Admission before any engine work: rpm, tpm, concurrency and budgets of the key (a
+        # key without limits has nothing to hold, and no await for it).
+        admission = self.state.admission
+        ticket = None if principal.limits is None else \
+            await admission.admit(self.route, principal, payload)
         try:
             await self._serve(scope, receive, send, principal, payload, context)
         finally:
-            await self._settle(record, payload, ticket)
+            admission.settle(record, payload)
+            if ticket is not None:
+                await admission.release(record, ticket)
 
     async def _upload(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A multipart upload: admitted before a byte of its body is read (a key over its
@@ -95,7 +98,8 @@ class ModelEndpoint:
         state, record = self.state, record_of(scope)
         principal: Principal = scope["state"]["tram.principal"]
         declared = content_length(scope) or self._body_limit()
-        ticket = await self._admit(principal, None, audio_estimate(declared))
+        ticket = await state.admission.admit(self.route, principal, None,
+                                             audio_estimate(declared))
         payload: Any = None
         try:
             async with state.uploads.hold(declared):
@@ -109,14 +113,9 @@ class ModelEndpoint:
                 state.usage.begin(record, payload)
                 await self._serve(scope, receive, send, principal, payload, context)
         finally:
-            await self._settle(record, payload, ticket)
-
-    async def _admit(self, principal: Principal, payload: Any,
-                     estimate: int | None = None) -> Ticket | None:
-        return await self.state.admission.admit(self.route, principal, payload, estimate)
-
-    async def _settle(self, record: RequestRecord, payload: Any, ticket: Ticket | None) -> None:
-        await self.state.admission.settle(record, payload, ticket)
+            state.admission.settle(record, payload)
+            if ticket is not None:
+                await state.admission.release(record, ticket)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, principal: Principal,
                      payload: Any, context: Any) -> None:

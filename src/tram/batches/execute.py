@@ -105,7 +105,9 @@ class LineExecutor:
             self._record(record)
             raise
         finally:
-            await self._admission.settle(record, payload, ticket)
+            self._admission.settle(record, payload)
+            if ticket is not None:
+                await self._admission.release(record, ticket)
         return self._done(line, record, outcome)
 
     async def _create(self, line: ClaimedLine, route: ModelRoute, principal: Principal,

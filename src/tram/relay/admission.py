@@ -44,11 +44,15 @@ class Admission:
                 prompt_estimate(payload) + self.completion_ceiling(route, payload)
         return await self.limiter.admit(principal.key_id, limits, reserve)
 
-    async def settle(self, record: RequestRecord, payload: Any, ticket: Ticket | None) -> None:
-        # A cut stream or a cancelled request is charged what the engine did for it.
+    @staticmethod
+    def settle(record: RequestRecord, payload: Any) -> None:
+        """What the request cost, final: a cut stream or a cancelled request is charged what
+        the engine did for it."""
         record.meter.settle(payload)
-        if ticket is not None:
-            await self.limiter.release(ticket, record.meter.total())
+
+    async def release(self, record: RequestRecord, ticket: Ticket) -> None:
+        """What `admit` held, traded for what the request cost (after `settle`)."""
+        await self.limiter.release(ticket, record.meter.total())
 
     def completion_ceiling(self, route: ModelRoute, payload: object) -> int:
         """What a request may still generate, held against budgets while it runs."""

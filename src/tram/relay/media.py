@@ -27,7 +27,7 @@ from tram.vision.decode import ImageWorkers
 from tram.vision.fetch import ImageFetcher
 from tram.vision.lift import Lifted
 from tram.vision.media import MEDIA_PARTS, MediaPart, check_clip
-from tram.vision.parts import check_url_form, content_parts, param_of
+from tram.vision.parts import any_parts, check_url_form, content_parts, param_of
 
 __all__ = ["ImageRef", "MediaVetting"]
 
@@ -170,11 +170,19 @@ class MediaVetting:
             return _responses_parts(payload, enabled)
         return _messages_parts(payload)
 
+    @staticmethod
+    def applies(route: ModelRoute, request: BaseModel | None) -> bool:
+        """Whether the request may carry media to vet: not on a route without any, nor in a
+        chat request of plain text (most of them; no await for those)."""
+        if route.media is None:
+            return False
+        return not isinstance(request, ChatCompletionRequest) or any_parts(request)
+
     async def vet(self, route: ModelRoute, pool: ModelPool, request: BaseModel | None,
                   payload: dict[str, Any], record: RequestRecord, lifted: Lifted) -> None:
         """Every media part of the request checked, fetched and fitted in place; a 400 naming
         the part for anything refused."""
-        if route.media is None:
+        if not self.applies(route, request):
             return
         images, clips = self._parts(route, pool, request, payload)
         record.images = len(images)

@@ -91,8 +91,10 @@ class Queues:
     def capacity(self, name: str) -> float:
         """How many requests the model takes at once now (math.inf: no bound)."""
         pool = self._registry.get(name)
-        if pool is None:
-            return math.inf
+        return math.inf if pool is None else self._capacity_of(pool)
+
+    def _capacity_of(self, pool: ModelPool) -> float:
+        name = pool.name
         if pool.config.max_in_flight is not None:
             return pool.config.max_in_flight
         if pool.saturated():
@@ -104,10 +106,10 @@ class Queues:
         self._frozen.pop(name, None)
         return math.inf
 
-    async def enter(self, pool: ModelPool, route: ModelRoute, principal: Principal,
-                    payload: Any, record: RequestRecord) -> tuple[Gate, Ticket] | None:
-        """Wait for the model's room in fair order (None: no queue); ModelOverloaded (429)
-        past the bounds."""
+    def offer(self, pool: ModelPool, route: ModelRoute, principal: Principal,
+              payload: Any, record: RequestRecord) -> tuple[Gate, Ticket] | None:
+        """The request's ticket in its model's queue, started now or queued (then the gate's
+        `wait` for it); None where there is no queue; ModelOverloaded (429) if it is full."""
         if not self.sharing.queue.enabled:
             return None
         gate = self.gate(pool.name)
@@ -115,8 +117,9 @@ class Queues:
         number = priority_of(principal.priority, record.traffic, classes)
         cls = "batch" if number >= classes["batch"] else "interactive"
         weight = principal.weight or self.sharing.queue.weights.get(cls, 1.0)
-        cost = _cost(route, pool, payload) if gate.limited() else 1.0
-        return gate, await gate.enter(principal.key_id, weight, cls, cost)
+        capacity = self._capacity_of(pool)  # read once: the queue is offered this reading
+        cost = _cost(route, pool, payload) if gate.queue.size or capacity != math.inf else 1.0
+        return gate, gate.offer(principal.key_id, weight, cls, cost, capacity)
 
 
 class _Collector:

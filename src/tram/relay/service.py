@@ -165,13 +165,15 @@ class ModelService:
                              or (mode == "auto" and route.name in request.pool.lacking)):
             return await self._bridge(request)
         lifted = context if isinstance(context, dict) else {}
-        await self._media.vet(route, request.pool, request.checked, payload, record, lifted)
-        await request.expand()  # after vetting: a stored turn's media was vetted when it came
+        if self._media.applies(route, request.checked):
+            await self._media.vet(route, request.pool, request.checked, payload, record, lifted)
+        if request.turn is not None:
+            await request.expand()  # after vetting: a stored turn's media was vetted then
         if form is None:
             default_ceiling(route, request.pool, payload)
             thinking_default(route, request.pool, payload)
             engine_priority(route, request.pool, principal, record.traffic,
-                            self._classes(), payload)
+                            self._classes, payload)
         if self.queues is None or not self.queues.sharing.queue.enabled:
             self._forwarder.check_in_flight(request.pool)
         return await self._forward(request, mode, shape)
@@ -184,7 +186,9 @@ class ModelService:
         if isinstance(name, str) and self._registry.get(name) is not None:
             record.model = name  # known before validation, so even a 400 is counted per model
         checked = _validate(route, payload) if form is None else None
-        pool = resolve_pool(self._registry, principal, self._model_name(route, principal, fields))
+        if not (isinstance(name, str) and name):
+            name = self._default_model(route, principal)
+        pool = resolve_pool(self._registry, principal, name)
         record.model = pool.name
         stream = route.events != "none" and fields.get("stream") in (True, "true")
         if stream and form is not None:
@@ -193,10 +197,8 @@ class ModelService:
         record.stream = stream
         return _Request(route, principal, payload, record, pool, checked, stream, form)
 
-    def _model_name(self, route: ModelRoute, principal: Principal, fields: Any) -> str:
-        name = fields.get("model") if isinstance(fields, dict) else None
-        if isinstance(name, str) and name:
-            return name
+    def _default_model(self, route: ModelRoute, principal: Principal) -> str:
+        """A request that names no model: the key's only one, where the route allows it."""
         visible = [pool.name for pool in self._registry if principal.may_use(pool.name)]
         if route.model_optional and len(visible) == 1:
             return visible[0]
@@ -227,11 +229,13 @@ class ModelService:
         pool = request.pool
         entered = None
         if self.queues is not None:
-            entered = await self.queues.enter(pool, request.route, request.principal,
-                                               request.payload, request.record)
+            entered = self.queues.offer(pool, request.route, request.principal,
+                                        request.payload, request.record)
         if entered is None:
             return await self._forwarder.run(pool, call, request.record)
         gate, ticket = entered
+        if not ticket.started:
+            await gate.wait(ticket)
         try:
             result = await self._forwarder.run(pool, call, request.record)
         except BaseException:

@@ -5,7 +5,7 @@ routes by."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -43,12 +43,13 @@ def thinking_default(route: ModelRoute, pool: ModelPool, payload: dict[str, Any]
 
 
 def engine_priority(route: ModelRoute, pool: ModelPool, principal: Principal, traffic: str,
-                    classes: Mapping[str, int], payload: dict[str, Any]) -> None:
+                    classes: Callable[[], Mapping[str, int]], payload: dict[str, Any]) -> None:
     """The request's priority, as an engine that schedules by it reads it: its key's class or
     number (a batch line at least the batch class's). A client may volunteer a lower priority
     (a larger number) of its own, never a higher one than its key's; on a route whose engine
     body takes none (Messages), or an engine that does not schedule by it, the gateway's
-    decision is that there is none to send: a client's own never passes on its own."""
+    decision is that there is none to send: a client's own never passes on its own.
+    `classes`: each class's number as configured now, read only where one is sent."""
     asked = payload.pop("priority", None)
     if not route.prioritized:
         return
@@ -56,7 +57,7 @@ def engine_priority(route: ModelRoute, pool: ModelPool, principal: Principal, tr
         raise InvalidRequest("'priority' must be an integer.", param="priority",
                              code="invalid_type")
     if pool.config.sends_priority():
-        own = priority_of(principal.priority, traffic, classes)
+        own = priority_of(principal.priority, traffic, classes())
         payload["priority"] = own if asked is None else max(own, asked)
 
 

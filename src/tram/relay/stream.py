@@ -128,7 +128,7 @@ def _rewrite_chunk(payload: bytes, alias: str, record: RequestRecord,
                 del chunk["usage"]
         if "error" in chunk:
             record.error_code = "engine_stream_error"
-        record.meter.relayed(progress.see(choices))
+        record.meter.deltas += progress.see(choices)  # every chunk: no call for a sum
         return orjson.dumps(chunk)
     return payload
 

@@ -80,8 +80,10 @@ class ModelPool:
     # Scrape its engines' load even with one replica or another policy (the fair queue's
     # saturation signal, `sharing.queue.engine_signal`).
     scrape_load: bool = False
+    name: str = field(init=False)  # config.name, read on every request: a plain attribute
 
     def __post_init__(self) -> None:
+        self.name = self.config.name
         if self.policy is None:
             self.policy = make_policy(self.config.routing)
         for replica in self.replicas:
@@ -101,16 +103,23 @@ class ModelPool:
             self.replicas.append(replica)
 
     @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
     def served_name(self) -> str:
         return self.replicas[0].served_name if self.replicas else self.name
 
     def pick(self, hints: RoutingHints = NO_HINTS,
              exclude: Collection[Replica] = ()) -> Replica | None:
-        """The policy's choice among the replicas that take traffic now; None if none does."""
+        """The policy's choice among the replicas that take traffic now; None if none does.
+        A model of one replica has nothing to choose or learn: the policy is not asked."""
+        if len(self.replicas) == 1:
+            only = self.replicas[0]
+            chosen = None if only in exclude or not only.takes_traffic() else only
+        else:
+            chosen = self._choose(hints, exclude)
+        if chosen is not None and chosen.health is not None:
+            chosen.health.on_chosen()
+        return chosen
+
+    def _choose(self, hints: RoutingHints, exclude: Collection[Replica]) -> Replica | None:
         candidates = [r for r in self.replicas if r not in exclude and r.takes_traffic()]
         if not candidates:
             return None
@@ -123,8 +132,6 @@ class ModelPool:
             chosen.prefix_hit_estimate += 0.05 * (match - chosen.prefix_hit_estimate)
             if self.metrics is not None:
                 self.metrics.count_decision(self.name, reason)
-        if chosen.health is not None:
-            chosen.health.on_chosen()
         return chosen
 
     def saturated(self) -> bool:

@@ -82,7 +82,7 @@ class Ticket:
 
 
 class Admission(Protocol):
-    def offer(self, ticket: Ticket, now: float) -> Verdict: ...
+    def offer(self, ticket: Ticket, now: float, capacity: float | None = None) -> Verdict: ...
     def done(self, ticket: Ticket, now: float) -> None: ...
     def ready(self, now: float) -> list[Ticket]: ...
     def expired(self, now: float) -> list[Ticket]: ...
@@ -136,11 +136,13 @@ class FairQueue:
     def depth(self, key: str | None = None) -> int:
         return self.size if key is None else self._per_key.get(key, 0)
 
-    def offer(self, ticket: Ticket, now: float) -> Verdict:
+    def offer(self, ticket: Ticket, now: float, capacity: float | None = None) -> Verdict:
+        """`capacity`: a reading the caller just took (else capacity() is read)."""
         if ticket.state is not _State.NEW:
             raise ValueError("a ticket is offered once")
         ticket.enqueued = now
-        capacity = self.capacity()
+        if capacity is None:
+            capacity = self.capacity()
         if capacity == math.inf and not self.size:
             # Unbounded and nothing waits: no order to keep (tags matter once it waits).
             self._start(ticket, now, shared=False)

@@ -68,16 +68,22 @@ class Gate:
         self.queue.max_wait = dict(settings.max_wait_seconds)
         self.queue.class_share = dict(settings.class_share)
 
-    def limited(self) -> bool:
-        """Whether requests may have to wait now (the model is bounded or saturated)."""
-        return self.queue.size > 0 or self.queue.capacity() != math.inf
-
-    async def enter(self, key: str, weight: float, cls: str, cost: float) -> Ticket:
+    async def enter(self, key: str, weight: float, cls: str, cost: float,
+                    capacity: float | None = None) -> Ticket:
         """A started ticket, for `leave`; ModelOverloaded (429) if the queue is full or the
-        wait ran past its bound."""
-        loop = asyncio.get_running_loop()
+        wait ran past its bound. `capacity`: the caller's reading of it, if it has one."""
+        ticket = self.offer(key, weight, cls, cost, capacity)
+        if not ticket.started:
+            await self.wait(ticket)
+        return ticket
+
+    def offer(self, key: str, weight: float, cls: str, cost: float,
+              capacity: float | None = None) -> Ticket:
+        """`enter` without the wait: the ticket started now, or queued (then `wait` for it);
+        ModelOverloaded if the queue is full. No await: the usual request passes through
+        without a coroutine of its own."""
         ticket = Ticket(key, weight, cls, cost=cost)
-        verdict = self.queue.offer(ticket, time.monotonic())
+        verdict = self.queue.offer(ticket, time.monotonic(), capacity)
         if verdict is Verdict.START:
             if self.queue.sharing(key):
                 self.weights[key], self.classes[key] = weight, cls
@@ -88,9 +94,17 @@ class Gate:
                 self._on_refused("queue_full")
             raise ModelOverloaded(f"The model '{self.model}' is saturated and its queue is "
                                   "full; retry shortly.", retry_after=self.retry_after())
-        future: asyncio.Future[None] = loop.create_future()
-        ticket.item = future
+        loop = asyncio.get_running_loop()
+        ticket.item = loop.create_future()
         self._arm(loop)
+        return ticket
+
+    async def wait(self, ticket: Ticket) -> None:
+        """Until a queued ticket starts; ModelOverloaded (429) if it waits past its class's
+        bound. A waiter that goes away leaves the queue (or gives back the slot it was just
+        given)."""
+        future = ticket.item
+        assert isinstance(future, asyncio.Future)
         try:
             await future
         except BaseException:
@@ -100,8 +114,7 @@ class Gate:
                 self.queue.cancel(ticket, time.monotonic())
             raise
         if self._on_wait is not None:
-            self._on_wait(cls, time.monotonic() - ticket.enqueued)
-        return ticket
+            self._on_wait(ticket.cls, time.monotonic() - ticket.enqueued)
 
     def leave(self, ticket: Ticket) -> None:
         """Its request no longer holds an engine; idempotent."""

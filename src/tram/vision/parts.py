@@ -16,7 +16,8 @@ from tram.protocol.chat import ChatCompletionRequest, ImagePart, OtherPart
 from tram.vision.dataurl import DATA_URL, b64decode
 from tram.vision.media import MEDIA_PARTS
 
-__all__ = ["check_data_url", "check_url_form", "content_parts", "param_of", "sniff_type"]
+__all__ = ["any_parts", "check_data_url", "check_url_form", "content_parts", "param_of",
+           "sniff_type"]
 
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -80,6 +81,14 @@ def check_data_url(url: str | memoryview, config: VisionConfig, param: str) -> b
             param=param, code="invalid_image_format",
         )
     return data
+
+
+def any_parts(request: ChatCompletionRequest) -> bool:
+    """Whether any message's content is a list of parts (else all of it is plain text)."""
+    for message in request.messages:  # noqa: SIM110 - a loop: no generator on every request
+        if isinstance(message.content, list):
+            return True
+    return False
 
 
 def content_parts(request: ChatCompletionRequest, media: Collection[str] = ()

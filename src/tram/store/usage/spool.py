@@ -59,7 +59,7 @@ class Spool:
         """A request starts: journal it, so a killed gateway still leaves its trace."""
         model = payload.get("model") if isinstance(payload, dict) else None
         stream = payload.get("stream") if isinstance(payload, dict) else None
-        journal = self._journal_open()
+        journal = self.journal if self.journal is not None else self._journal_open()
         if journal is None:
             return
         journal.begin(record.event_id, {
@@ -72,7 +72,7 @@ class Spool:
 
     def add(self, event: dict[str, Any]) -> int:
         """Journal and buffer an event; the number buffered."""
-        journal = self._journal_open()
+        journal = self.journal if self.journal is not None else self._journal_open()
         if journal is not None:
             journal.end(event)
         self.buffer.append(event)
