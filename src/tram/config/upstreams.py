@@ -67,9 +67,9 @@ class RoutingConfig(Strict):
 
     @property
     def reading_lifetime(self) -> float:
-        """How long an engine's reading counts: three scrape rounds, each up to one timeout
-        (a replica that hangs holds the round that long) plus one interval. One missed
-        scrape on a busy machine must not forget a queue the engine reported."""
+        """How long an engine's reading counts: three scrapes' worth, each up to one timeout
+        and then one interval before the next. One missed scrape on a busy machine must not
+        forget a queue the engine reported."""
         return 3 * (self.scrape_interval + self.scrape_timeout)
 
 

@@ -32,7 +32,7 @@ class Admission:
     async def admit(self, route: ModelRoute, principal: Principal, payload: Any,
                     estimate: int | None = None) -> Ticket | None:
         """Raise RateLimited / InsufficientQuota (429) if the request may not start; the
-        ticket to `settle` with otherwise (None for a key without limits). `estimate`: what to
+        ticket to `release` with otherwise (None for a key without limits). `estimate`: what to
         hold instead of the prompt and ceiling (an upload, from its size)."""
         limits = principal.limits
         if limits is None:

@@ -17,6 +17,7 @@ vLLM's names (`vllm:num_requests_waiting`, `vllm:kv_cache_usage_perc`) and llama
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ from tram.routing.registry import ModelPool, Registry, Replica
 from tram.transport.upstream import UpstreamClient
 
 __all__ = ["EngineLoad", "parse_metrics", "penalty", "scrape_forever", "scrape_once"]
+
+logger = logging.getLogger("tram.routing")
 
 _WAITING = (b"vllm:num_requests_waiting", b"llamacpp:requests_deferred")
 _KV = (b"vllm:kv_cache_usage_perc", b"vllm:gpu_cache_usage_perc", b"llamacpp:kv_cache_usage_ratio")
@@ -90,7 +93,9 @@ async def _scrape(replica: Replica, config: RoutingConfig, client: UpstreamClien
     if load is not None:
         replica.engine_penalty = penalty(load, config)
         replica.engine_waiting = load.waiting
-        replica.engine_read_at = seen[id(replica)] = time.monotonic()
+        # As of when it was asked: a prompt sent while the answer was on its way may not be
+        # in it (routing/prefix.py counts what was sent after a reading).
+        replica.engine_read_at = seen[id(replica)] = asked
         replica.update_load()
     elif asked - seen.get(id(replica), 0.0) > config.reading_lifetime:
         # Unknown: the gateway's own count alone.
@@ -107,15 +112,17 @@ async def scrape_once(registry: Registry, client: UpstreamClient,
 
 
 async def scrape_forever(registry: Registry, client: UpstreamClient) -> None:
-    """Every replica every `scrape_interval`, each on its own: a replica whose /metrics
-    hangs (until its timeout) delays no other's reading, and is not asked again while a
-    scrape of it is still out."""
+    """Every replica at the shortest `scrape_interval` of the scraped models, each on its
+    own: a replica whose /metrics hangs (until its timeout) delays no other's reading, and is
+    not asked again while a scrape of it is still out."""
     seen: dict[int, float] = {}
     out: set[int] = set()
 
     async def scrape(replica: Replica, config: RoutingConfig) -> None:
         try:
             await _scrape(replica, config, client, seen)
+        except Exception:  # one replica's odd failure must not end every replica's scraping
+            logger.exception("engine load: scraping %s failed", replica.url)
         finally:
             out.discard(id(replica))
 

@@ -232,7 +232,7 @@ class CacheAware:
         if key is None or len(candidates) == 1:
             self.last_reason, self.last_match = "load_fallback", 0.0
             chosen = self._spread(candidates, (), now)
-            self._pending.add(chosen.url, 1.0, now)
+            self._sent(chosen, 1.0, now)
             return chosen
         ring = self._ring(candidates)
         matched, depth = self._deepest(key.blocks, ring)
@@ -253,10 +253,16 @@ class CacheAware:
             chosen, reason = self._score(candidates, order, matched, depth, key)
         self.last_reason = reason
         self.last_match = depth / max(len(key.blocks), 1) if reason == "prefix_hit" else 0.0
-        self._pending.add(chosen.url, 1.0 - self.last_match, now)
+        self._sent(chosen, 1.0 - self.last_match, now)
         if not spread or chosen is owner:
             self._learn(key.blocks, chosen.url)
         return chosen
+
+    def _sent(self, replica: Any, amount: float, now: float) -> None:
+        """A prompt sent to `replica`: counted after its latest engine reading is applied (a
+        reading taken before this send must not wipe it out later)."""
+        self._pending.reading(replica.url, replica.engine_read_at)
+        self._pending.add(replica.url, amount, now)
 
     def _seen(self, anchor: int) -> bool:
         """Whether this gateway routed this anchor lately; remembered from now on."""

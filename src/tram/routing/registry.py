@@ -39,7 +39,7 @@ class Replica:
     # gateway expected it to hold (an average over recent decisions).
     engine_penalty: float = 0.0
     engine_waiting: float = 0.0  # requests its engine reports waiting (0: none, or unknown)
-    engine_read_at: float = 0.0  # when that was read (time.monotonic)
+    engine_read_at: float = 0.0  # when that reading was asked for (time.monotonic)
     prefix_hit_estimate: float = 0.0
     routing_load: float = 0.0  # see update_load
 
