@@ -182,8 +182,6 @@ class Gateway:
             load = parse_metrics(engine.model.metrics("sim"))
             if load is not None:
                 replica.engine_penalty = penalty(load, self.routing)
-                replica.engine_waiting = load.waiting
-                replica.engine_read_at = self.loop.now  # as the gateway stamps it (its clock)
                 replica.update_load()
         self._admit_ready()
         if self.alive():
