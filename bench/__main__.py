@@ -2,7 +2,7 @@
 `python -m bench compare [--base REV]`, `python -m bench images`, `python -m bench routes`,
 `python -m bench fleet`, `python -m bench fleetsim`, `python -m bench fairness`,
 `python -m bench routing`, `python -m bench floors`, `python -m bench pipelining`,
-`python -m bench batches`, `python -m bench context`."""
+`python -m bench batches`, `python -m bench context`, `python -m bench instructions`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ _COMMANDS = {"engine": ("bench.engine", True), "gateway": ("bench.gateway", Fals
              "fleet": ("bench.fleet", False), "fleetsim": ("bench.fleetsim", False),
              "fairness": ("bench.fairness", False), "routing": ("bench.routing_cost", False),
              "floors": ("bench.floors", False), "pipelining": ("bench.pipelining", False),
-             "batches": ("bench.batches", False), "context": ("bench.context", False)}
+             "batches": ("bench.batches", False), "context": ("bench.context", False),
+             "instructions": ("bench.instructions", False)}
 
 
 def main(argv: list[str]) -> int:
@@ -33,7 +34,8 @@ def main(argv: list[str]) -> int:
               "       python -m bench floors [--seconds S] [--rounds R]\n"
               "       python -m bench pipelining [--tree DIR] [--scale F] [--no-record]\n"
               "       python -m bench batches [--lines N] [--big N] [--database URL]\n"
-              "       python -m bench context [--rounds R] [--tokens N] [--contexts 4096,8192]",
+              "       python -m bench context [--rounds R] [--tokens N] [--contexts 4096,8192]\n"
+              "       python -m bench instructions [--base REV] [--reps R] [--requests 100,700]",
               file=sys.stderr)
         return 2
     module, with_name = _COMMANDS[argv[0]]

@@ -1,14 +1,19 @@
 """The shared-ticker timeouts behave like asyncio.timeout: TimeoutError when the deadline
-passes, nothing otherwise, and a real cancellation stays a cancellation."""
+passes, nothing otherwise, and a real cancellation stays a cancellation; the engine client's
+own deadlines (an answer read whole or one that stops midway) keep their messages."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import pytest
 
+from tram.config import Timeouts
+from tram.errors import EngineTimeout
 from tram.transport.deadlines import Ticker
+from tram.transport.upstream import UpstreamClient
 
 
 async def test_a_passed_deadline_raises_timeout_error_soon_after() -> None:
@@ -55,3 +60,77 @@ async def test_nested_deadlines_many_tasks() -> None:
 
     results = await asyncio.gather(*(one(i % 2 == 0) for i in range(50)))
     assert results == ["timeout", "done"] * 25
+
+
+async def test_a_started_deadline_cancels_and_says_it_was_the_cause() -> None:
+    ticker = Ticker(resolution=0.01)
+    deadline = ticker.start(0.03)
+    try:
+        await asyncio.sleep(5)
+    except asyncio.CancelledError:
+        assert deadline.timed_out()
+    else:
+        raise AssertionError("the deadline did not fire")
+    finally:
+        ticker.discard(deadline)
+    deadline = ticker.start(5)
+    await asyncio.sleep(0.02)
+    ticker.discard(deadline)
+    assert not deadline.timed_out() and not ticker._waiting
+
+
+@dataclass
+class _Engine:
+    url: str
+    api_key: str | None = None
+    ca_file: str | None = None
+    socket: str | None = None
+
+
+async def _engine_sending(parts: list[bytes]) -> tuple[asyncio.Server, _Engine]:
+    """A one-route engine that writes `parts` (its answer, headers first), then holds on."""
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            size = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(size)
+            for part in parts:
+                writer.write(part)
+                await writer.drain()
+                await asyncio.sleep(0.01)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, _Engine(f"http://127.0.0.1:{port}/v1")
+
+
+async def test_an_answer_that_arrived_whole_is_read_and_its_connection_reused() -> None:
+    server, engine = await _engine_sending([b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"])
+    client = UpstreamClient()
+    try:
+        for _ in range(2):
+            response = await client.send(engine, "/x", b"{}", "r", Timeouts(), 5.0)
+            await asyncio.sleep(0.05)  # the body too has arrived
+            assert await client.read_body(response, 5.0) == b"hello"
+            response.close()
+        assert len(client._pool._idle[("127.0.0.1", server.sockets[0].getsockname()[1],
+                                       None)]) == 1
+    finally:
+        await client.aclose()
+        server.close()
+
+
+async def test_an_answer_that_stops_midway_times_out_with_its_own_message() -> None:
+    server, engine = await _engine_sending(
+        [b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n", b"hello"])
+    client = UpstreamClient()
+    try:
+        response = await client.send(engine, "/x", b"{}", "r", Timeouts(), 5.0)
+        started = time.monotonic()
+        with pytest.raises(EngineTimeout, match=r"did not finish its answer within 0\.2s"):
+            await client.read_body(response, 0.2)
+        assert 0.2 <= time.monotonic() - started < 1.0
+        response.close()
+    finally:
+        await client.aclose()
+        server.close()

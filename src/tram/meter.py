@@ -44,26 +44,32 @@ def prompt_estimate(payload: Any) -> int:
     if not isinstance(payload, dict):
         return 0
     messages = payload.get("messages")
-    count = _Count()
+    chars = count = 0  # the usual chat request's plain-text messages: counted without a walk
+    walked: _Count | None = None
     if isinstance(messages, list):
-        count.messages = len(messages)
+        count = len(messages)
         for message in messages:
             content = message.get("content") if isinstance(message, dict) else None
             if isinstance(content, str):
-                count.chars += len(content)  # the usual message: no walk
+                chars += len(content)
             elif content is not None:
-                count.walk(content)
+                walked = walked or _Count()
+                walked.walk(content)
     for name in ("prompt", "input", "instructions", "system"):
         value = payload.get(name)
         if value is not None:
-            count.walk(value)
-    return math.ceil(count.chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * count.messages \
-        + TOKENS_PER_IMAGE * count.images
+            walked = walked or _Count()
+            walked.walk(value)
+    images = 0
+    if walked is not None:
+        chars, images = chars + walked.chars, walked.images
+    return math.ceil(chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * count \
+        + TOKENS_PER_IMAGE * images
 
 
 class _Count:
     def __init__(self) -> None:
-        self.chars = self.images = self.messages = 0
+        self.chars = self.images = 0
 
     def walk(self, value: Any, depth: int = 0) -> None:
         if isinstance(value, str):

@@ -23,6 +23,7 @@ from tram.meter import audio_estimate
 from tram.relay.forward import StreamResult
 from tram.relay.multipart import Form, boundary_of
 from tram.relay.route import ModelRoute
+from tram.requestlog import RequestRecord
 from tram.types import Receive, Scope, Send
 from tram.vision.lift import Lifted, keep_image_urls, lift_data_urls
 
@@ -42,7 +43,7 @@ class ModelEndpoint:
         record = record_of(scope)
         record.route = self.route.name
         try:
-            await self._handle(scope, receive, send)
+            await self._handle(scope, receive, send, record)
         except TramError as error:
             record.error_code = error.code
             await error_response(error, dialect=self.route.dialect)(scope, receive, send)
@@ -65,11 +66,11 @@ class ModelEndpoint:
             return payload, keep_image_urls(payload, lifted)
         return parse_json(raw), None  # images stay in the body: a bridge sends them on
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _handle(self, scope: Scope, receive: Receive, send: Send,
+                      record: RequestRecord) -> None:
         if self.route.body == "multipart":
-            await self._upload(scope, receive, send)
+            await self._upload(scope, receive, send, record)
             return
-        record = record_of(scope)
         principal: Principal = scope["state"]["tram.principal"]
         try:
             raw = await read_body(scope, receive, self._body_limit())
@@ -85,17 +86,18 @@ class ModelEndpoint:
         ticket = None if principal.limits is None else \
             await admission.admit(self.route, principal, payload)
         try:
-            await self._serve(scope, receive, send, principal, payload, context)
+            await self._serve(scope, receive, send, record, principal, payload, context)
         finally:
             admission.settle(record, payload)
             if ticket is not None:
                 await admission.release(record, ticket)
 
-    async def _upload(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _upload(self, scope: Scope, receive: Receive, send: Send,
+                      record: RequestRecord) -> None:
         """A multipart upload: admitted before a byte of its body is read (a key over its
         limits costs nothing), held within the process's upload budget while in memory, and
         parsed off the event loop."""
-        state, record = self.state, record_of(scope)
+        state = self.state
         principal: Principal = scope["state"]["tram.principal"]
         declared = content_length(scope) or self._body_limit()
         ticket = await state.admission.admit(self.route, principal, None,
@@ -111,16 +113,15 @@ class ModelEndpoint:
                 payload, context = await asyncio.to_thread(self._parse, scope, raw)
                 del raw
                 state.usage.begin(record, payload)
-                await self._serve(scope, receive, send, principal, payload, context)
+                await self._serve(scope, receive, send, record, principal, payload, context)
         finally:
             state.admission.settle(record, payload)
             if ticket is not None:
                 await state.admission.release(record, ticket)
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send, principal: Principal,
-                     payload: Any, context: Any) -> None:
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord,
+                     principal: Principal, payload: Any, context: Any) -> None:
         state = self.state
-        record = record_of(scope)
 
         # A non-streaming answer can take minutes; if the client leaves meanwhile, the engine
         # request is cancelled instead of finishing for nobody.

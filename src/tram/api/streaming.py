@@ -48,9 +48,9 @@ class _Watch:
 
     __slots__ = ("_receive", "_record", "_work", "task", "when")
 
-    def __init__(self, when: float, receive: Receive, record: RequestRecord,
+    def __init__(self, receive: Receive, record: RequestRecord,
                  work: asyncio.Task[object]) -> None:
-        self.when = when
+        self.when = 0.0  # set as the ticker takes it
         self._receive = receive
         self._record = record
         self._work = work
@@ -75,8 +75,8 @@ async def cancel_on_disconnect(receive: Receive, work: Awaitable[T], record: Req
     """
     this = asyncio.current_task()
     assert this is not None
-    watch = _Watch(ticker.now() + WATCH_AFTER, receive, record, this)
-    ticker.add(watch)
+    watch = _Watch(receive, record, this)
+    ticker.add(watch, after=WATCH_AFTER)
     try:
         return await work
     except asyncio.CancelledError:

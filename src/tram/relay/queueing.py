@@ -54,6 +54,8 @@ class Queues:
 
     def configure(self, sharing: SharingConfig) -> None:
         self.sharing = sharing
+        # The class of the usual request (an interactive key's, not a batch line), read once.
+        self._usual_class = self._class_of(sharing.priorities["interactive"])
         self._registry.scrape_load = sharing.queue.enabled and sharing.queue.engine_signal
         for pool in self._registry:
             pool.scrape_load = self._registry.scrape_load
@@ -112,14 +114,19 @@ class Queues:
         `wait` for it); None where there is no queue; ModelOverloaded (429) if it is full."""
         if not self.sharing.queue.enabled:
             return None
-        gate = self.gate(pool.name)
-        classes = self.sharing.priorities
-        number = priority_of(principal.priority, record.traffic, classes)
-        cls = "batch" if number >= classes["batch"] else "interactive"
+        gate = self._gates.get(pool.name) or self.gate(pool.name)
+        if principal.priority == "interactive" and record.traffic != "batch":
+            cls = self._usual_class
+        else:
+            cls = self._class_of(priority_of(principal.priority, record.traffic,
+                                             self.sharing.priorities))
         weight = principal.weight or self.sharing.queue.weights.get(cls, 1.0)
         capacity = self._capacity_of(pool)  # read once: the queue is offered this reading
         cost = _cost(route, pool, payload) if gate.queue.size or capacity != math.inf else 1.0
         return gate, gate.offer(principal.key_id, weight, cls, cost, capacity)
+
+    def _class_of(self, number: int) -> str:
+        return "batch" if number >= self.sharing.priorities["batch"] else "interactive"
 
 
 class _Collector:

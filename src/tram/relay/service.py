@@ -48,9 +48,12 @@ from tram.relay.queueing import Queues
 from tram.relay.route import ModelRoute
 from tram.relay.sealing import Sealer, wants_sealing
 from tram.relay.steps import (
+    NO_HINTS,
+    RouteSteps,
     ask_for_usage,
     default_ceiling,
     engine_priority,
+    route_steps,
     routing_hints,
     thinking_default,
 )
@@ -63,6 +66,7 @@ from tram.relay.stream import (
 )
 from tram.requestlog import RequestRecord
 from tram.routing.registry import ModelPool, Registry
+from tram.sharing.fairqueue import TicketState
 from tram.store.stored_responses import ResponseStore
 from tram.vision.lift import Lifted
 
@@ -77,6 +81,9 @@ _HOW_TO = {
     "rerank": " Reranking needs a reranker model (vLLM, or llama-server with --reranking).",
     "transcriptions": " Transcription needs a speech model (vLLM with Whisper).",
 }
+
+
+_AS_USUAL = UsageAsked()
 
 
 @dataclass(frozen=True)
@@ -153,30 +160,41 @@ class ModelService:
         stream shapes (chat only)."""
         form = context if isinstance(context, Form) else None
         request = self._resolve(route, principal, payload, record, form)
-        mode = request.pool.config.route_mode(route.name)
-        if mode == "off":
-            raise _not_served(route, request.pool, "tram.yaml turns it off for this model")
+        pool = request.pool
+        steps = pool.steps.get(route.name) or route_steps(route, pool)
+        if steps.mode == "off":
+            raise _not_served(route, pool, "tram.yaml turns it off for this model")
         if isinstance(request.checked, ResponsesRequest):
             # Reasoning items the client kept sealed, opened for the engine (relay/sealing.py).
             self._sealer.open_items(payload.get("input"), principal.key_id)
             request.turn = ResponsesTurn(self._store, self._responses, principal.key_id,
-                                         request.pool.name, request.checked, payload)
-        if route.bridge and (mode == "bridge"
-                             or (mode == "auto" and route.name in request.pool.lacking)):
+                                         pool.name, request.checked, payload)
+        if route.bridge and (steps.mode == "bridge"
+                             or (steps.mode == "auto" and route.name in pool.lacking)):
             return await self._bridge(request)
         lifted = context if isinstance(context, dict) else {}
         if self._media.applies(route, request.checked):
-            await self._media.vet(route, request.pool, request.checked, payload, record, lifted)
+            await self._media.vet(route, pool, request.checked, payload, record, lifted)
         if request.turn is not None:
             await request.expand()  # after vetting: a stored turn's media was vetted then
         if form is None:
-            default_ceiling(route, request.pool, payload)
-            thinking_default(route, request.pool, payload)
-            engine_priority(route, request.pool, principal, record.traffic,
-                            self._classes, payload)
+            self._prepare(request, steps)
         if self.queues is None or not self.queues.sharing.queue.enabled:
-            self._forwarder.check_in_flight(request.pool)
-        return await self._forward(request, mode, shape)
+            self._forwarder.check_in_flight(pool)
+        return await self._forward(request, steps, shape)
+
+    def _prepare(self, request: _Request, steps: RouteSteps) -> None:
+        """The steps the route takes on this model: only those (`RouteSteps`)."""
+        route, pool, payload = request.route, request.pool, request.payload
+        if steps.ceiling:
+            default_ceiling(route, pool, payload)
+        if steps.thinking:
+            thinking_default(route, pool, payload)
+        if route.prioritized and (steps.priority or "priority" in payload):
+            engine_priority(route, pool, request.principal, request.record.traffic,
+                            self._classes, payload)
+        else:
+            payload.pop("priority", None)  # a client's own never passes on its own
 
     def _resolve(self, route: ModelRoute, principal: Principal, payload: Any,
                  record: RequestRecord, form: Form | None) -> _Request:
@@ -205,55 +223,47 @@ class ModelService:
         raise InvalidRequest("Missing required parameter: 'model'.", param="model",
                              code="missing_required_parameter")
 
-    async def _forward(self, request: _Request, mode: str,
+    async def _forward(self, request: _Request, steps: RouteSteps,
                        shape: ChatShape | None) -> JSONResult | StreamResult:
+        """Forwarded once the model's fair queue lets it start; its slot given back when the
+        engine hold is (a stream's when it ends), exactly once, whatever happens."""
         answered: list[dict[str, Any]] = []
-        call = self._call(request, shape, answered)
+        call = self._call(request, steps, shape, answered)
         route, pool = request.route, request.pool
+        entered = None if self.queues is None else self.queues.offer(
+            pool, route, request.principal, request.payload, request.record)
         try:
-            result = await self._run(request, call)
-        except EngineLacksRoute as lack:
-            if mode == "auto" and route.bridge is not None:
+            if entered is not None and entered[1].state is not TicketState.STARTED:
+                await entered[0].wait(entered[1])
+            result = await self._forwarder.run(pool, call, request.record)
+        except BaseException as failure:
+            if entered is not None:
+                entered[0].leave(entered[1])
+            if not isinstance(failure, EngineLacksRoute):
+                raise
+            if steps.mode == "auto" and route.bridge is not None:
                 pool.lacking.add(route.name)
                 request.payload["model"] = pool.name
                 return await self._bridge(request)
-            raise _not_served(route, pool, f"its engine answered: {lack.error.message}") \
+            raise _not_served(route, pool, f"its engine answered: {failure.error.message}") \
                 from None
+        if entered is not None:
+            gate, ticket = entered
+            if isinstance(result, StreamResult):
+                result.on_close = lambda: gate.leave(ticket)
+            else:
+                gate.leave(ticket)
         if request.turn is not None and answered:
             await request.turn.finish(answered[0])  # stored before the client has it
         return result
 
-    async def _run(self, request: _Request, call: Call) -> JSONResult | StreamResult:
-        """Forwarded once the model's fair queue lets it start; its slot given back when the
-        engine hold is (a stream's when it ends), exactly once, whatever happens."""
-        pool = request.pool
-        entered = None
-        if self.queues is not None:
-            entered = self.queues.offer(pool, request.route, request.principal,
-                                        request.payload, request.record)
-        if entered is None:
-            return await self._forwarder.run(pool, call, request.record)
-        gate, ticket = entered
-        if not ticket.started:
-            await gate.wait(ticket)
-        try:
-            result = await self._forwarder.run(pool, call, request.record)
-        except BaseException:
-            gate.leave(ticket)
-            raise
-        if isinstance(result, StreamResult):
-            result.on_close = lambda: gate.leave(ticket)
-        else:
-            gate.leave(ticket)
-        return result
-
-    def _call(self, request: _Request, shape: ChatShape | None,
+    def _call(self, request: _Request, steps: RouteSteps, shape: ChatShape | None,
               answered: list[dict[str, Any]]) -> Call:
         route, pool, record, payload = request.route, request.pool, request.record, request.payload
         alias, turn, form = pool.name, request.turn, request.form
         items = self._item_hook(request) if turn is not None else None
         asked = ask_for_usage(pool, payload) if route.events == "chunks" and request.stream \
-            else UsageAsked()
+            else _AS_USUAL
 
         def body(served_name: str) -> bytes:
             if form is not None:
@@ -289,7 +299,9 @@ class ModelService:
             f"multipart/form-data; boundary={form.boundary}"
         return Call(route.engine_path, body, request.stream, answer, handler,
                     at_root=route.at_root, content_type=content_type, lacks_on=route.lacks_on,
-                    hints=routing_hints(route, pool, request.checked, payload))
+                    hints=NO_HINTS if not steps.hints or (steps.hints == "prefix"
+                                                          and len(pool.replicas) < 2)
+                    else routing_hints(route, pool, request.checked, payload))
 
     def _item_hook(self, request: _Request) -> Callable[[Any], None] | None:
         """What each output item of a native Responses answer gets: the namespace of a

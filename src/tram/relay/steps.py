@@ -1,12 +1,14 @@
 """The small per-request steps of the model routes' one preparation, each applied where the
 route table says it applies: the model's default ceiling, its thinking default, the usage a
 stream asks its engine for, the priority an engine schedules by, and what the routing policy
-routes by."""
+routes by. `RouteSteps` says which of them a route of a model needs, worked out once per pool
+(a reload rebuilds the pools), so a request runs only those."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -21,10 +23,36 @@ from tram.routing.prefix import prefix_key
 from tram.routing.registry import ModelPool
 from tram.sharing.classes import priority_of
 
-__all__ = ["ask_for_usage", "default_ceiling", "engine_priority", "routing_hints",
-           "thinking_default"]
+__all__ = ["NO_HINTS", "RouteSteps", "ask_for_usage", "default_ceiling", "engine_priority",
+           "route_steps", "routing_hints", "thinking_default"]
 
 NO_HINTS = RoutingHints()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSteps:
+    """Which steps one route of one model takes (each step still checks its own details)."""
+
+    mode: str  # the route on the model: auto, native, bridge or off (tram.yaml `routes:`)
+    ceiling: bool  # the model has a default ceiling and the route a ceiling field
+    thinking: bool  # the route is templated and the model has a thinking default
+    priority: bool  # the route carries a priority and the model's engine schedules by it
+    hints: Literal["prefix", "affinity", ""]  # what the model's routing policy routes by
+
+
+def route_steps(route: ModelRoute, pool: ModelPool) -> RouteSteps:
+    """The route's steps on this model, kept by the pool (`ModelPool.steps`)."""
+    config = pool.config
+    policy = config.routing.policy
+    steps = RouteSteps(
+        mode=config.route_mode(route.name),
+        ceiling=bool(config.default_max_tokens and route.ceiling),
+        thinking=route.templated and config.thinking is not None,
+        priority=route.prioritized and config.sends_priority(),
+        hints="prefix" if policy in ("auto", "cache_aware")
+        else "affinity" if policy == "affinity" else "")
+    pool.steps[route.name] = steps
+    return steps
 
 
 def default_ceiling(route: ModelRoute, pool: ModelPool, payload: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from tram.config import ModelConfig, UpstreamConfig
 from tram.metrics import Metrics
@@ -81,6 +82,9 @@ class ModelPool:
     # saturation signal, `sharing.queue.engine_signal`).
     scrape_load: bool = False
     name: str = field(init=False)  # config.name, read on every request: a plain attribute
+    # What each route's preparation needs on this model, worked out once by the relay
+    # (relay/steps.py `RouteSteps`; a reload builds new pools).
+    steps: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.name = self.config.name
@@ -138,9 +142,14 @@ class ModelPool:
         """Every replica that takes traffic reports requests waiting at its engine, in a
         reading of the last three scrape rounds (a stale one says nothing: scraping may
         have stopped, by a reload, or the engine stopped answering it)."""
+        for replica in self.replicas:  # on every request: no engine queued, no more to ask
+            if replica.engine_waiting > 0:
+                break
+        else:
+            return False
         oldest: float | None = None
         live = False
-        for replica in self.replicas:  # on every request: the usual answer comes first
+        for replica in self.replicas:
             if not replica.takes_traffic():
                 continue
             if replica.engine_waiting <= 0:

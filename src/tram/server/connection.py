@@ -170,7 +170,7 @@ class HttpConnection(asyncio.Protocol):
         may begin (a body of known length goes whole), each head's size checked on the raw
         bytes before the parser buffers them; keep the rest until answers drain."""
         while data:
-            if self._pipeline_full():
+            if (self._pipeline or self._queued_bytes) and self._pipeline_full():
                 self._backlog = bytes(data)
                 self.pause_reading()
                 return
@@ -196,10 +196,12 @@ class HttpConnection(asyncio.Protocol):
                 self._tail = (self._tail + bytes(piece[-3:]))[-3:]
             if self._pipeline:
                 self._queued_bytes += len(piece)
-        if self._pipeline_full():
+        if (self._pipeline or self._queued_bytes) and self._pipeline_full():
             self.pause_reading()
 
     def _pipeline_full(self) -> bool:
+        """Whether requests parsed behind the one being answered fill their bounds (asked
+        where something is queued at all: the usual connection has nothing behind it)."""
         return len(self._pipeline) >= self._guard.max_pipelined \
             or self._queued_bytes >= self._guard.max_pipelined_bytes
 

@@ -29,8 +29,9 @@ class ConnectionGuard:
         self.head_timeout = config.head_timeout
         self.body_timeout = config.body_timeout
         self.max_connections = config.max_connections
-        self.max_pipelined = max_pipelined
-        self.max_pipelined_bytes = max_pipelined_bytes
+        # At least one of each: the connection asks about them only once something is queued.
+        self.max_pipelined = max(1, max_pipelined)
+        self.max_pipelined_bytes = max(1, max_pipelined_bytes)
         self._closed = metrics.connections_closed if metrics is not None else None
         self._children: dict[str, Any] = {}
 

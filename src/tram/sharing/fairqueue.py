@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["DEFAULT_WAIT", "Admission", "FairQueue", "Ticket", "Verdict"]
+__all__ = ["DEFAULT_WAIT", "Admission", "FairQueue", "Ticket", "TicketState", "Verdict"]
 
 DEFAULT_WAIT: Mapping[str, float] = {"interactive": 30.0, "batch": 600.0}
 SHARE_HALF_LIFE = 60.0  # seconds (of `now`) over which a start's weight in the shares halves
@@ -54,7 +54,9 @@ class Verdict(enum.Enum):
     REJECTED = "rejected"
 
 
-class _State(enum.Enum):
+class TicketState(enum.Enum):
+    """Where a ticket is: offered, waiting, holding a slot, or out."""
+
     NEW = 0
     QUEUED = 1
     STARTED = 2
@@ -70,15 +72,15 @@ class Ticket:
     cost: float = 1.0  # its size in the fair share (requests, or estimated tokens)
     enqueued: float = 0.0
     start_tag: float = 0.0
-    state: _State = _State.NEW
+    state: TicketState = TicketState.NEW
 
     @property
     def queued(self) -> bool:
-        return self.state is _State.QUEUED
+        return self.state is TicketState.QUEUED
 
     @property
     def started(self) -> bool:
-        return self.state is _State.STARTED
+        return self.state is TicketState.STARTED
 
 
 class Admission(Protocol):
@@ -117,7 +119,8 @@ class FairQueue:
         self._heads: dict[int, list[tuple[float, int, Ticket]]] = {}  # per rank
         self._arrivals: dict[str, collections.deque[Ticket]] = {}  # per class, for deadlines
         self._seq = itertools.count()
-        self._shares: dict[str, tuple[float, float]] = {}  # key → (decayed cost, as of when)
+        # key → (decayed cost, as of when): the keys whose starts are in the shares now
+        self.recent: dict[str, tuple[float, float]] = {}
         self.size = 0
         self.started = 0
         self.admitted = 0  # started after waiting
@@ -138,14 +141,17 @@ class FairQueue:
 
     def offer(self, ticket: Ticket, now: float, capacity: float | None = None) -> Verdict:
         """`capacity`: a reading the caller just took (else capacity() is read)."""
-        if ticket.state is not _State.NEW:
+        if ticket.state is not TicketState.NEW:
             raise ValueError("a ticket is offered once")
         ticket.enqueued = now
         if capacity is None:
             capacity = self.capacity()
         if capacity == math.inf and not self.size:
-            # Unbounded and nothing waits: no order to keep (tags matter once it waits).
-            self._start(ticket, now, shared=False)
+            # Unbounded and nothing waits: no order to keep (tags matter once it waits), and
+            # no share to count; `_start` written out: this is every request's path.
+            ticket.state = TicketState.STARTED
+            self.started += 1
+            self._by_class[ticket.cls] += 1
             return Verdict.START
         rank = self._rank(ticket.cls)
         if self.started < capacity and self._room(ticket.cls, capacity) \
@@ -156,7 +162,7 @@ class FairQueue:
             self._start(ticket, now, shared=capacity != math.inf)
             return Verdict.START
         if self.size >= self.max_queue or self._per_key[ticket.key] >= self.max_per_key:
-            ticket.state = _State.GONE
+            ticket.state = TicketState.GONE
             self.rejected += 1
             return Verdict.REJECTED
         self._tag(ticket, rank)
@@ -165,7 +171,7 @@ class FairQueue:
         if queue is None:
             queue = self._flows[flow] = collections.deque()
         queue.append(ticket)
-        ticket.state = _State.QUEUED
+        ticket.state = TicketState.QUEUED
         self.size += 1
         self._per_key[ticket.key] += 1
         self._queued[rank] += 1
@@ -197,32 +203,28 @@ class FairQueue:
         return share is None or self._by_class[cls] < share * capacity
 
     def _start(self, ticket: Ticket, now: float, shared: bool = True) -> None:
-        ticket.state = _State.STARTED
+        ticket.state = TicketState.STARTED
         self.started += 1
         self._by_class[ticket.cls] += 1
         if shared:
             self._count_share(ticket, now)
 
-    def sharing(self, key: str) -> bool:
-        """Whether the key's starts are in the shares now."""
-        return key in self._shares
-
     def done(self, ticket: Ticket, now: float) -> None:
         """A started ticket finished: its slot is free (call `ready`). Once per ticket; a
         queued one is cancelled instead, and anything else is ignored."""
-        if ticket.state is _State.STARTED:
-            ticket.state = _State.GONE
+        if ticket.state is TicketState.STARTED:
+            ticket.state = TicketState.GONE
             self.started -= 1
             self._by_class[ticket.cls] -= 1
-        elif ticket.state is _State.QUEUED:
+        elif ticket.state is TicketState.QUEUED:
             self.cancel(ticket, now)
 
     def cancel(self, ticket: Ticket, now: float) -> None:
         """Its client went away: out of the queue if it waits, `done` if it started."""
-        if ticket.state is _State.STARTED:
+        if ticket.state is TicketState.STARTED:
             self.done(ticket, now)
             return
-        if ticket.state is not _State.QUEUED:
+        if ticket.state is not TicketState.QUEUED:
             return
         rank = self._rank(ticket.cls)
         flow = (rank, ticket.key)
@@ -248,7 +250,7 @@ class FairQueue:
             self._finish[flow] = max(self._finish[flow] - charged, virtual)
 
     def _leave(self, ticket: Ticket, rank: int, queue: collections.deque[Ticket]) -> None:
-        ticket.state = _State.GONE
+        ticket.state = TicketState.GONE
         self.size -= 1
         self._queued[rank] -= 1
         left = self._per_key[ticket.key] - 1
@@ -282,7 +284,7 @@ class FairQueue:
         while True:
             _, _, ticket = heads[0]
             queue = self._flows.get((rank, ticket.key))
-            if ticket.state is _State.QUEUED and queue and queue[0] is ticket:
+            if ticket.state is TicketState.QUEUED and queue and queue[0] is ticket:
                 if not self._room(ticket.cls, capacity):
                     return None
                 heapq.heappop(heads)
@@ -299,10 +301,10 @@ class FairQueue:
         gone: list[Ticket] = []
         for cls, arrivals in self._arrivals.items():
             bound = self.wait_bound(cls)
-            while arrivals and (arrivals[0].state is not _State.QUEUED
+            while arrivals and (arrivals[0].state is not TicketState.QUEUED
                                 or now - arrivals[0].enqueued > bound):
                 ticket = arrivals.popleft()
-                if ticket.state is _State.QUEUED:
+                if ticket.state is TicketState.QUEUED:
                     self.cancel(ticket, now)
                     gone.append(ticket)
         self.timed_out += len(gone)
@@ -311,7 +313,7 @@ class FairQueue:
     def next_deadline(self) -> float | None:
         deadlines = []
         for cls, arrivals in self._arrivals.items():
-            while arrivals and arrivals[0].state is not _State.QUEUED:
+            while arrivals and arrivals[0].state is not TicketState.QUEUED:
                 arrivals.popleft()
             if arrivals:
                 deadline = arrivals[0].enqueued + self.wait_bound(cls)
@@ -320,17 +322,17 @@ class FairQueue:
         return min(deadlines, default=None)
 
     def _count_share(self, ticket: Ticket, now: float) -> None:
-        value, then = self._shares.get(ticket.key, (0.0, now))
-        self._shares[ticket.key] = (_decayed(value, now - then) + ticket.cost, now)
+        value, then = self.recent.get(ticket.key, (0.0, now))
+        self.recent[ticket.key] = (_decayed(value, now - then) + ticket.cost, now)
 
     def shares(self, now: float) -> dict[str, float]:
         """Each key's share of the cost started recently (decayed over SHARE_HALF_LIFE of
         `now`'s time), summing to 1; keys whose share faded away are forgotten."""
         values = {key: _decayed(value, now - then)
-                  for key, (value, then) in self._shares.items()}
+                  for key, (value, then) in self.recent.items()}
         for key, value in values.items():
             if value < _FADED:
-                del self._shares[key]
+                del self.recent[key]
         total = sum(value for value in values.values() if value >= _FADED)
         return {key: value / total for key, value in values.items() if value >= _FADED}
 

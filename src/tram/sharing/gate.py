@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from tram.config import QueueConfig
 from tram.errors import ModelOverloaded
-from tram.sharing.fairqueue import FairQueue, Ticket, Verdict
+from tram.sharing.fairqueue import FairQueue, Ticket, TicketState, Verdict
 
 __all__ = ["RECHECK", "Gate", "KeyShare"]
 
@@ -85,7 +85,7 @@ class Gate:
         ticket = Ticket(key, weight, cls, cost=cost)
         verdict = self.queue.offer(ticket, time.monotonic(), capacity)
         if verdict is Verdict.START:
-            if self.queue.sharing(key):
+            if key in self.queue.recent:  # its share is shown: with its weight and class
                 self.weights[key], self.classes[key] = weight, cls
             return ticket
         self.weights[key], self.classes[key] = weight, cls
@@ -118,7 +118,7 @@ class Gate:
 
     def leave(self, ticket: Ticket) -> None:
         """Its request no longer holds an engine; idempotent."""
-        if not ticket.started:
+        if ticket.state is not TicketState.STARTED:
             return
         loop = asyncio.get_running_loop()
         now = time.monotonic()

@@ -76,12 +76,31 @@ class Watch:
 
 class Deadline(Watch):
     """`async with ticker.timeout(seconds):` a Watch armed once, for one block; its
-    expiry's cancellation turned into TimeoutError as `asyncio.timeout` does."""
+    expiry's cancellation turned into TimeoutError as `asyncio.timeout` does. On a request's
+    hot path, `ticker.start(seconds)` and `ticker.discard(it)` around the await instead: the
+    same deadline without an async context manager's calls.
+
+        deadline = ticker.start(seconds)
+        try:
+            return await work()
+        except asyncio.CancelledError:
+            if deadline.timed_out():
+                ...  # raise the timeout's own error
+            raise
+        finally:
+            ticker.discard(deadline)
+    """
 
     __slots__ = ()
 
     def __init__(self, ticker: Ticker, when: float) -> None:
-        super().__init__(ticker)
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("Deadline must be made inside a task")
+        self._ticker = ticker
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._expired = False
         self.when = when
 
     async def __aenter__(self) -> Deadline:
@@ -108,12 +127,22 @@ class Ticker:
         """`async with ticker.timeout(seconds):` like `asyncio.timeout(seconds)`."""
         return Deadline(self, asyncio.get_running_loop().time() + delay)
 
-    def now(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def add(self, deadline: Expiring) -> None:
-        self._waiting.add(deadline)
+    def start(self, delay: float) -> Deadline:
+        """A deadline `delay` seconds from now, armed (see `Deadline`)."""
         loop = asyncio.get_running_loop()
+        deadline = Deadline(self, loop.time() + delay)
+        self._waiting.add(deadline)
+        if self._handle is None or self._loop is not loop:
+            self._loop = loop
+            self._handle = loop.call_later(self._resolution, self._tick)
+        return deadline
+
+    def add(self, deadline: Expiring, after: float | None = None) -> None:
+        """Watch `deadline` (its `when` set `after` seconds from now, if given)."""
+        loop = asyncio.get_running_loop()
+        if after is not None:
+            deadline.when = loop.time() + after
+        self._waiting.add(deadline)
         if self._handle is None or self._loop is not loop:  # (a new loop: a test's next app run)
             self._loop = loop
             self._handle = loop.call_later(self._resolution, self._tick)

@@ -132,11 +132,11 @@ class _Connection(asyncio.Protocol):
         """All body bytes that have arrived (at least one); b"" at the end of the body.
         Pieces that arrived together are returned together: one relay step, not one each."""
         while True:
-            if self._body:
+            if self._body:  # inline, not read_buffered(): this runs per relayed chunk
                 chunk = self._body.popleft() if len(self._body) == 1 else b"".join(self._body)
                 self._body.clear()
                 self._buffered = 0
-                if self._paused and self._buffered < _PAUSE_ABOVE // 2 and self.transport:
+                if self._paused and self.transport:
                     self._paused = False
                     self.transport.resume_reading()
                 return chunk
@@ -149,6 +149,17 @@ class _Connection(asyncio.Protocol):
                 await waiter
             finally:
                 self._waiter = None
+
+    def read_buffered(self) -> bytes:
+        """The body bytes that have arrived, taken (b"" if none)."""
+        body = self._body
+        chunk = body.popleft() if len(body) == 1 else b"".join(body)
+        body.clear()
+        self._buffered = 0
+        if self._paused and self.transport:
+            self._paused = False
+            self.transport.resume_reading()
+        return chunk
 
     def reset(self) -> None:
         self._parser = httptools.HttpResponseParser(self)
@@ -181,6 +192,15 @@ class PooledResponse:
         while chunk := await connection.read_chunk():  # no async iterator in between
             parts.append(chunk)
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def arrived(self) -> bytes | None:
+        """The whole body if all of it has arrived (it is then taken), else None."""
+        connection = self._connection
+        if connection is None:
+            return b""
+        if not connection._complete:
+            return None
+        return connection.read_buffered()
 
     def reader(self) -> Callable[[], Awaitable[bytes]]:
         """What returns the body bytes that have arrived (at least one), b"" at the end: the

@@ -102,21 +102,24 @@ class UpstreamClient:
                 f"x-request-id: {request_id}\r\n")
         if replica.api_key:
             head += f"authorization: Bearer {replica.api_key}\r\n"
+        deadline = self.deadlines.start(first_byte)
         try:
-            async with self.deadlines.timeout(first_byte):
-                return await self._pool.request(target.host, target.port, target.tls,
-                                             (head + "\r\n").encode("latin-1"), body,
-                                             timeouts.connect)
+            return await self._pool.request(target.host, target.port, target.tls,
+                                            (head + "\r\n").encode("latin-1"), body,
+                                            timeouts.connect)
+        except asyncio.CancelledError:
+            if deadline.timed_out():
+                raise EngineTimeout(timeout_message or "The engine did not start answering "
+                                    f"within {first_byte:g}s.") from None
+            raise
         except ConnectTimeout:
             raise EngineConnectTimeout(
                 f"Could not connect to the engine within {timeouts.connect:g}s.") from None
-        except TimeoutError:
-            raise EngineTimeout(timeout_message or
-                                f"The engine did not start answering within {first_byte:g}s.") \
-                from None
         except OSError as exc:
             raise EngineUnreachable(
                 f"The engine for this model is unreachable ({type(exc).__name__}).") from None
+        finally:
+            self.deadlines.discard(deadline)
 
     async def probe(self, replica: Engine, limit_s: float) -> bool:
         """Whether the replica answers GET <url>/models with 200 within `limit_s`."""
@@ -144,14 +147,24 @@ class UpstreamClient:
         return body if response.status_code == 200 else None
 
     async def read_body(self, response: UpstreamResponse, limit: float) -> bytes:
+        """The whole body, within `limit` seconds (a short answer has usually arrived with
+        its headers: then no deadline is armed)."""
+        arrived = response.arrived()
+        if arrived is not None:
+            return arrived
+        deadline = self.deadlines.start(limit)
         try:
-            async with self.deadlines.timeout(limit):
-                return await response.aread()
-        except TimeoutError:
-            raise EngineTimeout(f"The engine did not finish its answer within {limit:g}s.") from None
+            return await response.aread()
+        except asyncio.CancelledError:
+            if deadline.timed_out():
+                raise EngineTimeout(f"The engine did not finish its answer within {limit:g}s.") \
+                    from None
+            raise
         except OSError as exc:
             raise EngineBadResponse(
                 f"The engine's answer was cut off ({type(exc).__name__}).") from None
+        finally:
+            self.deadlines.discard(deadline)
 
 
 async def engine_error(response: UpstreamResponse) -> TramError:
