@@ -19,7 +19,6 @@ stays is in both trees (the usage writer's flushes, driven by the requests thems
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -35,7 +34,8 @@ import httpx
 import uvloop
 
 from bench.compare import _tree
-from bench.inprocess import BODY, STREAM_BODY, _create_key, _lifespan, _one
+from bench.inprocess import BODY, STREAM_BODY, _create_key, _lifespan
+from bench.inprocess import _drive as _drive_app
 from bench.loadgen import KEY, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,18 +66,7 @@ async def _drive(engine: str, path: str, requests: int) -> None:
         shutdown = await _lifespan(app)
         token = await _create_key(app) if path == "virtual" else KEY
         body = STREAM_BODY if path == "stream" else BODY
-        for _ in range(50):  # warm-up: connections, caches
-            await _one(app, token, body)
-        remaining = requests
-
-        async def worker() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                status = await _one(app, token, body)
-                assert status == 200, status
-
-        await asyncio.gather(*(worker() for _ in range(16)))
+        await _drive_app(app, token, body, requests, 16)  # warm-up, then `requests`
         await shutdown()
 
 
