@@ -46,15 +46,15 @@ class Watch:
 
     __slots__ = ("_cancelling", "_expired", "_task", "_ticker", "when")
 
-    def __init__(self, ticker: Ticker) -> None:
+    def __init__(self, ticker: Ticker, when: float = 0.0) -> None:
         task = asyncio.current_task()
         if task is None:
-            raise RuntimeError("Watch must be made inside a task")
+            raise RuntimeError("a deadline must be made inside a task")
         self._ticker = ticker
         self._task = task
         self._cancelling = task.cancelling()
         self._expired = False
-        self.when = 0.0
+        self.when = when
 
     def arm(self, when: float) -> None:
         self.when = when
@@ -92,16 +92,6 @@ class Deadline(Watch):
     """
 
     __slots__ = ()
-
-    def __init__(self, ticker: Ticker, when: float) -> None:
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("Deadline must be made inside a task")
-        self._ticker = ticker
-        self._task = task
-        self._cancelling = task.cancelling()
-        self._expired = False
-        self.when = when
 
     async def __aenter__(self) -> Deadline:
         self.arm(self.when)
