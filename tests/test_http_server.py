@@ -9,8 +9,10 @@ does not start."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +23,7 @@ import pytest
 from tests.support.raw_http import STILL_OPEN, connect, exchange, read_until_closed
 from tests.support.servers import serve_app
 from tram.config import ServerConfig
-from tram.server import ConnectionGuard, gateway_config
+from tram.server import ConnectionGuard, gateway_config, heap
 
 seen: dict[str, Any] = {}
 
@@ -274,3 +276,29 @@ def test_a_server_is_handed_its_guard_or_does_not_start() -> None:
     up_app = SmallHeads()
     with serve_app(up_app, tram_server=True, guard=up_app.connection_guard) as served:
         assert exchange(served, BIG_HEAD).startswith(b"HTTP/1.1 431")
+
+
+@pytest.fixture
+def restored_collector() -> Iterator[None]:
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+@pytest.mark.usefixtures("restored_collector")
+def test_a_gateway_process_settles_its_heap_once_its_app_is_built() -> None:
+    frozen = gc.get_freeze_count()
+    # A test's or a benchmark's server leaves its process's collector alone...
+    gateway_config(GuardedApp(), ServerConfig()).load()
+    assert gc.get_freeze_count() == frozen
+    assert gc.get_threshold()[0] != heap.YOUNG_THRESHOLD
+    # ...a gateway's own (`tram serve`, its workers, `tram up`) freezes what start-up built.
+    built = GuardedApp()
+    gateway_config(built, ServerConfig(), settle_heap=True).load()
+    assert gc.get_freeze_count() > frozen
+    assert gc.get_threshold()[0] == heap.YOUNG_THRESHOLD
+    # Frozen objects are still freed when their last reference goes.
+    gone = weakref.ref(built)
+    del built
+    assert gone() is None

@@ -89,14 +89,14 @@ def _serve(args: argparse.Namespace) -> int:
         from uvicorn.supervisors import Multiprocess
 
         gateway = gateway_config("tram.cli:app_factory", config.server, factory=True,
-                                 workers=workers, host=host, port=port)
+                                 settle_heap=True, workers=workers, host=host, port=port)
         Multiprocess(gateway, sockets=[gateway.bind_socket()]).run()
     else:
         from tram.app import create_app
 
         app = create_app(settings, config)
-        gateway = gateway_config(app, config.server, guard=app.connection_guard, host=host,
-                                 port=port)
+        gateway = gateway_config(app, config.server, guard=app.connection_guard,
+                                 settle_heap=True, host=host, port=port)
         server = _graceful_server_class()(gateway)
         server.run()
     return 0

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -135,12 +136,13 @@ def paced(tmp_path: Path) -> Iterator[tuple[str, SlotEngine, Any]]:
             "batches": {"poll_interval": 0.2, "adjust_interval": 0.1, "max_concurrency": 12}},
             "t"))
         with serve_app(app) as url:
-            yield url, engine, app.state.batch_runner
+            yield url, engine, app.state
 
 
 def test_batch_lines_fill_idle_slots_and_give_them_back_to_interactive_requests(
         paced: tuple[str, SlotEngine, Any]) -> None:
-    url, engine, runner = paced
+    url, engine, state = paced
+    runner = state.batch_runner
     batch = start_batch(url, AUTH, chat_lines(80, "m"))
     deadline = time.monotonic() + 20
     while engine.peak_batch < engine.slots and time.monotonic() < deadline:
@@ -170,3 +172,26 @@ def test_batch_lines_fill_idle_slots_and_give_them_back_to_interactive_requests(
     # not for the batch's queue.
     assert max(engine.interactive_waits) < 0.3 * 2 + 0.5
     assert done["request_counts"]["completed"] == 80
+
+
+def test_an_idle_runner_looks_for_work_with_one_read_and_finds_a_new_batch(
+        paced: tuple[str, SlotEngine, Any]) -> None:
+    url, _, state = paced
+    statements: list[str] = []
+
+    def seen(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "batch" in statement:
+            statements.append(" ".join(statement.split()[:2]).upper())
+
+    database = state.database.engine.sync_engine
+    event.listen(database, "before_cursor_execute", seen)
+    try:
+        time.sleep(1.5)  # some seven sweeps, with no batch in the database
+        idle = list(statements)
+        batch = start_batch(url, AUTH, chat_lines(6, "m"))
+        assert wait_batch(url, AUTH, batch["id"], timeout=20)["request_counts"]["completed"] == 6
+    finally:
+        event.remove(database, "before_cursor_execute", seen)
+    assert len(idle) >= 4
+    assert set(idle) == {"SELECT BATCHES.ID"}, idle
+    assert any(statement.startswith("UPDATE") for statement in statements[len(idle):])

@@ -219,7 +219,7 @@ async def _serve(settings: Settings, config: TramConfig, registry: Registry, hos
         engine.watch()
     app = create_app(settings, config, registry=registry)
     gateway = _Gateway(gateway_config(app, config.server, guard=app.connection_guard,
-                                      host=host, port=port))
+                                      settle_heap=True, host=host, port=port))
     serving = asyncio.ensure_future(gateway.serve())
     while not gateway.started and not serving.done():  # noqa: ASYNC110 - uvicorn sets a flag
         await asyncio.sleep(0.05)

@@ -138,6 +138,14 @@ class BatchStore:
                 .values(state="cancelled", finished_at=now))
         return True
 
+    async def any_active(self) -> bool:
+        """Whether a batch is still active; with none, no line is pending or running either
+        (a batch is finished only when none is)."""
+        async with self._db.engine.connect() as connection:
+            found = await connection.execute(
+                select(Batch.id).where(Batch.status.in_(ACTIVE)).limit(1))
+            return found.first() is not None
+
     async def expire(self, now: dt.datetime) -> int:
         """Lines still waiting in batches past their completion window will not run."""
         overdue = select(Batch.id).where(Batch.status == "in_progress", Batch.expires_at < now)
