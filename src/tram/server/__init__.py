@@ -15,9 +15,9 @@ import uvicorn
 from uvicorn.importer import import_from_string
 
 from tram.config import ServerConfig
-from tram.server import heap
 from tram.server.connection import HttpConnection
 from tram.server.guard import ConnectionGuard
+from tram.server.heap import settle
 
 __all__ = ["ConnectionGuard", "GatewayConfig", "HttpConnection", "gateway_config",
            "protocol_options"]
@@ -56,7 +56,7 @@ class GatewayConfig(uvicorn.Config):
             self.guard = guard
         super().load()
         if self.settle_heap:
-            heap.settle()  # the app is built: its objects live as long as the process
+            settle()  # the app is built: its objects live as long as the process
 
 
 def protocol_options() -> dict[str, Any]:
