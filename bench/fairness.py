@@ -67,12 +67,15 @@ class Queueing:
     replica_cap: float = 32
     batch_share: float | None = None
     prefill_cap: float = float("inf")  # requests without a first token, per replica
+    avoid_prompting: bool = False  # routed away from replicas with a prompt in flight
 
     def label(self) -> str:
         text = ("interactive class first" if self.order == "classes"
                 else "fair share by key") + f", {self.replica_cap:g} a replica"
         if self.prefill_cap != float("inf"):
             text += f", {self.prefill_cap:g} prompt(s) at a time a replica"
+        if self.avoid_prompting:
+            text += ", away from replicas mid-prompt"
         return text + (f", batch ≤ {self.batch_share:.0%}" if self.batch_share else "")
 
 
@@ -93,6 +96,7 @@ def des_runner(seconds: float) -> Runner:
         fleet = Fleet(engine=EngineConfig(scheduling=scheduling),  # type: ignore[arg-type]
                       seed=seed, replica_cap=fair.replica_cap if fair else float("inf"),
                       prefill_cap=fair.prefill_cap if fair else float("inf"),
+                      avoid_prompting=fair.avoid_prompting if fair else False,
                       admission=queue if fair else None)
         flows = [replace(f, seed=f.seed * 100 + seed) for f in flows]
         turns = fleet.run(flows, seconds, seconds / 2, drain=DRAIN)
@@ -167,7 +171,8 @@ def flood(run: Runner, seeds: Sequence[int], fair: bool, share: float = 0.35) ->
                   for q in (Queueing("keys"), Queueing("classes"),
                             Queueing("classes", batch_share=share),
                             Queueing("classes", prefill_cap=1),
-                            Queueing("classes", batch_share=share, prefill_cap=1))]
+                            Queueing("classes", batch_share=share, prefill_cap=1),
+                            Queueing("classes", batch_share=share, avoid_prompting=True))]
     lines += ["", "| case | interactive TTFT p50 / p90 / p99 ms, per seed | p90 ÷ alone | "
               "batch completed /s (÷ batch alone) | share of idle capacity the batch used |",
               "| --- | --- | --- | --- | --- |"]
@@ -209,7 +214,8 @@ def keys(run: Runner, seeds: Sequence[int], fair: bool) -> list[str]:
     if fair:  # smaller caps: shorter steps, fewer prompts a step, less for the big key
         cases += [(f"beside the 10× key, gateway queue: {q.label()}", [small, big], q)
                   for q in (*(Queueing("keys", cap) for cap in (32, 16, 4, 1)),
-                            Queueing("keys", 32, prefill_cap=1))]
+                            Queueing("keys", 32, prefill_cap=1),
+                            Queueing("keys", 8), Queueing("keys", 8, avoid_prompting=True))]
     alone: list[float] = []
     where = [line.format(key="small") for line in DIAGNOSIS_HEAD]
     for name, flows, queue in cases:

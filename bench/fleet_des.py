@@ -170,6 +170,7 @@ class Gateway:
         # the most a replica may have: one prompt at a time keeps each step short.
         self.prefilling = [0] * len(engines)
         self.prefill_cap = float("inf")
+        self.avoid_prompting = False  # prefer replicas with no prompt in flight
         self.admission = admission(self.capacity) if admission is not None else None
         self.decisions = decisions
         self._scrape_interval = routing.scrape_interval * 1000 * speed
@@ -240,6 +241,11 @@ class Gateway:
         # leaks its backlog into the engines' own FIFO queues.
         full = [r for r, prefilling in zip(self.pool.replicas, self.prefilling, strict=True)
                 if r.routing_load >= self.replica_cap or prefilling >= self.prefill_cap]
+        if self.avoid_prompting:  # a replica mid-prompt makes a new arrival wait out its step
+            prompting = [r for r, prefilling in zip(self.pool.replicas, self.prefilling,
+                                                    strict=True) if prefilling and r not in full]
+            if len(full) + len(prompting) < len(self.engines):
+                full += prompting
         replica = self.pool.pick(hints, exclude=full if len(full) < len(self.engines) else ())
         assert replica is not None
         index = self.pool.replicas.index(replica)
@@ -289,6 +295,7 @@ class Fleet:
     max_in_flight: int | None = None  # per gateway, for `capacity()`
     replica_cap: float = float("inf")  # requests per replica, for `capacity()` and routing
     prefill_cap: float = float("inf")  # requests without a first token per replica
+    avoid_prompting: bool = False  # route away from replicas with a prompt in flight
     seed: int = 3
     trace: bool = False
 
@@ -312,7 +319,7 @@ class Fleet:
             for g in range(self.gateways)]
         for gateway in self.gateway_list:
             gateway.max_in_flight, gateway.replica_cap = self.max_in_flight, self.replica_cap
-            gateway.prefill_cap = self.prefill_cap
+            gateway.prefill_cap, gateway.avoid_prompting = self.prefill_cap, self.avoid_prompting
             gateway.alive = lambda: loop.now < end or any(e.busy for e in self.engines) \
                 or any(g.admission is not None and g.admission.next_deadline() is not None
                        for g in self.gateway_list)
