@@ -14,15 +14,19 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
+from tests.conftest import MASTER_KEY
 from tests.support.raw_http import STILL_OPEN, connect, exchange, read_until_closed
 from tests.support.servers import serve_app
-from tram.config import ServerConfig
+from tram.api.admin import reload_config
+from tram.app import create_app
+from tram.config import ServerConfig, Settings, load_config
 from tram.server import ConnectionGuard, gateway_config, heap
 
 seen: dict[str, Any] = {}
@@ -302,3 +306,23 @@ def test_a_gateway_process_settles_its_heap_once_its_app_is_built() -> None:
     gone = weakref.ref(built)
     del built
     assert gone() is None
+
+
+@pytest.mark.usefixtures("restored_collector")
+def test_a_reload_in_a_settled_process_frees_the_models_it_replaces(tmp_path: Path) -> None:
+    # What start-up built is frozen: were the model pools it made cyclic, a reload that drops
+    # them would leak them for good.
+    (tmp_path / "tram.yaml").write_text(
+        "models:\n  - name: m\n    upstreams: [{url: 'http://127.0.0.1:9/v1'}, "
+        "{url: 'http://127.0.0.1:8/v1'}]\n")
+    settings = Settings(master_key=MASTER_KEY, master_key_source="test",
+                        config_path=tmp_path / "tram.yaml", data_dir=tmp_path / "data")
+    state = create_app(settings, load_config(tmp_path / "tram.yaml")).state
+    gateway_config(GuardedApp(), ServerConfig(), settle_heap=True).load()
+    replaced = []
+    for _ in range(3):
+        replaced.append(weakref.ref(state.registry.get("m")))
+        reload_config(state)
+    gc.collect()
+    assert [pool() for pool in replaced] == [None, None, None]
+    assert state.registry.get("m") is not None

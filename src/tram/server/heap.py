@@ -1,13 +1,13 @@
 """The garbage collector of a gateway process, settled once its app is built.
 
-CPython's cyclic collector walks every container object of a generation it collects. A built
-gateway holds some 100,000 of them (modules, schemas, the app) that live as long as the process;
-left in the oldest generation, each full collection walks them all again, and the default
-young-generation threshold (700 allocations) makes a collection every few requests. Frozen,
-they are never walked again (they are still freed by reference counting), and a larger
-young-generation threshold collects the short-lived objects of requests less often for the
-same work per collection. Numbers: docs/decisions.md ("The garbage collector of a gateway
-process").
+CPython's cyclic collector walks every container object of a generation it collects. Most of
+a built gateway's objects (modules, schemas, the app) live as long as the process; left in the
+oldest generation, each full collection walks them all again, and the default young-generation
+threshold collects the short-lived objects of requests every few dozen requests. Frozen, the
+long-lived ones are never walked again (reference counting still frees them: a reload's
+replaced models go, tests/test_http_server.py), and a larger young threshold does the same
+work per collection, less often. Numbers: docs/decisions.md ("The garbage collector of a
+gateway process").
 
 Only for a process that is the gateway (`tram serve`, its workers, `tram up`): a test run's
 or a benchmark's own heap is not frozen.
