@@ -4,18 +4,21 @@
 
 Both gateways run as `tram serve` (one worker, HTTP server included: what an operator runs),
 pinned together to core 1, in front of the benchmark fake engine on core 0; the load
-generators (wrk, and an asyncio client for streams) run on core 0. Each round measures, for
-each path, both gateways at once under the same load: the master key and the full path (a
-virtual key with rpm/tpm/concurrency limits, usage written to SQLite for every request) with
-64 connections each, then 16 concurrent streams of 20 chunks each. CPU per request is each
-gateway process's own CPU time (/proc) over the requests it completed in that same window.
+generators (wrk, and a process of asyncio clients for streams) run on core 0. Each round
+measures, for each path, both gateways at once under the same load: the master key and the
+full path (a virtual key with rpm/tpm/concurrency limits, usage written to SQLite for every
+request) with 64 connections each, then 16 concurrent streams of 20 chunks each. CPU per
+request is each gateway process's own CPU time (/proc) over the requests it completed, read
+when its own load ends; the order in which the two loads start alternates by round. Also shown:
+the share of core 1 each gateway used while loaded (about half each when the core is the
+bottleneck, as it should be).
 
-Why at once, on one core: this VM's speed drifts by ±30% from one second to the next (the
-rounds of a run that alternated the two spread from 0.83 to 1.67). Two gateways measured in the
-same seconds on the same core see the same drift, and their ratio keeps only what differs: run
-against itself (`--base HEAD` on a clean tree) a round's ratio stays within ±3%, and the median
-of 5 within ±1.5% (bench/RESULTS.md). Reports medians and the current/base ratio, then the hot
-paths timed alone under each tree (bench/hotpaths.py).
+Why at once, on one core: this VM's speed drifts from one second to the next, more than the few
+percent a change is judged by; two gateways measured in the same seconds on the same core see
+the same drift, and their ratio keeps what differs. The tool's own noise is its run against
+the tree itself (`--base HEAD` on a clean tree): bench/RESULTS.md and docs/decisions.md
+("The garbage collector of a gateway process"). Reports medians and the current/base ratio,
+then the hot paths timed alone under each tree (bench/hotpaths.py).
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import httpx
 import orjson
 
 from bench.gateway import _cpu_seconds, _start, _wait, stop_processes
-from bench.loadgen import KEY, free_port, streams, wrk
+from bench.loadgen import KEY, free_port, wrk
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = ("master key", "virtual key + limits", "stream of 20")
@@ -65,32 +69,49 @@ def _serve(src: Path, workdir: Path, engine: str) -> tuple[subprocess.Popen[byte
     return process, url, virtual
 
 
+# One gateway's streams, in a process of their own: two loaders in one interpreter would share
+# its lock, and the split of the load between the two gateways with it.
+_STREAMS = ("import sys; from bench.loadgen import streams; n = int(sys.argv[2]); "
+            "print(n - streams(sys.argv[1], 16, n, 20, 0).failures)")
+
+
 def _load(path: str, url: str, key: str, seconds: float, stream_count: int) -> int:
     """One gateway's share of a round: the requests it completed."""
     if path == "stream of 20":
-        result = streams(url, 16, stream_count, 20, 0)
-        return stream_count - result.failures
+        out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", _STREAMS, url,
+                              str(stream_count)], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout
+        return int(out)
     return wrk(url, 64, seconds, "0", key).requests
 
 
-def _round(gateways: dict[str, tuple[int, str, str]], path: str, seconds: float,
-           stream_count: int) -> dict[str, float]:
-    """µs of CPU per request of each gateway, both loaded at once."""
-    before = {name: _cpu_seconds(pid) for name, (pid, _, _) in gateways.items()}
-    counts: dict[str, int] = {}
+def _round(gateways: dict[str, tuple[int, str, str]], order: list[str], path: str,
+           seconds: float, stream_count: int) -> dict[str, tuple[float, float]]:
+    """Each gateway's µs of CPU per request and share of the core, both loaded at once."""
+    results: dict[str, tuple[float, float]] = {}
+    failures: list[Exception] = []
 
-    def load(name: str, url: str, key: str) -> None:
-        counts[name] = _load(path, url, key, seconds, stream_count)
+    def load(name: str) -> None:
+        pid, url, virtual = gateways[name]
+        try:
+            cpu, wall = _cpu_seconds(pid), time.perf_counter()
+            count = _load(path, url, KEY if path == "master key" else virtual, seconds,
+                          stream_count)
+            cpu, wall = _cpu_seconds(pid) - cpu, time.perf_counter() - wall
+            if count <= 0:
+                raise RuntimeError(f"{name}: no request of '{path}' completed")
+            results[name] = (cpu * 1e6 / count, cpu / wall)
+        except Exception as exc:  # noqa: BLE001 - raised below, in the caller's thread
+            failures.append(exc)
 
-    threads = [threading.Thread(target=load, args=(name, url, KEY if path == "master key"
-                                                   else virtual))
-               for name, (_, url, virtual) in gateways.items()]
+    threads = [threading.Thread(target=load, args=(name,)) for name in order]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return {name: (_cpu_seconds(pid) - before[name]) * 1e6 / max(1, counts[name])
-            for name, (pid, _, _) in gateways.items()}
+    if failures:
+        raise failures[0]
+    return results
 
 
 def run(base: str, rounds: int, seconds: float, stream_count: int = 1000) -> str:
@@ -111,23 +132,29 @@ def run(base: str, rounds: int, seconds: float, stream_count: int = 1000) -> str
                 processes.append(process)
                 gateways[name] = (process.pid, url, virtual)
                 wrk(url, 16, 1, "0", virtual)  # warm-up
-            samples: dict[tuple[str, str], list[float]] = {}
-            for _ in range(rounds):
+            samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
+            for number in range(rounds):
+                order = list(gateways)[::-1 if number % 2 else 1]
                 for path in PATHS:
-                    for name, value in _round(gateways, path, seconds, stream_count).items():
+                    for name, value in _round(gateways, order, path, seconds,
+                                              stream_count).items():
                         samples.setdefault((name, path), []).append(value)
         finally:
             stop_processes(processes)
     lines = [f"python -m bench compare --base {base} --rounds {rounds} --seconds {seconds:g} "
              f"--streams {stream_count}",
              "", "| path (c=64 each; streams c=16 each) | base µs CPU/request, median | current "
-             "| current / base, median of rounds (min–max) |", "| --- | --- | --- | --- |"]
+             "| current / base, median of rounds (min–max) | share of the core, base · current |",
+             "| --- | --- | --- | --- | --- |"]
     for path in PATHS:
         old, new = samples[("base", path)], samples[("current", path)]
         # Each round measured both at once: its ratio is free of the drift between rounds.
-        ratios = [n / o for o, n in zip(old, new, strict=True)]
-        lines.append(f"| {path} | {statistics.median(old):.0f} | {statistics.median(new):.0f} | "
-                     f"{statistics.median(ratios):.3f} ({min(ratios):.2f}–{max(ratios):.2f}) |")
+        ratios = [n[0] / o[0] for o, n in zip(old, new, strict=True)]
+        lines.append(
+            f"| {path} | {statistics.median(o[0] for o in old):.0f} | "
+            f"{statistics.median(n[0] for n in new):.0f} | {statistics.median(ratios):.3f} "
+            f"({min(ratios):.2f}–{max(ratios):.2f}) | {statistics.median(o[1] for o in old):.2f}"
+            f" · {statistics.median(n[1] for n in new):.2f} |")
     return "\n".join(lines)
 
 

@@ -9,25 +9,19 @@ does not start."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import threading
 import time
-import weakref
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from tests.conftest import MASTER_KEY
 from tests.support.raw_http import STILL_OPEN, connect, exchange, read_until_closed
 from tests.support.servers import serve_app
-from tram.api.admin import reload_config
-from tram.app import create_app
-from tram.config import ServerConfig, Settings, load_config
-from tram.server import ConnectionGuard, gateway_config, heap
+from tram.config import ServerConfig
+from tram.server import ConnectionGuard, gateway_config
 
 seen: dict[str, Any] = {}
 
@@ -280,49 +274,3 @@ def test_a_server_is_handed_its_guard_or_does_not_start() -> None:
     up_app = SmallHeads()
     with serve_app(up_app, tram_server=True, guard=up_app.connection_guard) as served:
         assert exchange(served, BIG_HEAD).startswith(b"HTTP/1.1 431")
-
-
-@pytest.fixture
-def restored_collector() -> Iterator[None]:
-    threshold = gc.get_threshold()
-    yield
-    gc.unfreeze()
-    gc.set_threshold(*threshold)
-
-
-@pytest.mark.usefixtures("restored_collector")
-def test_a_gateway_process_settles_its_heap_once_its_app_is_built() -> None:
-    frozen = gc.get_freeze_count()
-    # A test's or a benchmark's server leaves its process's collector alone...
-    gateway_config(GuardedApp(), ServerConfig()).load()
-    assert gc.get_freeze_count() == frozen
-    assert gc.get_threshold()[0] != heap.YOUNG_THRESHOLD
-    # ...a gateway's own (`tram serve`, its workers, `tram up`) freezes what start-up built.
-    built = GuardedApp()
-    gateway_config(built, ServerConfig(), settle_heap=True).load()
-    assert gc.get_freeze_count() > frozen
-    assert gc.get_threshold()[0] == heap.YOUNG_THRESHOLD
-    # Frozen objects are still freed when their last reference goes.
-    gone = weakref.ref(built)
-    del built
-    assert gone() is None
-
-
-@pytest.mark.usefixtures("restored_collector")
-def test_a_reload_in_a_settled_process_frees_the_models_it_replaces(tmp_path: Path) -> None:
-    # What start-up built is frozen: were the model pools it made cyclic, a reload that drops
-    # them would leak them for good.
-    (tmp_path / "tram.yaml").write_text(
-        "models:\n  - name: m\n    upstreams: [{url: 'http://127.0.0.1:9/v1'}, "
-        "{url: 'http://127.0.0.1:8/v1'}]\n")
-    settings = Settings(master_key=MASTER_KEY, master_key_source="test",
-                        config_path=tmp_path / "tram.yaml", data_dir=tmp_path / "data")
-    state = create_app(settings, load_config(tmp_path / "tram.yaml")).state
-    gateway_config(GuardedApp(), ServerConfig(), settle_heap=True).load()
-    replaced = []
-    for _ in range(3):
-        replaced.append(weakref.ref(state.registry.get("m")))
-        reload_config(state)
-    gc.collect()
-    assert [pool() for pool in replaced] == [None, None, None]
-    assert state.registry.get("m") is not None

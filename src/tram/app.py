@@ -52,6 +52,7 @@ from tram.routing.engine_load import scrape_forever
 from tram.routing.prober import probe_forever
 from tram.routing.registry import Registry
 from tram.server import ConnectionGuard
+from tram.server.heap import settle
 from tram.store.batch_lines import LineQueue
 from tram.store.batches import BatchStore
 from tram.store.db import Database, database_url
@@ -187,9 +188,10 @@ class TramApp:
     """The gateway's ASGI app: request id, access log and last-resort errors, then auth, then
     the routes. `state` is the app's AppState (tests and the supervisor reach it here)."""
 
-    def __init__(self, app: ASGIApp, state: AppState) -> None:
+    def __init__(self, app: ASGIApp, state: AppState, *, settles_heap: bool = False) -> None:
         self._app = app
         self.state = state
+        self.settles_heap = settles_heap  # at the end of its start-up (server/heap.py)
         # Handed to the server by `tram.server.gateway_config`: its bounds and their metrics.
         self.connection_guard = ConnectionGuard(state.config.server, state.metrics)
 
@@ -201,7 +203,7 @@ async def _dispatched_before(request: Request) -> Response:
     raise InternalError("The model routes are served by their endpoints before the router.")
 
 
-def _lifespan(state: AppState) -> Any:
+def _lifespan(state: AppState, settle_heap: bool) -> Any:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
@@ -220,6 +222,8 @@ def _lifespan(state: AppState) -> Any:
                     background.start_soon(state.batch_runner.run)
                     background.start_soon(state.batch_load.run)
                 _reload_on_sighup(state)
+                if settle_heap:
+                    settle()  # started: what start-up built lives as long as the process
                 try:
                     yield
                 finally:
@@ -233,7 +237,7 @@ def _lifespan(state: AppState) -> Any:
     return lifespan
 
 
-def _router(state: AppState) -> Starlette:
+def _router(state: AppState, settle_heap: bool) -> Starlette:
     """The routes served by plain handlers (and the app's lifespan)."""
     app = Starlette(
         routes=[*(Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS),
@@ -247,7 +251,7 @@ def _router(state: AppState) -> Starlette:
             HTTPException: _http_error,
             Exception: _unexpected,
         },
-        lifespan=_lifespan(state),
+        lifespan=_lifespan(state, settle_heap),
     )
     # No `/path/` → `/path` redirect: Starlette builds its Location from the client's Host
     # header, which lets anyone make the gateway point a browser elsewhere.
@@ -256,10 +260,12 @@ def _router(state: AppState) -> Starlette:
     return app
 
 
-def create_app(settings: Settings, config: TramConfig, *,
-               registry: Registry | None = None) -> TramApp:
+def create_app(settings: Settings, config: TramConfig, *, registry: Registry | None = None,
+               settle_heap: bool = False) -> TramApp:
+    """The gateway's app. `settle_heap`: the process is the gateway's own (`tram serve`, its
+    workers, `tram up`): once started, its garbage collector is settled (server/heap.py)."""
     state = build_state(settings, config, registry)
-    app = _router(state)
+    app = _router(state, settle_heap)
     endpoints = {path: ModelEndpoint(state, route) for route in MODEL_ROUTES
                  for path in route.paths}
 
@@ -277,4 +283,4 @@ def create_app(settings: Settings, config: TramConfig, *,
                                    metrics=state.metrics, dialect_of=dialect_of,
                                    x_api_key=takes_x_api_key)
     return TramApp(RequestIdMiddleware(authenticated, metrics=state.metrics, usage=state.usage,
-                                       dialect_of=dialect_of), state)
+                                       dialect_of=dialect_of), state, settles_heap=settle_heap)

@@ -63,7 +63,7 @@ def app_factory() -> object:
     setup_logging(os.environ.get("TRAM_LOG_LEVEL", "info"))  # a worker: TRAM_LOG_FORMAT too
     path = os.environ.get("TRAM_CONFIG")
     settings, config = load_for_serve(Path(path) if path else None)
-    return create_app(settings, config)
+    return create_app(settings, config, settle_heap=True)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -89,14 +89,14 @@ def _serve(args: argparse.Namespace) -> int:
         from uvicorn.supervisors import Multiprocess
 
         gateway = gateway_config("tram.cli:app_factory", config.server, factory=True,
-                                 settle_heap=True, workers=workers, host=host, port=port)
+                                 workers=workers, host=host, port=port)
         Multiprocess(gateway, sockets=[gateway.bind_socket()]).run()
     else:
         from tram.app import create_app
 
-        app = create_app(settings, config)
-        gateway = gateway_config(app, config.server, guard=app.connection_guard,
-                                 settle_heap=True, host=host, port=port)
+        app = create_app(settings, config, settle_heap=True)
+        gateway = gateway_config(app, config.server, guard=app.connection_guard, host=host,
+                                 port=port)
         server = _graceful_server_class()(gateway)
         server.run()
     return 0

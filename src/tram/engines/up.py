@@ -217,9 +217,9 @@ async def _serve(settings: Settings, config: TramConfig, registry: Registry, hos
                  engines: list[ManagedEngine], stop: asyncio.Event) -> int:
     for engine in engines:
         engine.watch()
-    app = create_app(settings, config, registry=registry)
+    app = create_app(settings, config, registry=registry, settle_heap=True)
     gateway = _Gateway(gateway_config(app, config.server, guard=app.connection_guard,
-                                      settle_heap=True, host=host, port=port))
+                                      host=host, port=port))
     serving = asyncio.ensure_future(gateway.serve())
     while not gateway.started and not serving.done():  # noqa: ASYNC110 - uvicorn sets a flag
         await asyncio.sleep(0.05)

@@ -17,7 +17,6 @@ from uvicorn.importer import import_from_string
 from tram.config import ServerConfig
 from tram.server.connection import HttpConnection
 from tram.server.guard import ConnectionGuard
-from tram.server.heap import settle
 
 __all__ = ["ConnectionGuard", "GatewayConfig", "HttpConnection", "gateway_config",
            "protocol_options"]
@@ -30,16 +29,11 @@ class GatewayConfig(uvicorn.Config):
     The guard is the one given, else the served app's own `connection_guard` (a TramApp's),
     read when uvicorn loads the app: with `--workers N` the app is an import string of a
     factory, and each worker's guard is that of the app (and metrics) the worker builds. An
-    app without one is refused at start-up, so a server never runs on limits nobody chose.
+    app without one is refused at start-up, so a server never runs on limits nobody chose."""
 
-    `settle_heap`: the process is the gateway's own (`tram serve`, `tram up`): once the app is
-    loaded, its garbage collector is settled (heap.py)."""
-
-    def __init__(self, app: Any, guard: ConnectionGuard | None = None, *,
-                 settle_heap: bool = False, **options: Any) -> None:
+    def __init__(self, app: Any, guard: ConnectionGuard | None = None, **options: Any) -> None:
         super().__init__(app, **options)
         self.guard = guard
-        self.settle_heap = settle_heap
 
     def load(self) -> None:
         if isinstance(self.app, str) and self.factory:
@@ -55,8 +49,6 @@ class GatewayConfig(uvicorn.Config):
                     "a guard, or serve a TramApp.")
             self.guard = guard
         super().load()
-        if self.settle_heap:
-            settle()  # the app is built: its objects live as long as the process
 
 
 def protocol_options() -> dict[str, Any]:
@@ -73,11 +65,11 @@ def protocol_options() -> dict[str, Any]:
 
 
 def gateway_config(app: Any, server: ServerConfig, *, guard: ConnectionGuard | None = None,
-                   settle_heap: bool = False, **options: Any) -> GatewayConfig:
+                   **options: Any) -> GatewayConfig:
     """The uvicorn Config of a Trạm server (`tram serve`, `tram up`, the tests' and benchmarks'
     servers): Trạm's protocol and loop, the uvicorn settings of `server`, the guard (see
     GatewayConfig), then `options` (host, port, workers, factory, …) over all of these."""
-    return GatewayConfig(app, guard, settle_heap=settle_heap, **{**_settings(server), **options})
+    return GatewayConfig(app, guard, **{**_settings(server), **options})
 
 
 def _settings(server: ServerConfig) -> dict[str, Any]:
