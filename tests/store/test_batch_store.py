@@ -145,3 +145,22 @@ async def test_a_batch_past_its_window_expires_with_its_unrun_lines_in_its_error
         ("c2", "batch_expired"), ("c3", "batch_expired")]
     counts = (await store.counts(["batch_t"]))["batch_t"]
     assert (counts.total, counts.completed, counts.failed) == (3, 1, 2)
+
+
+async def test_a_line_given_back_after_its_batch_was_cancelled_does_not_run(
+        databases: list[Database]) -> None:
+    await _batch(databases[0], 3)
+    queue, store = LineQueue(databases[0]), BatchStore(databases[0])
+    now = time.time()
+    running = await queue.claim("w", "m", 2, now, lease=30)
+    assert await store.cancel("batch_t", "k")  # the third line, pending, is cancelled now
+    assert await queue.release("w", [running[0].id]) == 1  # a retry gives one back
+    assert await queue.reclaim(now + 60) == 1  # the other one's lease ran out
+    # Pending again, but their batch runs no more lines: nobody claims them...
+    assert await queue.models(now + 61) == set()
+    assert await queue.claim("w2", "m", 5, now + 61, lease=30) == []
+    # ...the sweep ends them, and the batch finishes as cancelled.
+    assert await store.finishable() == []
+    assert await store.cancel_given_back(dt.datetime.now(dt.UTC)) == 2
+    assert await store.finishable() == ["batch_t"]
+    assert await store.finish("batch_t", unrun_line) == "cancelled"

@@ -130,8 +130,9 @@ class BatchRunner:
 
     async def _sweep(self) -> None:
         """Every `poll_interval` (and when woken with news): overdue batches expire, lines of
-        gone processes go back to pending, done batches are finished, and the models with
-        lines to run are listed (a scan of the pending lines: not done on every claim)."""
+        gone processes go back to pending (or end, in a cancelling batch), done batches are
+        finished, and the models with lines to run are listed (a scan of the pending lines:
+        not done on every claim)."""
         self._survey = False
         self._swept = time.monotonic()
         # The usual sweep of an idle gateway: one read, not two writes and two scans.
@@ -142,6 +143,7 @@ class BatchRunner:
             reclaimed = await self._lines.reclaim(time.time())
             if reclaimed:
                 logger.warning("batches: %d lines whose lease ran out are run again", reclaimed)
+            await self._batches.cancel_given_back(dt.datetime.now(dt.UTC))
             for batch_id in await self._batches.finishable():
                 await self._finish(batch_id)
             self._models = await self._lines.models(time.time())

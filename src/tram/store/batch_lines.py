@@ -52,8 +52,12 @@ class Outcome:
 
 
 def _claimable(now: float) -> ColumnElement[bool]:
+    # A line given back after its batch began cancelling (a retry, a lease that ran out) is
+    # pending again, but its batch no longer runs lines: BatchStore.cancel_given_back ends it.
+    running = select(Batch.id).where(Batch.status == "in_progress").scalar_subquery()
     return and_(BatchLine.state == PENDING,
-                or_(BatchLine.not_before.is_(None), BatchLine.not_before <= now))
+                or_(BatchLine.not_before.is_(None), BatchLine.not_before <= now),
+                BatchLine.batch_id.in_(running))
 
 
 class LineQueue:

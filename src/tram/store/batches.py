@@ -157,6 +157,18 @@ class BatchStore:
                 .execution_options(synchronize_session=False))
         return int(result.rowcount)
 
+    async def cancel_given_back(self, now: dt.datetime) -> int:
+        """Lines pending in a cancelling batch (given back after the cancel: a retry, a lease
+        that ran out) will not run either."""
+        cancelling = select(Batch.id).where(Batch.status == "cancelling")
+        async with self._db.engine.begin() as connection:
+            result = await connection.execute(
+                update(BatchLine).where(BatchLine.state == "pending",
+                                        BatchLine.batch_id.in_(cancelling.scalar_subquery()))
+                .values(state="cancelled", finished_at=now)
+                .execution_options(synchronize_session=False))
+        return int(result.rowcount)
+
     async def finishable(self) -> list[str]:
         """Active batches with no line pending or running: ready to be finished."""
         busy = exists().where(BatchLine.batch_id == Batch.id, BatchLine.state.in_(_UNFINISHED))
