@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in _COMMANDS:
         print("usage: python -m bench engine|gateway [--quick] [--no-record]\n"
               "       python -m bench inprocess [--requests N] [--concurrency C]\n"
-              "       python -m bench compare [--base REV] [--rounds R] [--seconds S]\n"
+              "       python -m bench compare [--base REV] [--rounds R] [--seconds S] [--streams N]\n"
               "       python -m bench images [--seconds S]\n"
               "       python -m bench routes [--rounds R] [--seconds S]\n"
               "       python -m bench fleet [--replicas N] [--seconds S] [--speed X] [--quick]\n"
