@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.conftest import MASTER_KEY, GatewayFactory, fault_models
 from tests.support.fault_engine import EngineLog
@@ -326,3 +326,19 @@ def test_thinking_is_asked_for_and_the_reasoning_shown_folded(browser: Browser,
             expect(reasoning.locator("p")).to_be_visible()
     sent = log.bodies("/v1/chat/completions")[-1]
     assert sent["chat_template_kwargs"] == {"enable_thinking": True}
+
+
+def test_a_tab_chosen_while_the_playground_loads_stays_chosen(browser: Browser,
+                                                              embedded: TramUp) -> None:
+    page = _page(browser)
+    held: list[Route] = []
+    page.route("**/v1/models", lambda route: held.append(route))  # noqa: PLW0108 - a bound builtin is refused
+    _sign_in(page, embedded.url, MASTER_KEY)
+    page.click("#tab-batches")
+    expect(page.locator("#batches")).to_be_visible()
+    page.wait_for_timeout(200)
+    assert held, "the playground asks for its models at sign-in"
+    held[0].continue_()
+    expect(page.locator("#pg-model option")).not_to_have_count(0)  # the playground loaded
+    expect(page.locator("#batches")).to_be_visible()
+    expect(page.locator("#playground")).to_be_hidden()

@@ -13,8 +13,10 @@ const playground = new Playground();
 const adminConsole = new Console();
 const batches = new Batches();
 
+const VIEWS = ["playground", "batches", "console"];
+
 function show(view) {
-  for (const name of ["playground", "batches", "console"]) {
+  for (const name of VIEWS) {
     $(name).hidden = name !== view;
     $(`tab-${name}`).setAttribute("aria-pressed", String(name === view));
   }
@@ -34,7 +36,8 @@ async function signIn(key) {
   $("tab-console").hidden = !me.is_admin;
   await playground.start(me);
   drawDays($("my-usage-chart"), me.usage_by_day);
-  show("playground");
+  // The tabs were there while the playground loaded: a view chosen meanwhile stays.
+  if (VIEWS.every((name) => $(name).hidden)) show("playground");
 }
 
 function signOut() {

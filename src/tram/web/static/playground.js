@@ -15,11 +15,12 @@ export class Playground {
   }
 
   async start(me) {
+    // Wired first: the form is there (its tab too) while the models load, and must never post.
+    if (!this.wired) this.wire();
+    this.wired = true;
     const models = await api("/v1/models");
     const select = $("pg-model");
     select.replaceChildren(...models.data.map((model) => new Option(model.id, model.id)));
-    if (!this.wired) this.wire();
-    this.wired = true;
     this.updateCode();
   }
 
