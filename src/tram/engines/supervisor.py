@@ -1,9 +1,10 @@
 """The `tram up` supervisor: engines first, then the gateway; on a signal, the reverse.
 
 Engines run in their own process group (a Ctrl-C in the terminal reaches only the supervisor,
-which then stops things in order) and get SIGTERM from the kernel if the supervisor itself dies
-(PR_SET_PDEATHSIG), so no engine outlives it. An engine that exits is marked unavailable (the
-gateway answers 503 for its model at once) and restarted with exponential backoff.
+which then stops things in order) and get a signal from the kernel if the supervisor itself dies
+(PR_SET_PDEATHSIG: their kind's `parent_death_signal`), so no engine outlives it. An engine
+that exits is marked unavailable (the gateway answers 503 for its model at once) and restarted
+with exponential backoff.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ logger = logging.getLogger("tram.supervisor")
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent(sig: int) -> Callable[[], None]:
+    def arm() -> None:  # runs in the child between fork and exec
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+    return arm
 
 
 class EngineStartError(Exception):
@@ -73,7 +76,8 @@ class ManagedEngine:
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
                 env={**os.environ, **self.command.env},
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=(_die_with_parent(self.command.parent_death_signal)
+                            if sys.platform == "linux" else None),
             )
 
     async def wait_ready(self, progress: Callable[[str], None] | None = None) -> None:

@@ -6,6 +6,7 @@ on every streamed chunk, what images it takes). Adding a kind is one class besid
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -38,6 +39,10 @@ class EngineCommand:
     served_name: str  # the model name the engine answers to (the gateway rewrites to it)
     health_path: str = "/health"  # GET it until 200: the engine has loaded its model
     env: dict[str, str] = field(default_factory=dict)
+    # What the kernel sends the engine if `tram up` dies without stopping it: SIGTERM lets an
+    # engine with processes of its own (vLLM) stop them; one that can hang in its shutdown
+    # takes SIGKILL, since nobody is left to send it after a grace period.
+    parent_death_signal: int = signal.SIGTERM
 
 
 class EngineBase(BaseModel):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -131,7 +132,9 @@ def _llamacpp(engine: LlamaCppEngine, served_name: str, listen: Listen, key: str
         *engine.args,
     ]
     # --api-key from the environment (LLAMA_API_KEY), not the command line `ps` shows: every
-    # path but /health then needs it.
-    return EngineCommand(argv, served_name, env={"LLAMA_API_KEY": key})
+    # path but /health then needs it. llama-server can hang for good in its SIGTERM shutdown
+    # (docs/decisions.md, "An engine outliving a killed `tram up`"): SIGKILL if `tram up` dies.
+    return EngineCommand(argv, served_name, env={"LLAMA_API_KEY": key},
+                         parent_death_signal=signal.SIGKILL)
 
 
