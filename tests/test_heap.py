@@ -74,6 +74,8 @@ def test_tram_serve_and_its_workers_build_apps_that_settle(
             pass
 
     monkeypatch.setattr(tram.cli, "_graceful_server_class", lambda: Server)
+    # The process's logging is the test run's: not set up again here.
+    monkeypatch.setattr(tram.cli, "setup_logging", lambda *args, **kwargs: None)
     args = argparse.Namespace(config=config_file, host="127.0.0.1", port=4999, workers=1,
                               log_level="warning", log_format="text")
     assert tram.cli._serve(args) == 0
