@@ -26,14 +26,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import uvloop
 
 from bench.compare import _tree
+from bench.gateway import _wait
 from bench.inprocess import BODY, STREAM_BODY, _create_key, _lifespan
 from bench.inprocess import _drive as _drive_app
 from bench.loadgen import KEY, free_port
@@ -79,12 +78,7 @@ def _drive_main(path: str, requests: int) -> int:
         env={**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"})
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                httpx.get(url + "/v1/models", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        _wait(url)
         uvloop.run(_drive(url, path, requests))
     finally:
         engine.terminate()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy import ColumnElement, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tram.store.db import Database
@@ -148,24 +148,23 @@ class BatchStore:
 
     async def expire(self, now: dt.datetime) -> int:
         """Lines still waiting in batches past their completion window will not run."""
-        overdue = select(Batch.id).where(Batch.status == "in_progress", Batch.expires_at < now)
-        async with self._db.engine.begin() as connection:
-            result = await connection.execute(
-                update(BatchLine).where(BatchLine.state == "pending",
-                                        BatchLine.batch_id.in_(overdue.scalar_subquery()))
-                .values(state="expired", finished_at=now)
-                .execution_options(synchronize_session=False))
-        return int(result.rowcount)
+        return await self._end_pending(
+            (Batch.status == "in_progress", Batch.expires_at < now), "expired", now)
 
     async def cancel_given_back(self, now: dt.datetime) -> int:
         """Lines pending in a cancelling batch (given back after the cancel: a retry, a lease
         that ran out) will not run either."""
-        cancelling = select(Batch.id).where(Batch.status == "cancelling")
+        return await self._end_pending((Batch.status == "cancelling",), "cancelled", now)
+
+    async def _end_pending(self, batches: tuple[ColumnElement[bool], ...], state: str,
+                           now: dt.datetime) -> int:
+        """The pending lines of the batches matching `batches` end in `state`, unrun."""
+        chosen = select(Batch.id).where(*batches).scalar_subquery()
         async with self._db.engine.begin() as connection:
             result = await connection.execute(
                 update(BatchLine).where(BatchLine.state == "pending",
-                                        BatchLine.batch_id.in_(cancelling.scalar_subquery()))
-                .values(state="cancelled", finished_at=now)
+                                        BatchLine.batch_id.in_(chosen))
+                .values(state=state, finished_at=now)
                 .execution_options(synchronize_session=False))
         return int(result.rowcount)
 
