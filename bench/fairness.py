@@ -24,7 +24,9 @@ time, one virtual key per key created through /admin/keys, priority sent as the 
 (src/tram/sharing/fairqueue.py through bench/fairqueue.py) in the simulated gateway: each
 replica takes at most 32 requests (its batch) unless a row says fewer, the rest wait at the
 gateway; in flood, also with the batch class held to `--batch-share` of that capacity
-(sharing.queue.class_share). Each scenario ends with where the interactive (small) key's
+(sharing.queue.class_share), and with batch prompts started one at a time
+(sharing.queue.class_prompts, its prompt-speed estimate right and a third off either way, beside
+a batch share of 45%). Each scenario ends with where the interactive (small) key's
 time to first token went: the gateway's queue, the engine, the step computing its prompt.
 
 Capacities are measured first, as the completed requests per second of a flood (4× a guess)
@@ -47,6 +49,7 @@ INTERACTIVE = Flow("unique", 1.0, key="interactive", cls="interactive", max_toke
 BATCH = Flow("unique", 1.0, key="batch", cls="batch", max_tokens=256, seed=12)
 GUESS = {24: 50.0, 256: 16.0}  # requests per simulated second the fleet completes, roughly
 DRAIN = 60.0  # simulated seconds a run goes on after its last arrival, at most
+PACED_SHARE = 0.45  # the batch class's share beside paced prompts (bench/RESULTS.md)
 
 
 @dataclass
@@ -68,6 +71,8 @@ class Queueing:
     batch_share: float | None = None
     prefill_cap: float = float("inf")  # requests without a first token, per replica
     avoid_prompting: bool = False  # routed away from replicas with a prompt in flight
+    batch_prompts: int | None = None  # sharing.queue.class_prompts["batch"]
+    prompt_rate: float = 16_000.0  # sharing.queue.prompt_tokens_per_second
 
     def label(self) -> str:
         text = ("interactive class first" if self.order == "classes"
@@ -76,6 +81,9 @@ class Queueing:
             text += f", {self.prefill_cap:g} prompt(s) at a time a replica"
         if self.avoid_prompting:
             text += ", away from replicas mid-prompt"
+        if self.batch_prompts is not None:
+            text += (f", {self.batch_prompts} batch prompt(s) at a time (estimated at "
+                     f"{self.prompt_rate:,.0f} tokens/s)")
         return text + (f", batch ≤ {self.batch_share:.0%}" if self.batch_share else "")
 
 
@@ -90,13 +98,15 @@ def des_runner(seconds: float) -> Runner:
             assert fair is not None
             order = ("interactive", "batch") if fair.order == "classes" else ()
             share = {"batch": fair.batch_share} if fair.batch_share is not None else None
+            paced = {"batch": fair.batch_prompts} if fair.batch_prompts is not None else None
             return FairQueue(capacity, max_per_key=100_000, max_queue=100_000,
-                             class_order=order, class_share=share)
+                             class_order=order, class_share=share, class_prompts=paced)
 
         fleet = Fleet(engine=EngineConfig(scheduling=scheduling),  # type: ignore[arg-type]
                       seed=seed, replica_cap=fair.replica_cap if fair else float("inf"),
                       prefill_cap=fair.prefill_cap if fair else float("inf"),
                       avoid_prompting=fair.avoid_prompting if fair else False,
+                      prompt_rate=fair.prompt_rate if fair else 16_000.0,
                       admission=queue if fair else None)
         flows = [replace(f, seed=f.seed * 100 + seed) for f in flows]
         turns = fleet.run(flows, seconds, seconds / 2, drain=DRAIN)
@@ -172,7 +182,12 @@ def flood(run: Runner, seeds: Sequence[int], fair: bool, share: float = 0.35) ->
                             Queueing("classes", batch_share=share),
                             Queueing("classes", prefill_cap=1),
                             Queueing("classes", batch_share=share, prefill_cap=1),
-                            Queueing("classes", batch_share=share, avoid_prompting=True))]
+                            Queueing("classes", batch_share=share, avoid_prompting=True),
+                            # The product's pacing (sharing.queue.class_prompts), its estimate
+                            # of the engines' prompt speed right and a third off either way.
+                            Queueing("classes", batch_prompts=1),
+                            *(Queueing("classes", batch_share=PACED_SHARE, batch_prompts=1,
+                                       prompt_rate=rate) for rate in (16_000, 12_000, 24_000)))]
     lines += ["", "| case | interactive TTFT p50 / p90 / p99 ms, per seed | p90 ÷ alone | "
               "batch completed /s (÷ batch alone) | share of idle capacity the batch used |",
               "| --- | --- | --- | --- | --- |"]

@@ -9,6 +9,7 @@ discrete-event fleet's virtual clock and under the gateway's asyncio loop:
     for ticket in queue.ready(now): …    # held tickets started now, in fair order
     for ticket in queue.expired(now): …  # held tickets past their wait bound: refuse (429)
     queue.next_deadline()                # when to call expired() next (a timer), or None
+    queue.next_prompt_end(now)           # when a paced class may start again (a timer), or None
 
 The pitfall the first version of this file fell into, kept here for whoever changes either:
 the queue counts what it started at the moment it starts it, not when the request reaches
@@ -39,8 +40,10 @@ class FairQueue(_ProductQueue):
     def __init__(self, capacity: Callable[[], float], max_queue: int = 1024,
                  max_per_key: int = 256, max_wait: Mapping[str, float] | None = None,
                  class_order: Iterable[str] = (),
-                 class_share: Mapping[str, float] | None = None) -> None:
+                 class_share: Mapping[str, float] | None = None,
+                 class_prompts: Mapping[str, int] | None = None) -> None:
         super().__init__(capacity, max_queue=max_queue, max_per_key=max_per_key,
                          max_wait=max_wait if max_wait is not None else
                          {"interactive": 30_000.0, "batch": float("inf")},
-                         class_order=class_order, class_share=class_share)
+                         class_order=class_order, class_share=class_share,
+                         class_prompts=class_prompts)

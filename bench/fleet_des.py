@@ -32,6 +32,7 @@ from bench.fairqueue import Admission, Ticket, Verdict
 from bench.fleet_sim import render
 from bench.workloads import Flow, Messages, answer_text, session
 from tram.config import ModelConfig, RoutingConfig, UpstreamConfig
+from tram.meter import prompt_estimate
 from tram.routing.engine_load import parse_metrics, penalty
 from tram.routing.policies import LeastOutstanding, RoutingHints
 from tram.routing.prefix import CacheAware, prefix_key
@@ -171,6 +172,8 @@ class Gateway:
         self.prefilling = [0] * len(engines)
         self.prefill_cap = float("inf")
         self.avoid_prompting = False  # prefer replicas with no prompt in flight
+        self.prompt_rate = 16_000.0  # tokens/s: sharing.queue.prompt_tokens_per_second
+        self._prompt_timer = float("inf")
         self.admission = admission(self.capacity) if admission is not None else None
         self.decisions = decisions
         self._scrape_interval = routing.scrape_interval * 1000 * speed
@@ -193,8 +196,12 @@ class Gateway:
             self._dispatch(turn)
             return
         flow = turn.flow
+        # As the gateway does (relay/queueing.py): the prompt's estimated tokens over the
+        # engines' prompt speed, in this clock's ms.
+        tokens = prompt_estimate({"messages": turn.messages})
         turn.ticket = Ticket(flow.key, flow.weight, flow.cls, turn,
-                             cost=flow.max_tokens + len(render(turn.messages)) / 4 / 12)
+                             cost=flow.max_tokens + len(render(turn.messages)) / 4 / 12,
+                             prompt_seconds=tokens / self.prompt_rate * 1000)
         verdict = self.admission.offer(turn.ticket, self.loop.now)
         if verdict is Verdict.START:
             self._dispatch(turn)
@@ -204,6 +211,20 @@ class Gateway:
             deadline = self.admission.next_deadline()
             if deadline is not None:
                 self.loop.at(deadline, self._expire)
+            self._arm_prompt_end()
+
+    def _arm_prompt_end(self) -> None:
+        """Wake when a paced class may start again (the gate's timer)."""
+        end = (self.admission.next_prompt_end(self.loop.now) if self.admission is not None
+               else None)
+        if end is not None and end < self._prompt_timer:
+            self._prompt_timer = end
+            self.loop.at(end, self._prompt_end)
+
+    def _prompt_end(self) -> None:
+        if self.loop.now >= self._prompt_timer:
+            self._prompt_timer = float("inf")
+        self._admit_ready()
 
     def capacity(self) -> float:
         """How many requests the engines can take at once: `replica_cap` each, less the
@@ -219,6 +240,7 @@ class Gateway:
         if self.admission is not None:
             for ticket in self.admission.ready(self.loop.now):
                 self._dispatch(ticket.item)
+            self._arm_prompt_end()
 
     def _expire(self) -> None:
         if self.admission is not None:
@@ -296,6 +318,7 @@ class Fleet:
     replica_cap: float = float("inf")  # requests per replica, for `capacity()` and routing
     prefill_cap: float = float("inf")  # requests without a first token per replica
     avoid_prompting: bool = False  # route away from replicas with a prompt in flight
+    prompt_rate: float = 16_000.0  # the gateways' estimate of an engine's prompt tokens/s
     seed: int = 3
     trace: bool = False
 
@@ -320,6 +343,7 @@ class Fleet:
         for gateway in self.gateway_list:
             gateway.max_in_flight, gateway.replica_cap = self.max_in_flight, self.replica_cap
             gateway.prefill_cap, gateway.avoid_prompting = self.prefill_cap, self.avoid_prompting
+            gateway.prompt_rate = self.prompt_rate
             gateway.alive = lambda: loop.now < end or any(e.busy for e in self.engines) \
                 or any(g.admission is not None and g.admission.next_deadline() is not None
                        for g in self.gateway_list)

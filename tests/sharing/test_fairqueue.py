@@ -3,6 +3,7 @@ keys, classes strictly in order, bounds, expiry, cancellation, a slot freed exac
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import pytest
@@ -185,3 +186,32 @@ def test_a_class_share_follows_the_capacity() -> None:
     assert [queue.offer(t, 0).name for t in bulk].count("START") == 2
     slots.n = 8
     assert queue.ready(0) == bulk[2:4]
+
+
+def test_a_paced_class_starts_its_prompts_one_after_another() -> None:
+    queue = FairQueue(Slots(math.inf), class_prompts={"batch": 1})
+    lines = [Ticket("bulk", cls="batch", prompt_seconds=0.5) for _ in range(3)]
+    # unbounded, yet a paced class goes through the queue: one prompt counted at a time
+    assert [queue.offer(t, 0).name for t in lines] == ["START", "QUEUED", "QUEUED"]
+    assert queue.next_prompt_end(0.1) == 0.5
+    chat = Ticket("chat")
+    assert queue.offer(chat, 0.1) is Verdict.START  # the other class is not held back
+    assert queue.ready(0.4) == []
+    assert queue.ready(0.5) == [lines[1]]  # the first prompt's estimate ran out
+    assert queue.next_prompt_end(0.6) == 1.0
+    queue.done(lines[1], 0.7)  # ended before its estimate: its prompt is done too
+    assert queue.next_prompt_end(0.7) is None  # nothing counting: ready() starts the next
+    assert queue.ready(0.7) == [lines[2]]
+    assert queue.started == 3  # lines[0], the chat, lines[2]
+
+
+def test_pacing_counts_its_limit_and_only_while_something_waits() -> None:
+    queue = FairQueue(Slots(10), class_prompts={"batch": 2})
+    lines = [Ticket("bulk", cls="batch", prompt_seconds=1.0) for _ in range(3)]
+    assert [queue.offer(t, 0).name for t in lines] == ["START", "START", "QUEUED"]
+    assert queue.next_prompt_end(2.0) is None  # both ran out: no timer needed
+    assert queue.ready(2.0) == [lines[2]]
+    assert queue.next_prompt_end(2.5) is None  # counting, but nothing waits for it
+    # a ticket with no estimate is not paced (prompt_seconds 0)
+    free = [Ticket("bulk", cls="batch") for _ in range(3)]
+    assert [queue.offer(t, 2.5).name for t in free] == ["START"] * 3

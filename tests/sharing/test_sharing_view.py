@@ -33,7 +33,9 @@ def held_gateway(tmp_path: Path, engine_url: str, **model: Any) -> Iterator[str]
                                                 "served_name": "held"}], **model},
                    {"name": "free", "upstreams": [{"url": engine_url + "/v1",
                                                    "served_name": "held"}]}],
-        "sharing": {"priorities": {"batch": 20}, "queue": {"weights": {"batch": 0.5}}}}
+        "sharing": {"priorities": {"batch": 20}, "queue": {"weights": {"batch": 0.5},
+                                                         "class_prompts": {"batch": 2},
+                                                         "prompt_tokens_per_second": 8000}}}
     path = tmp_path / "tram.yaml"
     path.write_text(yaml.safe_dump(data))
     settings = Settings(master_key=MASTER_KEY, master_key_source="test", config_path=path,
@@ -69,6 +71,9 @@ def test_the_view_shows_the_queue_and_each_contending_key(tmp_path: Path) -> Non
         assert first["priorities"] == {"interactive": 0, "batch": 20}
         assert first["queue"]["weights"] == {"interactive": 1.0, "batch": 0.5}
         assert first["queue"]["enabled"] is True
+        assert first["queue"]["class_share"] == {}  # left unset
+        assert first["queue"]["class_prompts"] == {"batch": 2}
+        assert first["queue"]["prompt_tokens_per_second"] == 8000
         idle = {m["id"]: m for m in first["data"]}
         assert idle["m"] == {"id": "m", "capacity": 1, "bounded_by": "max_in_flight",
                              "in_flight": 0, "waiting": {"interactive": 0, "batch": 0},

@@ -3,7 +3,8 @@ is full. It answers chat completions, but holds every request until the test rel
 the gateway's fair queue (src/tram/sharing/) decides what reaches it and in which order. It
 exists only for saturation tests; what users rely on is tested on the real embedded engine.
 
-`arrived` lists each request's first message content in the order the engine got them.
+`arrived` lists each request's first message content in the order the engine got them,
+`arrived_at` when.
 `waiting`, when set, is what its scripted /metrics reports as vLLM's
 `vllm:num_requests_waiting` (the engines' own queue, the gateway's saturation signal); None:
 no /metrics (404), as an engine that exports none.
@@ -28,6 +29,7 @@ __all__ = ["HeldEngine"]
 class HeldEngine:
     def __init__(self) -> None:
         self.arrived: list[str] = []
+        self.arrived_at: list[float] = []  # time.monotonic() of each arrival
         self._released = 0
         self._lock = threading.Lock()
         self.waiting: int | None = None
@@ -70,6 +72,7 @@ class HeldEngine:
         body: dict[str, Any] = orjson.loads(await request.body())
         index = len(self.arrived)
         self.arrived.append(str(body["messages"][0]["content"]))
+        self.arrived_at.append(time.monotonic())
         while self._released <= index:  # noqa: ASYNC110 (released from the test's thread)
             await asyncio.sleep(0.005)
         return Response(orjson.dumps({

@@ -35,7 +35,10 @@ async def sharing_status(request: Request) -> Response:
         "queue": {"enabled": queue.enabled, "engine_signal": queue.engine_signal,
                   "max_queue": queue.max_queue, "max_per_key": queue.max_per_key,
                   "max_wait_seconds": dict(queue.max_wait_seconds),
-                  "weights": {"interactive": 1.0, "batch": 1.0, **queue.weights}},
+                  "weights": {"interactive": 1.0, "batch": 1.0, **queue.weights},
+                  "class_share": dict(queue.class_share),
+                  "class_prompts": dict(queue.class_prompts),
+                  "prompt_tokens_per_second": queue.prompt_tokens_per_second},
         "data": models,
     }), media_type="application/json")
 

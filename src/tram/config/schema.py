@@ -184,8 +184,19 @@ class QueueConfig(Strict):
     # finds a slot at once and its prompt's step carries fewer decodes. Unlisted: all of it.
     # bench/RESULTS.md (2026-12-06) measures the trade-off.
     class_share: dict[str, float] = Field(default_factory=dict)
+    # At most this many of a class's requests computing their prompt at once, per model and
+    # gateway process, e.g. {"batch": 1}: batch prompts then run one after another instead
+    # of several at once, and an interactive arrival rarely finds every engine in a batch
+    # prompt's step (a prompt is one long engine step that stalls every decode on its
+    # replica). A request counts from its start for its prompt's estimated tokens ÷
+    # prompt_tokens_per_second, or until it ends. Unlisted: no bound. docs/decisions.md,
+    # "Batch prompts one at a time".
+    class_prompts: dict[str, int] = Field(default_factory=dict)
+    # How fast one engine computes a prompt, in tokens a second: the pacing's estimate
+    # (Qwen3-8B on one H100: ~16,000; the pacing holds within a third either way).
+    prompt_tokens_per_second: float = Field(16_000.0, gt=0)
 
-    @field_validator("max_wait_seconds", "weights", "class_share")
+    @field_validator("max_wait_seconds", "weights", "class_share", "class_prompts")
     @classmethod
     def _classes(cls, value: dict[str, float]) -> dict[str, float]:
         unknown = sorted(set(value) - set(_CLASSES))

@@ -48,6 +48,9 @@ class SharingQueueSettings(BaseModel):
     max_per_key: int
     max_wait_seconds: dict[str, float]
     weights: dict[str, float]  # a key's weight when it sets none, by class
+    class_share: dict[str, float]  # the most of a bounded model's slots a class may hold
+    class_prompts: dict[str, int]  # a class's requests computing their prompt at once, at most
+    prompt_tokens_per_second: float  # the engines' prompt speed the pacing assumes
 
 
 class SharingStatus(BaseModel):

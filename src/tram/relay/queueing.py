@@ -123,7 +123,10 @@ class Queues:
         weight = principal.weight or self.sharing.queue.weights.get(cls, 1.0)
         capacity = self._capacity_of(pool)  # read once: the queue is offered this reading
         cost = _cost(route, pool, payload) if gate.queue.size or capacity != math.inf else 1.0
-        return gate, gate.offer(principal.key_id, weight, cls, cost, capacity)
+        prompt_seconds = 0.0
+        if cls in gate.queue.class_prompts and isinstance(payload, dict):
+            prompt_seconds = prompt_estimate(payload) / self.sharing.queue.prompt_tokens_per_second
+        return gate, gate.offer(principal.key_id, weight, cls, cost, capacity, prompt_seconds)
 
     def _class_of(self, number: int) -> str:
         return "batch" if number >= self.sharing.priorities["batch"] else "interactive"

@@ -11,6 +11,7 @@ gateway's asyncio loop (sharing/gate.py) and under the discrete-event fleet's vi
     for ticket in queue.ready(now): …    # held tickets started now, in fair order
     for ticket in queue.expired(now): …  # held tickets past their class's wait bound: refuse
     queue.next_deadline()                # when to call expired() next, or None
+    queue.next_prompt_end(now)           # when to call ready() next for a paced class, or None
 
 It counts what it started until `done`, and starts a ticket only while that count is under
 `capacity()`. It counts at the moment it starts a ticket, not when the request reaches the
@@ -22,6 +23,14 @@ tickets wait in arrival order; a ticket's start tag is max(the class's virtual t
 flow's last finish tag), its finish tag the start plus cost / weight; the head with the
 smallest start tag goes first and the class's virtual time moves to it, so an idle key banks
 no credit. A class earlier in `class_order` always goes before a later one.
+
+Pacing (`class_prompts`, e.g. {"batch": 1}): at most that many of a class's started tickets
+may be computing their prompt at once. A ticket counts as computing its prompt from its start
+for `prompt_seconds` (the caller's estimate: its prompt's tokens over the engines' prompt
+speed), or until it is done. A batch prompt is one long engine step that stalls every decode
+of its replica; paced, batch prompts run one after another instead of several at once, and an
+interactive arrival finds an engine out of one (docs/decisions.md, "Batch prompts one at a
+time"). A paced class goes through the queue even while the model is unbounded.
 
 Costs: `offer` and `ready` are O(log flows) per ticket; `expired` and `next_deadline` read the
 front of one arrival-ordered deque per class (the wait bound is per class, so arrival order is
@@ -70,6 +79,7 @@ class Ticket:
     cls: str = "interactive"  # its class: an order and a wait bound each
     item: Any = None  # what the caller holds for it (a request, a future)
     cost: float = 1.0  # its size in the fair share (requests, or estimated tokens)
+    prompt_seconds: float = 0.0  # how long its prompt takes the engine (in `now`'s units)
     enqueued: float = 0.0
     start_tag: float = 0.0
     state: TicketState = TicketState.NEW
@@ -89,6 +99,7 @@ class Admission(Protocol):
     def ready(self, now: float) -> list[Ticket]: ...
     def expired(self, now: float) -> list[Ticket]: ...
     def next_deadline(self) -> float | None: ...
+    def next_prompt_end(self, now: float) -> float | None: ...
 
 
 _Flow = tuple[int, str]  # (class rank, key)
@@ -101,7 +112,8 @@ class FairQueue:
     def __init__(self, capacity: Callable[[], float], *, max_queue: int = 1024,
                  max_per_key: int = 256, max_wait: Mapping[str, float] | None = None,
                  class_order: Iterable[str] = ("interactive", "batch"),
-                 class_share: Mapping[str, float] | None = None) -> None:
+                 class_share: Mapping[str, float] | None = None,
+                 class_prompts: Mapping[str, int] | None = None) -> None:
         self.capacity = capacity
         self.max_queue = max_queue
         self.max_per_key = max_per_key
@@ -110,6 +122,9 @@ class FairQueue:
         # The most of capacity() each class's started tickets may hold (unlisted: all of it):
         # what a class below 1 leaves free is a reserve for the others' arrivals.
         self.class_share = dict(class_share or {})
+        # The most of a class's tickets computing their prompt at once (unlisted: no bound).
+        self.class_prompts = dict(class_prompts or {})
+        self._prompting: dict[str, list[tuple[float, int, Ticket]]] = {}  # per class: ends
         self._by_class: collections.Counter[str] = collections.Counter()  # started, per class
         self._queued: collections.Counter[int] = collections.Counter()  # waiting, per rank
         self._flows: dict[_Flow, collections.deque[Ticket]] = {}
@@ -146,7 +161,7 @@ class FairQueue:
         ticket.enqueued = now
         if capacity is None:
             capacity = self.capacity()
-        if capacity == math.inf and not self.size:
+        if capacity == math.inf and not self.size and ticket.cls not in self.class_prompts:
             # Unbounded and nothing waits: no order to keep (tags matter once it waits), and
             # no share to count; `_start` written out: this is every request's path.
             ticket.state = TicketState.STARTED
@@ -154,7 +169,7 @@ class FairQueue:
             self._by_class[ticket.cls] += 1
             return Verdict.START
         rank = self._rank(ticket.cls)
-        if self.started < capacity and self._room(ticket.cls, capacity) \
+        if self.started < capacity and self._room(ticket.cls, capacity, now) \
                 and not any(self._queued[r] for r in range(rank + 1)):
             self._tag(ticket, rank)
             self._virtual[rank] = ticket.start_tag
@@ -197,15 +212,38 @@ class FairQueue:
         heapq.heappush(self._heads.setdefault(rank, []),
                        (head.start_tag, next(self._seq), head))
 
-    def _room(self, cls: str, capacity: float) -> bool:
-        """Whether the class holds less than its share of the capacity."""
+    def _room(self, cls: str, capacity: float, now: float) -> bool:
+        """Whether the class holds less than its share of the capacity, and fewer tickets
+        computing their prompt than its pacing allows."""
         share = self.class_share.get(cls)
-        return share is None or self._by_class[cls] < share * capacity
+        if share is not None and self._by_class[cls] >= share * capacity:
+            return False
+        limit = self.class_prompts.get(cls)
+        return limit is None or self._prompts(cls, now) < limit
+
+    def _prompts(self, cls: str, now: float) -> int:
+        """The class's started tickets still computing their prompt at `now`."""
+        ends = self._prompting.get(cls)
+        if not ends:
+            return 0
+        while ends and ends[0][0] <= now:
+            heapq.heappop(ends)
+        return len(ends)
+
+    def next_prompt_end(self, now: float) -> float | None:
+        """When the next prompt of a paced class with tickets waiting is done counting (call
+        `ready` then), or None: one still counting at `now`, those done are dropped."""
+        ends = [self._prompting[cls][0][0] for cls in list(self._prompting)
+                if self._queued[self._rank(cls)] and self._prompts(cls, now)]
+        return min(ends, default=None)
 
     def _start(self, ticket: Ticket, now: float, shared: bool = True) -> None:
         ticket.state = TicketState.STARTED
         self.started += 1
         self._by_class[ticket.cls] += 1
+        if ticket.cls in self.class_prompts and ticket.prompt_seconds > 0:
+            heapq.heappush(self._prompting.setdefault(ticket.cls, []),
+                           (now + ticket.prompt_seconds, next(self._seq), ticket))
         if shared:
             self._count_share(ticket, now)
 
@@ -216,6 +254,10 @@ class FairQueue:
             ticket.state = TicketState.GONE
             self.started -= 1
             self._by_class[ticket.cls] -= 1
+            ends = self._prompting.get(ticket.cls)
+            if ends and any(entry[2] is ticket for entry in ends):  # a handful at most
+                ends[:] = [entry for entry in ends if entry[2] is not ticket]
+                heapq.heapify(ends)
         elif ticket.state is TicketState.QUEUED:
             self.cancel(ticket, now)
 
@@ -269,7 +311,7 @@ class FairQueue:
                 capacity = self.capacity()
                 if self.started >= capacity:
                     return started
-                ticket = self._pop(rank)
+                ticket = self._pop(rank, now)
                 if ticket is None:
                     break
                 self._start(ticket, now)
@@ -277,15 +319,16 @@ class FairQueue:
                 started.append(ticket)
         return started
 
-    def _pop(self, rank: int) -> Ticket | None:
-        """The rank's next ticket in fair order, or None if its class is at its share."""
+    def _pop(self, rank: int, now: float) -> Ticket | None:
+        """The rank's next ticket in fair order, or None if its class is at its share or
+        its pacing."""
         heads = self._heads[rank]
         capacity = self.capacity()
         while True:
             _, _, ticket = heads[0]
             queue = self._flows.get((rank, ticket.key))
             if ticket.state is TicketState.QUEUED and queue and queue[0] is ticket:
-                if not self._room(ticket.cls, capacity):
+                if not self._room(ticket.cls, capacity, now):
                     return None
                 heapq.heappop(heads)
                 break

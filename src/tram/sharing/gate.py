@@ -8,7 +8,8 @@ request's future is resolved by `ready()` after a `leave` or a timer tick, faile
 `model_overloaded` by `expired()`. A client that goes away while waiting leaves the queue;
 one whose future was resolved as it went away gives the slot back.
 
-While anything waits the timer also ticks every `RECHECK` seconds: the model's capacity can
+A class paced by `class_prompts` waits for a prompt to be done counting: the timer also wakes
+then. While anything waits the timer also ticks every `RECHECK` seconds: the model's capacity can
 grow without a request finishing (the engines' queue drained, a reload raised max_in_flight).
 """
 
@@ -49,7 +50,8 @@ class Gate:
         self.queue = FairQueue(capacity, max_queue=settings.max_queue,
                                max_per_key=settings.max_per_key,
                                max_wait=settings.max_wait_seconds,
-                               class_share=settings.class_share)
+                               class_share=settings.class_share,
+                               class_prompts=settings.class_prompts)
         self._on_wait = on_wait
         self._on_refused = on_refused
         self._timer: asyncio.TimerHandle | None = None
@@ -67,22 +69,24 @@ class Gate:
         self.queue.max_per_key = settings.max_per_key
         self.queue.max_wait = dict(settings.max_wait_seconds)
         self.queue.class_share = dict(settings.class_share)
+        self.queue.class_prompts = dict(settings.class_prompts)
 
     async def enter(self, key: str, weight: float, cls: str, cost: float,
-                    capacity: float | None = None) -> Ticket:
+                    capacity: float | None = None, prompt_seconds: float = 0.0) -> Ticket:
         """A started ticket, for `leave`; ModelOverloaded (429) if the queue is full or the
-        wait ran past its bound. `capacity`: the caller's reading of it, if it has one."""
-        ticket = self.offer(key, weight, cls, cost, capacity)
+        wait ran past its bound. `capacity`: the caller's reading of it, if it has one;
+        `prompt_seconds`: how long the engine computes its prompt (a paced class's)."""
+        ticket = self.offer(key, weight, cls, cost, capacity, prompt_seconds)
         if not ticket.started:
             await self.wait(ticket)
         return ticket
 
     def offer(self, key: str, weight: float, cls: str, cost: float,
-              capacity: float | None = None) -> Ticket:
+              capacity: float | None = None, prompt_seconds: float = 0.0) -> Ticket:
         """`enter` without the wait: the ticket started now, or queued (then `wait` for it);
         ModelOverloaded if the queue is full. No await: the usual request passes through
         without a coroutine of its own."""
-        ticket = Ticket(key, weight, cls, cost=cost)
+        ticket = Ticket(key, weight, cls, cost=cost, prompt_seconds=prompt_seconds)
         verdict = self.queue.offer(ticket, time.monotonic(), capacity)
         if verdict is Verdict.START:
             if key in self.queue.recent:  # its share is shown: with its weight and class
@@ -143,13 +147,15 @@ class Gate:
             if isinstance(future, asyncio.Future) and not future.done():
                 future.set_result(None)
             # else its waiter was cancelled at this moment: it sees `started` and leaves
+        if self.queue.size:  # a paced class's next start may be due before the timer
+            self._arm(loop)
 
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
         now = time.monotonic()
-        deadline = self.queue.next_deadline()
         at = now + RECHECK
-        if deadline is not None:
-            at = min(at, deadline + 0.001)
+        for deadline in (self.queue.next_deadline(), self.queue.next_prompt_end(now)):
+            if deadline is not None:
+                at = min(at, deadline + 0.001)
         if self._timer is not None:
             if self._timer_at <= at:
                 return
@@ -169,9 +175,7 @@ class Gate:
                     f"The model '{self.model}' is saturated: this request waited {bound:g}s "
                     "for a slot, its class's bound; retry shortly.",
                     retry_after=self.retry_after()))
-        self._start_ready(loop)
-        if self.queue.size:
-            self._arm(loop)
+        self._start_ready(loop)  # and re-arms the timer while anything waits
 
     def shares(self, now: float) -> list[KeyShare]:
         """Each key's share of recent starts, weight, requests waiting and class (the
