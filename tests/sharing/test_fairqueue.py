@@ -215,3 +215,20 @@ def test_pacing_counts_its_limit_and_only_while_something_waits() -> None:
     # a ticket with no estimate is not paced (prompt_seconds 0)
     free = [Ticket("bulk", cls="batch") for _ in range(3)]
     assert [queue.offer(t, 2.5).name for t in free] == ["START"] * 3
+
+
+def test_a_held_back_class_needs_a_rank_of_its_own() -> None:
+    # with one rank for both, a waiting paced batch head would hold back the chat behind it
+    with pytest.raises(ValueError, match="missing: \\['batch'\\]"):
+        FairQueue(Slots(math.inf), class_order=(), class_prompts={"batch": 1})
+    with pytest.raises(ValueError, match="class_order"):
+        FairQueue(Slots(4), class_order=("interactive",), class_share={"batch": 0.5})
+
+
+def test_paced_starts_of_an_unbounded_model_count_no_shares() -> None:
+    queue = FairQueue(Slots(math.inf), class_prompts={"batch": 1})
+    lines = [Ticket("bulk", cls="batch", prompt_seconds=1.0) for _ in range(2)]
+    assert [queue.offer(t, 0).name for t in lines] == ["START", "QUEUED"]
+    assert queue.offer(Ticket("chat"), 0) is Verdict.START
+    assert queue.ready(1.0) == [lines[1]]
+    assert queue.shares(1.0) == {}  # unbounded: no labels, as for unpaced requests

@@ -189,8 +189,10 @@ class QueueConfig(Strict):
     # of several at once, and an interactive arrival rarely finds every engine in a batch
     # prompt's step (a prompt is one long engine step that stalls every decode on its
     # replica). A request counts from its start for its prompt's estimated tokens ÷
-    # prompt_tokens_per_second, or until it ends. Unlisted: no bound. docs/decisions.md,
-    # "Batch prompts one at a time".
+    # prompt_tokens_per_second, or until it ends. Unlisted: no bound. A paced class goes
+    # through the queue even while the model is unbounded, so its requests are held to
+    # max_per_key waiting and its max_wait_seconds. docs/decisions.md, "Batch prompts one at
+    # a time".
     class_prompts: dict[str, int] = Field(default_factory=dict)
     # How fast one engine computes a prompt, in tokens a second: the pacing's estimate
     # (Qwen3-8B on one H100: ~16,000; the pacing holds within a third either way).

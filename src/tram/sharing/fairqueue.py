@@ -124,6 +124,12 @@ class FairQueue:
         self.class_share = dict(class_share or {})
         # The most of a class's tickets computing their prompt at once (unlisted: no bound).
         self.class_prompts = dict(class_prompts or {})
+        # A class held back by its share or pacing must not hold back another: each needs a
+        # rank of its own (the queue looks at one rank's head at a time).
+        alone = set(self.class_share) | set(self.class_prompts)
+        if alone - set(self.class_order):
+            raise ValueError(f"class_share and class_prompts need their classes in "
+                             f"class_order; missing: {sorted(alone - set(self.class_order))}")
         self._prompting: dict[str, list[tuple[float, int, Ticket]]] = {}  # per class: ends
         self._by_class: collections.Counter[str] = collections.Counter()  # started, per class
         self._queued: collections.Counter[int] = collections.Counter()  # waiting, per rank
@@ -314,7 +320,7 @@ class FairQueue:
                 ticket = self._pop(rank, now)
                 if ticket is None:
                     break
-                self._start(ticket, now)
+                self._start(ticket, now, shared=capacity != math.inf)
                 self.admitted += 1
                 started.append(ticket)
         return started

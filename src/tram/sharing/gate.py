@@ -16,6 +16,7 @@ grow without a request finishing (the engines' queue drained, a reload raised ma
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -70,6 +71,9 @@ class Gate:
         self.queue.max_wait = dict(settings.max_wait_seconds)
         self.queue.class_share = dict(settings.class_share)
         self.queue.class_prompts = dict(settings.class_prompts)
+        if self.queue.size:  # a share or pacing lifted: what waits for it may start now
+            with contextlib.suppress(RuntimeError):  # no running loop: the next tick will
+                self._start_ready(asyncio.get_running_loop())
 
     async def enter(self, key: str, weight: float, cls: str, cost: float,
                     capacity: float | None = None, prompt_seconds: float = 0.0) -> Ticket:
