@@ -162,6 +162,7 @@ def test_the_gateway_configs_shipped_for_compose_and_kubernetes_parse() -> None:
         assert [m.upstreams[0].served_name for m in config.models] == \
             ["Qwen/Qwen3-8B", "Qwen/Qwen3-VL-8B-Instruct"]
         assert all(m.upstreams[0].api_key == "sk-engine" for m in config.models)
+        assert config.sharing.queue.class_prompts == {"batch": 1}  # batch prompts paced
 
 
 def test_compose_gateway_limits_equal_the_engines(example: dict[str, Any]) -> None:
