@@ -54,6 +54,8 @@ def test_the_panel_shows_contending_keys_shares_live(browser: Browser, tmp_path:
             "unbounded")
         expect(page.locator("#sharing-empty")).to_be_visible()
         expect(page.locator("#sharing-settings")).to_contain_text("batch 0.5")
+        expect(page.locator("#sharing-settings")).to_contain_text(
+            "batch prompts: at most 2 at a time (8000 tokens/s)")
 
         heavy_id, heavy = new_key(url, "heavy", weight=3)
         bulk_id, bulk = new_key(url, "bulk", priority="batch")
@@ -85,3 +87,4 @@ def test_the_panel_shows_contending_keys_shares_live(browser: Browser, tmp_path:
         expect(page.locator(f"#sharing-keys tr[data-key-id='{bulk_id}']")).to_contain_text("lô")
         expect(page.locator("#sharing-models tbody tr[data-model='free']")).to_contain_text(
             "không giới hạn")
+        expect(page.locator("#sharing-settings")).to_contain_text("prompt lô: tối đa 2 cùng lúc")

@@ -37,10 +37,12 @@ export class Sharing {
   render() {
     if (!this.view) return;
     const { priorities, queue, data } = this.view;
+    const paced = queue.class_prompts?.batch;
     $("sharing-settings").textContent = queue.enabled ? t("sharing.settings", {
       interactive: priorities.interactive, batch: priorities.batch,
       wInteractive: queue.weights.interactive, wBatch: queue.weights.batch,
-    }) : t("sharing.off");
+    }) + (paced ? t("sharing.paced", { n: paced, rate: queue.prompt_tokens_per_second }) : "")
+      : t("sharing.off");
     $("sharing-models").tBodies[0].replaceChildren(...data.map((model) => {
       const tr = document.createElement("tr");
       tr.dataset.model = model.id;
