@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 
 from bench.engine_model import EngineConfig
 from bench.fairqueue import FairQueue
-from bench.fleet_des import Fleet, Turn, breakdown, summary
+from bench.fleet_des import PROMPT_RATE, Fleet, Turn, breakdown, summary
 from bench.workloads import Flow
 
 INTERACTIVE = Flow("unique", 1.0, key="interactive", cls="interactive", max_tokens=24, seed=11)
@@ -72,7 +72,7 @@ class Queueing:
     prefill_cap: float = float("inf")  # requests without a first token, per replica
     avoid_prompting: bool = False  # routed away from replicas with a prompt in flight
     batch_prompts: int | None = None  # sharing.queue.class_prompts["batch"]
-    prompt_rate: float = 16_000.0  # sharing.queue.prompt_tokens_per_second
+    prompt_rate: float = PROMPT_RATE  # sharing.queue.prompt_tokens_per_second
 
     def label(self) -> str:
         text = ("interactive class first" if self.order == "classes"
@@ -106,7 +106,7 @@ def des_runner(seconds: float) -> Runner:
                       seed=seed, replica_cap=fair.replica_cap if fair else float("inf"),
                       prefill_cap=fair.prefill_cap if fair else float("inf"),
                       avoid_prompting=fair.avoid_prompting if fair else False,
-                      prompt_rate=fair.prompt_rate if fair else 16_000.0,
+                      prompt_rate=fair.prompt_rate if fair else PROMPT_RATE,
                       admission=queue if fair else None)
         flows = [replace(f, seed=f.seed * 100 + seed) for f in flows]
         turns = fleet.run(flows, seconds, seconds / 2, drain=DRAIN)
@@ -187,7 +187,7 @@ def flood(run: Runner, seeds: Sequence[int], fair: bool, share: float = 0.35) ->
                             # of the engines' prompt speed right and a third off either way.
                             Queueing("classes", batch_prompts=1),
                             *(Queueing("classes", batch_share=PACED_SHARE, batch_prompts=1,
-                                       prompt_rate=rate) for rate in (16_000, 12_000, 24_000)))]
+                                       prompt_rate=PROMPT_RATE * f) for f in (1, 0.75, 1.5)))]
     lines += ["", "| case | interactive TTFT p50 / p90 / p99 ms, per seed | p90 ÷ alone | "
               "batch completed /s (÷ batch alone) | share of idle capacity the batch used |",
               "| --- | --- | --- | --- | --- |"]

@@ -31,14 +31,17 @@ from bench.engine_model import EngineConfig, EngineModel, SimRequest
 from bench.fairqueue import Admission, Ticket, Verdict
 from bench.fleet_sim import render
 from bench.workloads import Flow, Messages, answer_text, session
-from tram.config import ModelConfig, RoutingConfig, UpstreamConfig
+from tram.config import ModelConfig, QueueConfig, RoutingConfig, UpstreamConfig
 from tram.meter import prompt_estimate
 from tram.routing.engine_load import parse_metrics, penalty
 from tram.routing.policies import LeastOutstanding, RoutingHints
 from tram.routing.prefix import CacheAware, prefix_key
 from tram.routing.registry import ModelPool, Replica
 
-__all__ = ["Fleet", "Loop", "Turn", "breakdown", "percentile", "summary"]
+__all__ = ["PROMPT_RATE", "Fleet", "Loop", "Turn", "breakdown", "percentile", "summary"]
+
+# The gateway's default estimate of an engine's prompt tokens a second (the pacing's).
+PROMPT_RATE = QueueConfig().prompt_tokens_per_second
 
 # Builds a gateway's admission queue around its `capacity()`.
 AdmissionFactory = Callable[[Callable[[], float]], Admission]
@@ -172,7 +175,7 @@ class Gateway:
         self.prefilling = [0] * len(engines)
         self.prefill_cap = float("inf")
         self.avoid_prompting = False  # prefer replicas with no prompt in flight
-        self.prompt_rate = 16_000.0  # tokens/s: sharing.queue.prompt_tokens_per_second
+        self.prompt_rate = PROMPT_RATE  # tokens/s: sharing.queue.prompt_tokens_per_second
         self._prompt_timer = float("inf")
         self.admission = admission(self.capacity) if admission is not None else None
         self.decisions = decisions
@@ -318,7 +321,7 @@ class Fleet:
     replica_cap: float = float("inf")  # requests per replica, for `capacity()` and routing
     prefill_cap: float = float("inf")  # requests without a first token per replica
     avoid_prompting: bool = False  # route away from replicas with a prompt in flight
-    prompt_rate: float = 16_000.0  # the gateways' estimate of an engine's prompt tokens/s
+    prompt_rate: float = PROMPT_RATE  # the gateways' estimate of an engine's prompt tokens/s
     seed: int = 3
     trace: bool = False
 

@@ -12,19 +12,16 @@ import itertools
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from tests.conftest import MASTER_KEY
 from tests.sharing.test_gateway_queue import AUTH, chat, new_key
+from tests.sharing.test_sharing_view import held_gateway
 from tests.support.held_engine import HeldEngine
 from tests.support.servers import serve_app
 from tram.api.table import MODEL_ROUTES
-from tram.app import create_app
 from tram.auth.principal import Principal
-from tram.config import Settings, SharingConfig, parse_config
+from tram.config import SharingConfig, parse_config
 from tram.errors import ConfigError
 from tram.meter import prompt_estimate
 from tram.relay.queueing import Queues
@@ -111,29 +108,21 @@ def test_a_live_gateway_spaces_batch_prompts_and_lets_chat_through(tmp_path: Pat
     estimated prompt after the last; an interactive one sent beside them goes at once."""
     engine = HeldEngine()
     prompt = "word " * 400  # ~500 tokens estimated: 0.5 s at 1,000 tokens/s
-    data: dict[str, Any] = {
-        "models": [{"name": "m", "upstreams": [{"url": "", "served_name": "held"}]}],
-        "sharing": {"queue": PACED}}
-    with serve_app(engine.app) as engine_url:
-        data["models"][0]["upstreams"][0]["url"] = engine_url + "/v1"
-        path = tmp_path / "tram.yaml"
-        path.write_text(yaml.safe_dump(data))
-        settings = Settings(master_key=MASTER_KEY, master_key_source="test", config_path=path,
-                            data_dir=tmp_path / "data")
-        with serve_app(create_app(settings, parse_config(data, str(path)))) as url:
-            _, bulk = new_key(url, "bulk", priority="batch")
-            sent = time.monotonic()
-            threads = [threading.Thread(target=chat, args=(url, bulk, f"b{i} {prompt}"))
-                       for i in range(3)]
-            for thread in threads:
-                thread.start()
-            engine.wait_arrived(1)
-            chat_thread = threading.Thread(target=chat, args=(url, AUTH, "chat"))
-            chat_thread.start()
-            engine.wait_arrived(4, timeout=15)
-            engine.release(4)
-            for thread in [*threads, chat_thread]:
-                thread.join(30)
+    with serve_app(engine.app) as engine_url, \
+            held_gateway(tmp_path, engine_url, queue=PACED) as url:
+        _, bulk = new_key(url, "bulk", priority="batch")
+        sent = time.monotonic()
+        threads = [threading.Thread(target=chat, args=(url, bulk, f"b{i} {prompt}"))
+                   for i in range(3)]
+        for thread in threads:
+            thread.start()
+        engine.wait_arrived(1)
+        chat_thread = threading.Thread(target=chat, args=(url, AUTH, "chat"))
+        chat_thread.start()
+        engine.wait_arrived(4, timeout=15)
+        engine.release(4)
+        for thread in [*threads, chat_thread]:
+            thread.join(30)
     order = [tag.split()[0] for tag in engine.arrived]
     times = dict(zip(order, engine.arrived_at, strict=True))
     batch = sorted(times[tag] for tag in ("b0", "b1", "b2"))

@@ -27,15 +27,18 @@ AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 
 
 @contextmanager
-def held_gateway(tmp_path: Path, engine_url: str, **model: Any) -> Iterator[str]:
+def held_gateway(tmp_path: Path, engine_url: str, queue: dict[str, Any] | None = None,
+                 **model: Any) -> Iterator[str]:
+    """A gateway in front of the engine: model "m" (with `model`'s settings) and "free";
+    `queue`: its sharing.queue instead of this module's."""
     data: dict[str, Any] = {
         "models": [{"name": "m", "upstreams": [{"url": engine_url + "/v1",
                                                 "served_name": "held"}], **model},
                    {"name": "free", "upstreams": [{"url": engine_url + "/v1",
                                                    "served_name": "held"}]}],
-        "sharing": {"priorities": {"batch": 20}, "queue": {"weights": {"batch": 0.5},
-                                                         "class_prompts": {"batch": 2},
-                                                         "prompt_tokens_per_second": 8000}}}
+        "sharing": {"priorities": {"batch": 20}, "queue": queue or {
+            "weights": {"batch": 0.5}, "class_prompts": {"batch": 2},
+            "prompt_tokens_per_second": 8000}}}
     path = tmp_path / "tram.yaml"
     path.write_text(yaml.safe_dump(data))
     settings = Settings(master_key=MASTER_KEY, master_key_source="test", config_path=path,
