@@ -26,7 +26,9 @@ replica takes at most 32 requests (its batch) unless a row says fewer, the rest 
 gateway; in flood, also with the batch class held to `--batch-share` of that capacity
 (sharing.queue.class_share), and with batch prompts started one at a time
 (sharing.queue.class_prompts, its prompt-speed estimate right and a third off either way, beside
-a batch share of 45%). Each scenario ends with where the interactive (small) key's
+a batch share of 45%); in keys, also with each key's prompts paced while the other key is
+present (sharing.queue.key_prompts, 2 and 3 a key, the estimate right, low and high). Each
+scenario ends with where the interactive (small) key's
 time to first token went: the gateway's queue, the engine, the step computing its prompt.
 
 Capacities are measured first, as the completed requests per second of a flood (4× a guess)
@@ -72,6 +74,7 @@ class Queueing:
     prefill_cap: float = float("inf")  # requests without a first token, per replica
     avoid_prompting: bool = False  # routed away from replicas with a prompt in flight
     batch_prompts: int | None = None  # sharing.queue.class_prompts["batch"]
+    key_prompts: int | None = None  # sharing.queue.key_prompts
     prompt_rate: float = PROMPT_RATE  # sharing.queue.prompt_tokens_per_second
 
     def label(self) -> str:
@@ -83,6 +86,9 @@ class Queueing:
             text += ", away from replicas mid-prompt"
         if self.batch_prompts is not None:
             text += (f", {self.batch_prompts} batch prompt(s) at a time (estimated at "
+                     f"{self.prompt_rate:,.0f} tokens/s)")
+        if self.key_prompts is not None:
+            text += (f", {self.key_prompts} prompts at a time a key (estimated at "
                      f"{self.prompt_rate:,.0f} tokens/s)")
         return text + (f", batch ≤ {self.batch_share:.0%}" if self.batch_share else "")
 
@@ -100,7 +106,8 @@ def des_runner(seconds: float) -> Runner:
             share = {"batch": fair.batch_share} if fair.batch_share is not None else None
             paced = {"batch": fair.batch_prompts} if fair.batch_prompts is not None else None
             return FairQueue(capacity, max_per_key=100_000, max_queue=100_000,
-                             class_order=order, class_share=share, class_prompts=paced)
+                             class_order=order, class_share=share, class_prompts=paced,
+                             key_prompts=fair.key_prompts)
 
         fleet = Fleet(engine=EngineConfig(scheduling=scheduling),  # type: ignore[arg-type]
                       seed=seed, replica_cap=fair.replica_cap if fair else float("inf"),
@@ -230,7 +237,13 @@ def keys(run: Runner, seeds: Sequence[int], fair: bool) -> list[str]:
         cases += [(f"beside the 10× key, gateway queue: {q.label()}", [small, big], q)
                   for q in (*(Queueing("keys", cap) for cap in (32, 16, 4, 1)),
                             Queueing("keys", 32, prefill_cap=1),
-                            Queueing("keys", 8), Queueing("keys", 8, avoid_prompting=True))]
+                            Queueing("keys", 8), Queueing("keys", 8, avoid_prompting=True),
+                            # The product's pacing by key (sharing.queue.key_prompts), its
+                            # estimate of the prompt speed right, a third off either way, and
+                            # looser (3 of the 4 replicas' prompt time for one key).
+                            *(Queueing("keys", 32, key_prompts=2, prompt_rate=PROMPT_RATE * f)
+                              for f in (1, 0.75, 1.25, 1.5)),
+                            Queueing("keys", 32, key_prompts=3))]
     alone: list[float] = []
     where = [line.format(key="small") for line in DIAGNOSIS_HEAD]
     for name, flows, queue in cases:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from tram.sharing.fairqueue import Admission, Ticket, Verdict
 from tram.sharing.fairqueue import FairQueue as _ProductQueue
+from tram.sharing.pacing import CONTENDED_SECONDS
 
 __all__ = ["Admission", "FairQueue", "Ticket", "Verdict"]
 
@@ -41,9 +42,11 @@ class FairQueue(_ProductQueue):
                  max_per_key: int = 256, max_wait: Mapping[str, float] | None = None,
                  class_order: Iterable[str] = (),
                  class_share: Mapping[str, float] | None = None,
-                 class_prompts: Mapping[str, int] | None = None) -> None:
+                 class_prompts: Mapping[str, int] | None = None,
+                 key_prompts: int | None = None) -> None:
         super().__init__(capacity, max_queue=max_queue, max_per_key=max_per_key,
                          max_wait=max_wait if max_wait is not None else
                          {"interactive": 30_000.0, "batch": float("inf")},
                          class_order=class_order, class_share=class_share,
-                         class_prompts=class_prompts)
+                         class_prompts=class_prompts, key_prompts=key_prompts,
+                         contended_for=CONTENDED_SECONDS * 1000)  # the DES's clock: ms

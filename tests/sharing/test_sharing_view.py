@@ -26,6 +26,10 @@ from tram.protocol.sharing import SharingStatus
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 
 
+QUEUE: dict[str, Any] = {"weights": {"batch": 0.5}, "class_prompts": {"batch": 2},
+                         "prompt_tokens_per_second": 8000}
+
+
 @contextmanager
 def held_gateway(tmp_path: Path, engine_url: str, queue: dict[str, Any] | None = None,
                  **model: Any) -> Iterator[str]:
@@ -36,9 +40,7 @@ def held_gateway(tmp_path: Path, engine_url: str, queue: dict[str, Any] | None =
                                                 "served_name": "held"}], **model},
                    {"name": "free", "upstreams": [{"url": engine_url + "/v1",
                                                    "served_name": "held"}]}],
-        "sharing": {"priorities": {"batch": 20}, "queue": queue or {
-            "weights": {"batch": 0.5}, "class_prompts": {"batch": 2},
-            "prompt_tokens_per_second": 8000}}}
+        "sharing": {"priorities": {"batch": 20}, "queue": queue or QUEUE}}
     path = tmp_path / "tram.yaml"
     path.write_text(yaml.safe_dump(data))
     settings = Settings(master_key=MASTER_KEY, master_key_source="test", config_path=path,
@@ -77,6 +79,7 @@ def test_the_view_shows_the_queue_and_each_contending_key(tmp_path: Path) -> Non
         assert first["queue"]["class_share"] == {}  # left unset
         assert first["queue"]["class_prompts"] == {"batch": 2}
         assert first["queue"]["prompt_tokens_per_second"] == 8000
+        assert first["queue"]["key_prompts"] is None  # left unset
         idle = {m["id"]: m for m in first["data"]}
         assert idle["m"] == {"id": "m", "capacity": 1, "bounded_by": "max_in_flight",
                              "in_flight": 0, "waiting": {"interactive": 0, "batch": 0},

@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import MASTER_KEY
 from tests.sharing.test_gateway_queue import chat, new_key
-from tests.sharing.test_sharing_view import held_gateway, model_view
+from tests.sharing.test_sharing_view import QUEUE, held_gateway, model_view
 from tests.support.held_engine import HeldEngine
 from tests.support.servers import serve_app
 
@@ -46,7 +46,8 @@ def _console(browser: Browser, url: str) -> Page:
 def test_the_panel_shows_contending_keys_shares_live(browser: Browser, tmp_path: Path) -> None:
     engine = HeldEngine()
     with serve_app(engine.app) as engine_url, \
-            held_gateway(tmp_path, engine_url, max_in_flight=1) as url:
+            held_gateway(tmp_path, engine_url, queue={**QUEUE, "key_prompts": 3},
+                         max_in_flight=1) as url:
         page = _console(browser, url)
         models = page.locator("#sharing-models tbody tr[data-model='m']")
         expect(models.locator("td")).to_have_text(["m", "1", "0", "0", "0"])  # max_in_flight
@@ -56,6 +57,8 @@ def test_the_panel_shows_contending_keys_shares_live(browser: Browser, tmp_path:
         expect(page.locator("#sharing-settings")).to_contain_text("batch 0.5")
         expect(page.locator("#sharing-settings")).to_contain_text(
             "batch prompts: at most 2 at a time (8000 tokens/s)")
+        expect(page.locator("#sharing-settings")).to_contain_text(
+            "each key's prompts beside other keys: at most 3 at a time (8000 tokens/s)")
 
         heavy_id, heavy = new_key(url, "heavy", weight=3)
         bulk_id, bulk = new_key(url, "bulk", priority="batch")
@@ -88,3 +91,5 @@ def test_the_panel_shows_contending_keys_shares_live(browser: Browser, tmp_path:
         expect(page.locator("#sharing-models tbody tr[data-model='free']")).to_contain_text(
             "không giới hạn")
         expect(page.locator("#sharing-settings")).to_contain_text("prompt lô: tối đa 2 cùng lúc")
+        expect(page.locator("#sharing-settings")).to_contain_text(
+            "prompt của mỗi khóa khi có khóa khác: tối đa 3 cùng lúc")

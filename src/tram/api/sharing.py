@@ -38,6 +38,7 @@ async def sharing_status(request: Request) -> Response:
                   "weights": {"interactive": 1.0, "batch": 1.0, **queue.weights},
                   "class_share": dict(queue.class_share),
                   "class_prompts": dict(queue.class_prompts),
+                  "key_prompts": queue.key_prompts,
                   "prompt_tokens_per_second": queue.prompt_tokens_per_second},
         "data": models,
     }), media_type="application/json")

@@ -194,7 +194,17 @@ class QueueConfig(Strict):
     # max_per_key waiting and its max_wait_seconds. docs/decisions.md, "Batch prompts one at
     # a time".
     class_prompts: dict[str, int] = Field(default_factory=dict)
-    # How fast one engine computes a prompt, in tokens a second: the pacing's estimate
+    # At most this many of one key's requests computing their prompt at once, per model and
+    # gateway process, while another key sent the model a request within the last minute
+    # (a key alone is not held), counted as class_prompts counts. Without it a key sending
+    # short answers past saturation keeps every engine in one prompt step after another and
+    # another key's arrival waits out the step on every replica; with it, the rest of the
+    # engines' prompt time is kept for the other keys' arrivals, at the cost of the busy
+    # key's throughput (at most N × prompt_tokens_per_second ÷ its prompts' tokens requests
+    # a second). E.g. 2 on a 4-replica fleet. Off by default. docs/decisions.md, "Prompts
+    # per key".
+    key_prompts: int | None = Field(None, ge=1)
+    # How fast one engine computes a prompt, in tokens a second: both pacings' estimate
     # (Qwen3-8B on one H100: ~16,000; the pacing holds within a third either way).
     prompt_tokens_per_second: float = Field(16_000.0, gt=0)
 

@@ -50,6 +50,7 @@ class SharingQueueSettings(BaseModel):
     weights: dict[str, float]  # a key's weight when it sets none, by class
     class_share: dict[str, float]  # the most of a bounded model's slots a class may hold
     class_prompts: dict[str, int]  # a class's requests computing their prompt at once, at most
+    key_prompts: int | None  # one key's, while another key shares the model (None: no bound)
     prompt_tokens_per_second: float  # the engines' prompt speed the pacing assumes
 
 

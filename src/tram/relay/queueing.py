@@ -124,7 +124,7 @@ class Queues:
         capacity = self._capacity_of(pool)  # read once: the queue is offered this reading
         cost = _cost(route, pool, payload) if gate.queue.size or capacity != math.inf else 1.0
         prompt_seconds = 0.0
-        if cls in gate.queue.class_prompts:
+        if cls in gate.queue.class_prompts or gate.queue.key_prompts is not None:
             prompt_seconds = prompt_estimate(payload) / self.sharing.queue.prompt_tokens_per_second
         return gate, gate.offer(principal.key_id, weight, cls, cost, capacity, prompt_seconds)
 

@@ -32,6 +32,15 @@ of its replica; paced, batch prompts run one after another instead of several at
 interactive arrival finds an engine out of one (docs/decisions.md, "Batch prompts one at a
 time"). A paced class goes through the queue even while the model is unbounded.
 
+Pacing by key (`key_prompts`, e.g. 2): while another key sent the model a request within the
+last minute, at most that many of one key's started tickets may be computing their prompt at
+once, counted the same way. A key sending short answers past saturation otherwise keeps every
+engine in one prompt step after another, and another key's arrival waits out the step running
+on every replica; paced, the rest of the engines' prompt time is a reserve for the other keys
+(docs/decisions.md, "Prompts per key"). A key alone is not paced. A key held back by it holds
+back no other key: the queue passes over its head, and a new ticket of another key starts at
+once if only held keys wait before it.
+
 Costs: `offer` and `ready` are O(log flows) per ticket; `expired` and `next_deadline` read the
 front of one arrival-ordered deque per class (the wait bound is per class, so arrival order is
 deadline order, and the oldest ticket of a class is the head of its flow). Tickets that
@@ -48,6 +57,8 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from tram.sharing.pacing import CONTENDED_SECONDS, Contention, Prompting
 
 __all__ = ["DEFAULT_WAIT", "Admission", "FairQueue", "Ticket", "TicketState", "Verdict"]
 
@@ -113,7 +124,9 @@ class FairQueue:
                  max_per_key: int = 256, max_wait: Mapping[str, float] | None = None,
                  class_order: Iterable[str] = ("interactive", "batch"),
                  class_share: Mapping[str, float] | None = None,
-                 class_prompts: Mapping[str, int] | None = None) -> None:
+                 class_prompts: Mapping[str, int] | None = None,
+                 key_prompts: int | None = None,
+                 contended_for: float = CONTENDED_SECONDS) -> None:
         self.capacity = capacity
         self.max_queue = max_queue
         self.max_per_key = max_per_key
@@ -130,7 +143,14 @@ class FairQueue:
         if alone - set(self.class_order):
             raise ValueError(f"class_share and class_prompts need their classes in "
                              f"class_order; missing: {sorted(alone - set(self.class_order))}")
-        self._prompting: dict[str, list[tuple[float, int, Ticket]]] = {}  # per class: ends
+        # The most of one key's tickets computing their prompt at once while another key
+        # shares the model (None: no bound).
+        self.key_prompts = key_prompts
+        self._class_prompting = Prompting()
+        self._key_prompting = Prompting()
+        # `contended_for`: how recently another key must have sent a request (in `now`'s
+        # units) for a key to be paced by key_prompts.
+        self._contention = Contention(contended_for)
         self._by_class: collections.Counter[str] = collections.Counter()  # started, per class
         self._queued: collections.Counter[int] = collections.Counter()  # waiting, per rank
         self._flows: dict[_Flow, collections.deque[Ticket]] = {}
@@ -167,7 +187,11 @@ class FairQueue:
         ticket.enqueued = now
         if capacity is None:
             capacity = self.capacity()
-        if capacity == math.inf and not self.size and ticket.cls not in self.class_prompts:
+        paced_keys = self.key_prompts is not None
+        if paced_keys:
+            self._contention.seen(ticket.key, now)
+        if capacity == math.inf and not self.size and ticket.cls not in self.class_prompts \
+                and not paced_keys:
             # Unbounded and nothing waits: no order to keep (tags matter once it waits), and
             # no share to count; `_start` written out: this is every request's path.
             ticket.state = TicketState.STARTED
@@ -176,7 +200,7 @@ class FairQueue:
             return Verdict.START
         rank = self._rank(ticket.cls)
         if self.started < capacity and self._room(ticket.cls, capacity, now) \
-                and not any(self._queued[r] for r in range(rank + 1)):
+                and self._key_room(ticket.key, now) and not self._ahead(rank, now):
             self._tag(ticket, rank)
             self._virtual[rank] = ticket.start_tag
             # Shares are kept only while the model is bounded: an unbounded one has no labels.
@@ -225,31 +249,43 @@ class FairQueue:
         if share is not None and self._by_class[cls] >= share * capacity:
             return False
         limit = self.class_prompts.get(cls)
-        return limit is None or self._prompts(cls, now) < limit
+        return limit is None or self._class_prompting.count(cls, now) < limit
 
-    def _prompts(self, cls: str, now: float) -> int:
-        """The class's started tickets still computing their prompt at `now`."""
-        ends = self._prompting.get(cls)
-        if not ends:
-            return 0
-        while ends and ends[0][0] <= now:
-            heapq.heappop(ends)
-        return len(ends)
+    def _key_room(self, key: str, now: float) -> bool:
+        """Whether the key may start another ticket under `key_prompts` (always while no
+        other key shares the model)."""
+        limit = self.key_prompts
+        return (limit is None or self._key_prompting.count(key, now) < limit
+                or not self._contention.contended(key, now))
+
+    def _ahead(self, rank: int, now: float) -> bool:
+        """Whether a ticket waits at this rank or an earlier one that may start before a new
+        one of this rank: any does, unless its key is held by `key_prompts`."""
+        if not any(self._queued[r] for r in range(rank + 1)):
+            return False
+        if self.key_prompts is None:
+            return True
+        return any(r <= rank and self._key_room(key, now) for r, key in self._flows)
 
     def next_prompt_end(self, now: float) -> float | None:
-        """When the next prompt of a paced class with tickets waiting is done counting (call
-        `ready` then), or None: one still counting at `now`, those done are dropped."""
-        ends = [self._prompting[cls][0][0] for cls in list(self._prompting)
-                if self._queued[self._rank(cls)] and self._prompts(cls, now)]
-        return min(ends, default=None)
+        """When the next prompt of a paced class or key with tickets waiting is done counting
+        (call `ready` then), or None: one still counting at `now`, those done are dropped."""
+        ends = [self._class_prompting.next_end(cls, now)
+                for cls in self._class_prompting.groups() if self._queued[self._rank(cls)]]
+        ends += [self._key_prompting.next_end(key, now)
+                 for key in self._key_prompting.groups() if self._per_key.get(key)]
+        return min((end for end in ends if end is not None), default=None)
 
     def _start(self, ticket: Ticket, now: float, shared: bool = True) -> None:
         ticket.state = TicketState.STARTED
         self.started += 1
         self._by_class[ticket.cls] += 1
-        if ticket.cls in self.class_prompts and ticket.prompt_seconds > 0:
-            heapq.heappush(self._prompting.setdefault(ticket.cls, []),
-                           (now + ticket.prompt_seconds, next(self._seq), ticket))
+        if ticket.prompt_seconds > 0:
+            end = now + ticket.prompt_seconds
+            if ticket.cls in self.class_prompts:
+                self._class_prompting.add(ticket.cls, end, ticket)
+            if self.key_prompts is not None:
+                self._key_prompting.add(ticket.key, end, ticket)
         if shared:
             self._count_share(ticket, now)
 
@@ -260,10 +296,8 @@ class FairQueue:
             ticket.state = TicketState.GONE
             self.started -= 1
             self._by_class[ticket.cls] -= 1
-            ends = self._prompting.get(ticket.cls)
-            if ends and any(entry[2] is ticket for entry in ends):  # a handful at most
-                ends[:] = [entry for entry in ends if entry[2] is not ticket]
-                heapq.heapify(ends)
+            self._class_prompting.remove(ticket.cls, ticket)
+            self._key_prompting.remove(ticket.key, ticket)
         elif ticket.state is TicketState.QUEUED:
             self.cancel(ticket, now)
 
@@ -326,19 +360,30 @@ class FairQueue:
         return started
 
     def _pop(self, rank: int, now: float) -> Ticket | None:
-        """The rank's next ticket in fair order, or None if its class is at its share or
-        its pacing."""
+        """The rank's next ticket in fair order whose key is not held by `key_prompts`, or
+        None if there is none or its class is at its share or its pacing."""
         heads = self._heads[rank]
         capacity = self.capacity()
-        while True:
-            _, _, ticket = heads[0]
-            queue = self._flows.get((rank, ticket.key))
-            if ticket.state is TicketState.QUEUED and queue and queue[0] is ticket:
-                if not self._room(ticket.cls, capacity, now):
+        held: list[tuple[float, int, Ticket]] = []
+        try:
+            while heads:
+                _, _, ticket = heads[0]
+                queue = self._flows.get((rank, ticket.key))
+                if not (ticket.state is TicketState.QUEUED and queue and queue[0] is ticket):
+                    heapq.heappop(heads)  # an old entry: the ticket left or is not the head
+                elif not self._room(ticket.cls, capacity, now):
                     return None
-                heapq.heappop(heads)
-                break
-            heapq.heappop(heads)  # an old entry: the ticket left or is no longer the head
+                elif not self._key_room(ticket.key, now):
+                    held.append(heapq.heappop(heads))
+                else:
+                    heapq.heappop(heads)
+                    break
+            else:
+                return None
+        finally:
+            for entry in held:
+                heapq.heappush(heads, entry)
+        assert queue is not None
         queue.popleft()
         self._leave(ticket, rank, queue)
         self._virtual[rank] = max(self._virtual.get(rank, 0.0), ticket.start_tag)

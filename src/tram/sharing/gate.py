@@ -8,9 +8,10 @@ request's future is resolved by `ready()` after a `leave` or a timer tick, faile
 `model_overloaded` by `expired()`. A client that goes away while waiting leaves the queue;
 one whose future was resolved as it went away gives the slot back.
 
-A class paced by `class_prompts` waits for a prompt to be done counting: the timer also wakes
-then. While anything waits the timer also ticks every `RECHECK` seconds: the model's capacity can
-grow without a request finishing (the engines' queue drained, a reload raised max_in_flight).
+A class paced by `class_prompts` (or a key by `key_prompts`) waits for a prompt to be done
+counting: the timer also wakes then. While anything waits the timer also ticks every `RECHECK`
+seconds: the model's capacity can grow without a request finishing (the engines' queue
+drained, a reload raised max_in_flight).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class Gate:
                                max_per_key=settings.max_per_key,
                                max_wait=settings.max_wait_seconds,
                                class_share=settings.class_share,
-                               class_prompts=settings.class_prompts)
+                               class_prompts=settings.class_prompts,
+                               key_prompts=settings.key_prompts)
         self._on_wait = on_wait
         self._on_refused = on_refused
         self._timer: asyncio.TimerHandle | None = None
@@ -71,6 +73,7 @@ class Gate:
         self.queue.max_wait = dict(settings.max_wait_seconds)
         self.queue.class_share = dict(settings.class_share)
         self.queue.class_prompts = dict(settings.class_prompts)
+        self.queue.key_prompts = settings.key_prompts
         if self.queue.size:  # a share or pacing lifted: what waits for it may start now
             with contextlib.suppress(RuntimeError):  # no running loop: the next tick will
                 self._start_ready(asyncio.get_running_loop())

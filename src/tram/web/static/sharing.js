@@ -38,10 +38,13 @@ export class Sharing {
     if (!this.view) return;
     const { priorities, queue, data } = this.view;
     const paced = queue.class_prompts?.batch;
+    const perKey = queue.key_prompts;
+    const rate = queue.prompt_tokens_per_second;
     $("sharing-settings").textContent = queue.enabled ? t("sharing.settings", {
       interactive: priorities.interactive, batch: priorities.batch,
       wInteractive: queue.weights.interactive, wBatch: queue.weights.batch,
-    }) + (paced ? t("sharing.paced", { n: paced, rate: queue.prompt_tokens_per_second }) : "")
+    }) + (paced ? t("sharing.paced", { n: paced, rate }) : "")
+      + (perKey ? t("sharing.keyPaced", { n: perKey, rate }) : "")
       : t("sharing.off");
     $("sharing-models").tBodies[0].replaceChildren(...data.map((model) => {
       const tr = document.createElement("tr");
