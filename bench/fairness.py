@@ -239,8 +239,8 @@ def keys(run: Runner, seeds: Sequence[int], fair: bool) -> list[str]:
                             Queueing("keys", 32, prefill_cap=1),
                             Queueing("keys", 8), Queueing("keys", 8, avoid_prompting=True),
                             # The product's pacing by key (sharing.queue.key_prompts), its
-                            # estimate of the prompt speed right, a third off either way, and
-                            # looser (3 of the 4 replicas' prompt time for one key).
+                            # estimate of the prompt speed right, a quarter low, a quarter and a
+                            # half high, and looser (3 of the 4 replicas' prompt time a key).
                             *(Queueing("keys", 32, key_prompts=2, prompt_rate=PROMPT_RATE * f)
                               for f in (1, 0.75, 1.25, 1.5)),
                             Queueing("keys", 32, key_prompts=3))]

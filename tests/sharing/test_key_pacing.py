@@ -1,13 +1,13 @@
-"""Prompts per key (`sharing.queue.key_prompts`): while another key uses the model, one key has
-at most N requests counted as computing their prompt; a key alone is not held, a held key holds
-back no other key, and the gate starts its next request at the estimated prompt end. In a live
-gateway in front of a scripted engine (tests/support/held_engine.py), a busy key's requests
-reach the engine one estimated prompt apart while another key's go at once."""
+"""Prompts per key (`sharing.queue.key_prompts`): while the model is saturated (requests wait)
+and another key uses it, one key has at most N requests counted as computing their prompt; a
+key alone or a model with nothing waiting is not paced, a held key holds back no other key or
+class, and the gate starts its next request at the estimated prompt end. In a live gateway in
+front of a scripted engine (tests/support/held_engine.py), a busy key's waiting request is held
+until its prompts are estimated done while another key's goes at once."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
 import threading
 import time
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.sharing.test_gateway_queue import AUTH, chat, new_key
-from tests.sharing.test_sharing_view import held_gateway
+from tests.sharing.test_sharing_view import held_gateway, model_view
 from tests.support.held_engine import HeldEngine
 from tests.support.servers import serve_app
 from tram.api.table import MODEL_ROUTES
@@ -29,7 +29,7 @@ from tram.requestlog import RequestRecord
 from tram.routing.registry import Registry
 from tram.sharing.fairqueue import FairQueue, Ticket, Verdict
 from tram.sharing.gate import RECHECK, Gate
-from tram.sharing.pacing import Contention
+from tram.sharing.pacing import Contention, Prompting
 
 PER_KEY = {"key_prompts": 1, "prompt_tokens_per_second": 1000.0}
 
@@ -38,27 +38,47 @@ def big(count: int) -> list[Ticket]:
     return [Ticket("big", item=f"b{i}", prompt_seconds=1.0) for i in range(count)]
 
 
-def test_a_key_alone_is_not_held() -> None:
-    queue = FairQueue(lambda: math.inf, key_prompts=1)
-    assert [queue.offer(t, 0).name for t in big(3)] == ["START"] * 3
+class Slots:
+    def __init__(self, n: float) -> None:
+        self.n = n
+
+    def __call__(self) -> float:
+        return self.n
 
 
-def test_beside_another_key_a_key_starts_its_limit_and_the_other_is_not_held_back() -> None:
-    queue = FairQueue(lambda: math.inf, key_prompts=2)
-    assert queue.offer(Ticket("small", prompt_seconds=1.0), 0) is Verdict.START
+def test_a_model_with_nothing_waiting_or_a_key_alone_is_not_paced() -> None:
+    queue = FairQueue(Slots(math.inf), key_prompts=1)
+    assert queue.offer(Ticket("monitor"), 0) is Verdict.START
+    assert [queue.offer(t, 0).name for t in big(40)] == ["START"] * 40  # nothing waits
+    alone = FairQueue(Slots(2), key_prompts=1)
     tickets = big(3)
-    assert [queue.offer(t, 0.1).name for t in tickets] == ["START", "START", "QUEUED"]
-    # big's ticket waits, yet a new one of another key starts at once
-    assert queue.offer(Ticket("small", prompt_seconds=1.0), 0.2) is Verdict.START
-    assert queue.next_prompt_end(0.3) == pytest.approx(1.1)
-    assert queue.ready(1.0) == []
-    assert queue.ready(1.1) == [tickets[2]]  # one of its prompts is estimated done
+    assert [alone.offer(t, 0).name for t in tickets] == ["START", "START", "QUEUED"]
+    alone.done(tickets[0], 0.1)
+    assert alone.ready(0.1) == [tickets[2]]  # waiting for a slot only: no other key
+
+
+def test_saturated_a_key_is_held_at_its_limit_and_another_key_is_not() -> None:
+    slots = Slots(3)
+    queue = FairQueue(slots, key_prompts=1)
+    small = Ticket("small", prompt_seconds=0.1)
+    assert queue.offer(small, 0) is Verdict.START
+    tickets = big(4)
+    assert [queue.offer(t, 0).name for t in tickets] == ["START", "START", "QUEUED", "QUEUED"]
+    queue.done(small, 0.2)
+    assert queue.ready(0.2) == []  # a slot is free, but big has 2 prompts counting
+    # big's tickets wait, held: a new one of another key starts at once
+    assert queue.offer(Ticket("small", prompt_seconds=0.1), 0.3) is Verdict.START
+    assert queue.next_prompt_end(0.3) == pytest.approx(1.0)
+    slots.n = 5
+    assert queue.ready(0.9) == []
+    assert queue.ready(1.0) == [tickets[2]]  # its prompts are estimated done: one more
+    assert queue.next_prompt_end(1.0) == pytest.approx(2.0)
     queue.done(tickets[2], 1.2)  # done before its estimate: no longer counted
-    assert queue.offer(Ticket("big", prompt_seconds=1.0), 1.2) is Verdict.START
+    assert queue.ready(1.2) == [tickets[3]]
 
 
 def test_a_held_key_s_head_does_not_hold_back_another_key_s() -> None:
-    queue = FairQueue(lambda: 2, key_prompts=1)
+    queue = FairQueue(Slots(2), key_prompts=1)
     first_small = Ticket("small", prompt_seconds=0.1)
     assert queue.offer(first_small, 0) is Verdict.START
     tickets = big(2)
@@ -72,12 +92,18 @@ def test_a_held_key_s_head_does_not_hold_back_another_key_s() -> None:
     assert queue.ready(0.6) == [tickets[1]]
 
 
-def test_the_pacing_ends_when_the_other_key_went_quiet() -> None:
-    queue = FairQueue(lambda: math.inf, key_prompts=1, contended_for=10.0)
-    assert queue.offer(Ticket("small"), 0) is Verdict.START
-    assert [queue.offer(t, 5).name for t in big(2)] == ["START", "QUEUED"]
-    assert [queue.offer(t, 20).name for t in big(2)] == ["QUEUED"] * 2  # its own wait first
-    assert len(queue.ready(20)) == 3  # alone for 10: everything waiting starts
+def test_a_held_key_holds_back_no_lower_class_and_a_waiting_key_counts_as_present() -> None:
+    queue = FairQueue(Slots(2), key_prompts=1, contended_for=10.0)
+    line = Ticket("bulk", cls="batch", prompt_seconds=0.1)
+    tickets = [Ticket("big", prompt_seconds=100.0) for _ in range(3)]  # still counting at 30
+    assert queue.offer(tickets[0], 0) is Verdict.START
+    assert queue.offer(tickets[1], 0) is Verdict.START
+    assert queue.offer(line, 0) is Verdict.QUEUED  # no slot
+    assert queue.offer(tickets[2], 0) is Verdict.QUEUED
+    queue.done(tickets[0], 30)  # long after bulk's request: only its waiting makes it present
+    assert queue.ready(30) == [line]  # big's head is held (1 counting), batch is not
+    queue.done(line, 30.5)
+    assert queue.ready(30.5) == [tickets[2]]  # nothing of another key waits or came lately
 
 
 def test_contention_remembers_the_latest_other_key() -> None:
@@ -89,6 +115,21 @@ def test_contention_remembers_the_latest_other_key() -> None:
     seen.seen("c", 4)
     assert seen.contended("b", 5) and seen.contended("c", 5)
     assert not seen.contended("c", 14.5)  # b was last seen at 3, a long ago
+
+
+def test_prompts_are_counted_until_their_estimate_or_done_and_ended_ones_are_dropped() -> None:
+    prompting = Prompting()
+    requests = [object() for _ in range(1000)]
+    for n, request in enumerate(requests):  # a key alone: counted, never read, kept small
+        prompting.add("k", n * 0.1, n * 0.1 + 0.25, request)
+    assert len(prompting._entries) <= 4  # ended ones dropped as new ones came
+    assert prompting.count("k", 99.9) == 3
+    prompting.remove("k", requests[-1])
+    prompting.remove("k", requests[-1])  # once
+    assert prompting.count("k", 99.9) == 2
+    assert prompting.next_end("k", 99.9) == pytest.approx(99.95)
+    assert prompting.count("k", 200) == 0 and prompting.groups() == []
+    assert len(prompting._entries) == 0  # nothing kept for ended prompts
 
 
 @pytest.mark.parametrize("value", [0, -1])
@@ -116,44 +157,58 @@ def test_every_request_gets_a_prompt_estimate_when_keys_are_paced() -> None:
 
 
 def test_the_gate_starts_a_held_key_at_its_prompt_s_estimated_end() -> None:
-    async def scenario() -> float:
-        gate = Gate("m", lambda: math.inf, SharingConfig().queue.model_copy(update=PER_KEY))
-        other = await gate.enter("small", 1.0, "interactive", 1.0)
-        first = await gate.enter("big", 1.0, "interactive", 1.0, prompt_seconds=0.15)
+    async def scenario() -> tuple[bool, float]:
+        gate = Gate("m", lambda: 3, SharingConfig().queue.model_copy(update=PER_KEY))
         began = time.monotonic()
-        second = await gate.enter("big", 1.0, "interactive", 1.0, prompt_seconds=0.15)
+        other = await gate.enter("small", 1.0, "interactive", 1.0)
+        running = [await gate.enter("big", 1.0, "interactive", 1.0, prompt_seconds=0.15)
+                   for _ in range(2)]
+        waiter = asyncio.ensure_future(gate.enter("big", 1.0, "interactive", 1.0,
+                                                  prompt_seconds=0.15))
+        await asyncio.sleep(0.02)
+        gate.leave(other)  # a slot is free: the waiter is held by its key's prompts now
+        await asyncio.sleep(0.03)
+        held = not waiter.done()
+        third = await asyncio.wait_for(waiter, 5)
         waited = time.monotonic() - began
-        for ticket in (other, first, second):
+        for ticket in (*running, third):
             gate.leave(ticket)
-        return waited
-    waited = asyncio.run(scenario())
-    assert 0.12 <= waited < min(0.6, RECHECK)  # its timer, not the 1 s recheck
+        return held, waited
+    held, waited = asyncio.run(scenario())
+    assert held
+    assert 0.14 <= waited < min(0.6, RECHECK)  # its timer at 0.15 s, not the 1 s recheck
 
 
-def test_a_live_gateway_spaces_a_busy_key_and_lets_another_through(tmp_path: Path) -> None:
-    """Requests held at a scripted engine (none finishes): beside the master key, a key's
-    requests reach the engine one estimated prompt apart; the master key's second goes at
-    once, ahead of the busy key's waiting ones."""
+def test_a_live_gateway_holds_a_busy_key_and_lets_another_through(tmp_path: Path) -> None:
+    """At `max_in_flight: 3`, held at a scripted engine: the master key's request and two of a
+    busy key's fill it, a third of the busy key's waits. Two answers free two slots: the busy
+    key's third is held until its prompts are estimated done (0.5 s after they started), while
+    the master key's next request, sent after it, takes a slot at once."""
     engine = HeldEngine()
     prompt = "word " * 400  # ~500 tokens estimated: 0.5 s at 1,000 tokens/s
     with serve_app(engine.app) as engine_url, \
-            held_gateway(tmp_path, engine_url, queue=PER_KEY) as url:
-        threading.Thread(target=chat, args=(url, AUTH, "s0")).start()
+            held_gateway(tmp_path, engine_url, queue=PER_KEY, max_in_flight=3) as url:
+        threads = [threading.Thread(target=chat, args=(url, AUTH, "s0"))]
+        threads[0].start()
         engine.wait_arrived(1)
         _, busy = new_key(url, "busy")
-        threads = [threading.Thread(target=chat, args=(url, busy, f"b{i} {prompt}"))
-                   for i in range(3)]
-        for thread in threads:
-            thread.start()
-        engine.wait_arrived(2)
-        second = threading.Thread(target=chat, args=(url, AUTH, "s1"))
-        second.start()
+        for i in range(3):
+            threads.append(threading.Thread(target=chat, args=(url, busy, f"b{i} {prompt}")))
+            threads[-1].start()
+        engine.wait_arrived(3)
+        model_view(url, lambda view: view["waiting"]["interactive"] == 1)
+        engine.release(2)  # s0 and the busy key's first: two slots free
+        released = time.monotonic()
+        threads.append(threading.Thread(target=chat, args=(url, AUTH, "s1")))
+        threads[-1].start()
         engine.wait_arrived(5, timeout=15)
-        engine.release(5)
-        for thread in [*threads, second]:
+        engine.release(3)
+        for thread in threads:
             thread.join(30)
     order = [tag.split()[0] for tag in engine.arrived]
     times = dict(zip(order, engine.arrived_at, strict=True))
-    spaced = sorted(times[tag] for tag in ("b0", "b1", "b2"))
-    assert all(0.45 <= later - earlier < 0.85 for earlier, later in itertools.pairwise(spaced))
-    assert order.index("s1") == 2  # right after the busy key's first, not behind its others
+    assert order[0] == "s0" and order[3] == "s1"  # s1 sent after the held one, went first
+    first, second, held = order[1], order[2], order[4]  # the busy key's, as they arrived
+    assert times[held] - released > 0.2  # not at the release: held by its key's prompts
+    # at their estimated end, by the gate's timer
+    assert 0.45 <= times[held] - max(times[first], times[second]) < 0.85

@@ -92,4 +92,4 @@ def test_the_panel_shows_contending_keys_shares_live(browser: Browser, tmp_path:
             "không giới hạn")
         expect(page.locator("#sharing-settings")).to_contain_text("prompt lô: tối đa 2 cùng lúc")
         expect(page.locator("#sharing-settings")).to_contain_text(
-            "prompt của mỗi khóa khi có khóa khác: tối đa 3 cùng lúc")
+            "prompt của mỗi khoá khi có khoá khác: tối đa 3 cùng lúc")

@@ -122,7 +122,10 @@ class Queues:
                                              self.sharing.priorities))
         weight = principal.weight or self.sharing.queue.weights.get(cls, 1.0)
         capacity = self._capacity_of(pool)  # read once: the queue is offered this reading
-        cost = _cost(route, pool, payload) if gate.queue.size or capacity != math.inf else 1.0
+        # The cost orders what waits; an unbounded model with nothing waiting needs none
+        # (unless keys are paced: their tickets all go through the queue's tags).
+        cost = (_cost(route, pool, payload) if gate.queue.size or capacity != math.inf
+                or gate.queue.key_prompts is not None else 1.0)
         prompt_seconds = 0.0
         if cls in gate.queue.class_prompts or gate.queue.key_prompts is not None:
             prompt_seconds = prompt_estimate(payload) / self.sharing.queue.prompt_tokens_per_second

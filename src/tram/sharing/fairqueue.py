@@ -32,14 +32,15 @@ of its replica; paced, batch prompts run one after another instead of several at
 interactive arrival finds an engine out of one (docs/decisions.md, "Batch prompts one at a
 time"). A paced class goes through the queue even while the model is unbounded.
 
-Pacing by key (`key_prompts`, e.g. 2): while another key sent the model a request within the
-last minute, at most that many of one key's started tickets may be computing their prompt at
-once, counted the same way. A key sending short answers past saturation otherwise keeps every
-engine in one prompt step after another, and another key's arrival waits out the step running
-on every replica; paced, the rest of the engines' prompt time is a reserve for the other keys
-(docs/decisions.md, "Prompts per key"). A key alone is not paced. A key held back by it holds
-back no other key: the queue passes over its head, and a new ticket of another key starts at
-once if only held keys wait before it.
+Pacing by key (`key_prompts`, e.g. 2): while the model is saturated (tickets of the class wait)
+and another key sent it a request within the last minute or has one waiting, at most that many
+of one key's started tickets may be computing their prompt at once, counted the same way. A key
+sending short answers past saturation otherwise keeps every engine in one prompt step after
+another, and another key's arrival waits out the step running on every replica; paced, the
+rest of the engines' prompt time is a reserve for the other keys (docs/decisions.md, "Prompts
+per key"). A key alone, or a model with nothing waiting, is not paced. A key held back by it
+holds back no other key: the queue passes over its head, and a new ticket of another key starts
+at once if only held keys wait before it.
 
 Costs: `offer` and `ready` are O(log flows) per ticket; `expired` and `next_deadline` read the
 front of one arrival-ordered deque per class (the wait bound is per class, so arrival order is
@@ -200,7 +201,7 @@ class FairQueue:
             return Verdict.START
         rank = self._rank(ticket.cls)
         if self.started < capacity and self._room(ticket.cls, capacity, now) \
-                and self._key_room(ticket.key, now) and not self._ahead(rank, now):
+                and self._may_start_now(ticket.key, rank, now):
             self._tag(ticket, rank)
             self._virtual[rank] = ticket.start_tag
             # Shares are kept only while the model is bounded: an unbounded one has no labels.
@@ -251,21 +252,26 @@ class FairQueue:
         limit = self.class_prompts.get(cls)
         return limit is None or self._class_prompting.count(cls, now) < limit
 
-    def _key_room(self, key: str, now: float) -> bool:
-        """Whether the key may start another ticket under `key_prompts` (always while no
-        other key shares the model)."""
+    def _key_held(self, key: str, now: float) -> bool:
+        """Whether `key_prompts` holds the key back, the model being saturated (something
+        waits at the rank in question): only while another key sent the model a request
+        lately or has one waiting, and it has its limit of prompts counting."""
         limit = self.key_prompts
-        return (limit is None or self._key_prompting.count(key, now) < limit
-                or not self._contention.contended(key, now))
-
-    def _ahead(self, rank: int, now: float) -> bool:
-        """Whether a ticket waits at this rank or an earlier one that may start before a new
-        one of this rank: any does, unless its key is held by `key_prompts`."""
-        if not any(self._queued[r] for r in range(rank + 1)):
+        if limit is None:
             return False
-        if self.key_prompts is None:
+        others_wait = len(self._per_key) > (1 if key in self._per_key else 0)
+        return ((others_wait or self._contention.contended(key, now))
+                and self._key_prompting.count(key, now) >= limit)
+
+    def _may_start_now(self, key: str, rank: int, now: float) -> bool:
+        """Whether a new ticket of this key and rank starts without waiting: nothing waits
+        at its rank or an earlier one (the model is not saturated: no pacing by key); or,
+        pacing keys, its key is not held and only held keys' tickets wait there."""
+        if not any(self._queued[r] for r in range(rank + 1)):
             return True
-        return any(r <= rank and self._key_room(key, now) for r, key in self._flows)
+        if self.key_prompts is None or self._key_held(key, now):
+            return False
+        return all(r > rank or self._key_held(other, now) for r, other in self._flows)
 
     def next_prompt_end(self, now: float) -> float | None:
         """When the next prompt of a paced class or key with tickets waiting is done counting
@@ -283,9 +289,9 @@ class FairQueue:
         if ticket.prompt_seconds > 0:
             end = now + ticket.prompt_seconds
             if ticket.cls in self.class_prompts:
-                self._class_prompting.add(ticket.cls, end, ticket)
+                self._class_prompting.add(ticket.cls, now, end, ticket)
             if self.key_prompts is not None:
-                self._key_prompting.add(ticket.key, end, ticket)
+                self._key_prompting.add(ticket.key, now, end, ticket)
         if shared:
             self._count_share(ticket, now)
 
@@ -373,7 +379,7 @@ class FairQueue:
                     heapq.heappop(heads)  # an old entry: the ticket left or is not the head
                 elif not self._room(ticket.cls, capacity, now):
                     return None
-                elif not self._key_room(ticket.key, now):
+                elif self._key_held(ticket.key, now):
                     held.append(heapq.heappop(heads))
                 else:
                     heapq.heappop(heads)

@@ -43,7 +43,7 @@ class KeyShare:
 
 class Gate:
     """One model's queue. `capacity()`: how many requests its engines take at once now
-    (math.inf: no bound, and then the queue never holds anything)."""
+    (math.inf: no bound, and then only a class paced by `class_prompts` waits)."""
 
     def __init__(self, model: str, capacity: Callable[[], float], settings: QueueConfig,
                  on_wait: Callable[[str, float], None] | None = None,

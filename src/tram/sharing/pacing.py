@@ -4,58 +4,80 @@ fair queue's pacing (sharing/fairqueue.py `class_prompts`, `key_prompts`).
 The gateway never sees when an engine is done with a JSON request's prompt (its first token
 is not sent apart), so a request counts from its start until an estimated end (its prompt's
 tokens over the engines' prompt speed) or until it is done, whichever is first. Ends are kept
-in one heap per group and dropped lazily once past; a group's count is the heap's size after
-that. `Contention` says whether a key shares the model with another one right now.
+in one heap per group; a request done early is marked and dropped when it surfaces, and ended
+ones are dropped as new ones are added, so a heap holds at most what started within one
+prompt estimate. `Contention` says whether another key sent the model a request lately.
 """
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
+from dataclasses import dataclass, field
 
 __all__ = ["CONTENDED_SECONDS", "Contention", "Prompting"]
 
 # A key counts as sharing the model while another key sent it a request this recently.
 CONTENDED_SECONDS = 60.0
 
+@dataclass(order=True)
+class _Entry:
+    end: float
+    seq: int  # ties in arrival order; items are never compared
+    item: object = field(compare=False)
+    counted: bool = field(default=True, compare=False)
+
 
 class Prompting:
     """Started requests still computing their prompt, per group."""
 
     def __init__(self) -> None:
-        self._ends: dict[str, list[tuple[float, int, object]]] = {}
+        self._ends: dict[str, list[_Entry]] = {}
+        self._counted: collections.Counter[str] = collections.Counter()
+        self._entries: dict[tuple[str, int], _Entry] = {}  # (group, id(item)): its entry
         self._seq = itertools.count()
 
-    def add(self, group: str, end: float, item: object) -> None:
-        heapq.heappush(self._ends.setdefault(group, []), (end, next(self._seq), item))
+    def add(self, group: str, now: float, end: float, item: object) -> None:
+        self._drop_ended(group, now)
+        entry = _Entry(end, next(self._seq), item)
+        heapq.heappush(self._ends.setdefault(group, []), entry)
+        self._entries[(group, id(item))] = entry
+        self._counted[group] += 1
 
     def remove(self, group: str, item: object) -> None:
-        """`item` is done before its estimated end: it no longer counts."""
-        ends = self._ends.get(group)
-        if ends and any(entry[2] is item for entry in ends):  # a handful at most
-            ends[:] = [entry for entry in ends if entry[2] is not item]
-            heapq.heapify(ends)
-        if not ends:
-            self._ends.pop(group, None)
+        """`item` is done before its estimated end: it no longer counts (O(1))."""
+        entry = self._entries.pop((group, id(item)), None)
+        if entry is not None:
+            entry.counted = False
+            self._counted[group] -= 1
 
     def count(self, group: str, now: float) -> int:
         """The group's requests counted as computing their prompt at `now`."""
-        ends = self._ends.get(group)
-        if not ends:
-            return 0
-        while ends and ends[0][0] <= now:
-            heapq.heappop(ends)
-        if not ends:
-            del self._ends[group]
-            return 0
-        return len(ends)
+        self._drop_ended(group, now)
+        return self._counted[group] if group in self._ends else 0
 
     def next_end(self, group: str, now: float) -> float | None:
         """When the group's next counted prompt ends, or None if none counts at `now`."""
-        return self._ends[group][0][0] if self.count(group, now) else None
+        if not self.count(group, now):
+            return None
+        return self._ends[group][0].end
 
     def groups(self) -> list[str]:
         return list(self._ends)
+
+    def _drop_ended(self, group: str, now: float) -> None:
+        ends = self._ends.get(group)
+        if ends is None:
+            return
+        while ends and (not ends[0].counted or ends[0].end <= now):
+            entry = heapq.heappop(ends)
+            if entry.counted:
+                self._counted[group] -= 1
+                del self._entries[(group, id(entry.item))]
+        if not ends:
+            del self._ends[group]
+            del self._counted[group]
 
 
 class Contention:

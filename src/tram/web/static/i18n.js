@@ -104,7 +104,7 @@ export const STRINGS = {
     "sharing.help": "Hàng đợi công bằng của từng mô hình: khi máy chạy mô hình đã đầy, yêu cầu chờ ở đây và lần lượt được chạy theo lớp và trọng số của khoá. Cập nhật mỗi 2 giây.",
     "sharing.settings": "Thứ tự ưu tiên: tương tác {interactive}, lô {batch} · trọng số mặc định: tương tác {wInteractive}, lô {wBatch}",
     "sharing.paced": " · prompt lô: tối đa {n} cùng lúc ({rate} token/s)",
-    "sharing.keyPaced": " · prompt của mỗi khóa khi có khóa khác: tối đa {n} cùng lúc ({rate} token/s)",
+    "sharing.keyPaced": " · prompt của mỗi khoá khi có khoá khác: tối đa {n} cùng lúc ({rate} token/s)",
     "sharing.off": "Hàng đợi công bằng đang tắt (sharing.queue.enabled trong tram.yaml).",
     "sharing.capacity": "Sức chứa",
     "sharing.unbounded": "không giới hạn",
