@@ -19,7 +19,10 @@ routing does not enter into it):
 By default in virtual time (bench/fleet_des.py: seconds, deterministic, seeds averaged).
 `--real` runs `tram serve` in front of bench/fleet_sim.py over HTTP instead (sped-up real
 time, one virtual key per key created through /admin/keys, priority sent as the request's
-`priority` field): the command to re-run once the gateway has its own queue.
+`priority` field; its "FCFS" rows are the gateway with its default settings, the queue engaging
+on the engines' own queue). With `--fair-queue`, keys also runs the rows the product's gateway
+can: its fair queue at `max_in_flight` = the replicas' caps together, without and with
+`key_prompts` (`--seconds 30` gives the DES's window and warm-up in simulated time).
 `--fair-queue` (virtual time only) adds rows with the product's fair queue
 (src/tram/sharing/fairqueue.py through bench/fairqueue.py) in the simulated gateway: each
 replica takes at most 32 requests (its batch) unless a row says fewer, the rest wait at the
@@ -222,8 +225,9 @@ def flood(run: Runner, seeds: Sequence[int], fair: bool, share: float = 0.35) ->
     return lines
 
 
-def keys(run: Runner, seeds: Sequence[int], fair: bool) -> list[str]:
-    """Scenario (b): a small and a 10× key, 1.5× capacity together, FCFS."""
+def keys(run: Runner, seeds: Sequence[int], fair: bool, real: bool = False) -> list[str]:
+    """Scenario (b): a small and a 10× key, 1.5× capacity together, FCFS; `real`: the rows
+    the product's gateway can run (fair queue at the caps' sum, with and without pacing)."""
     cap = _mean([capacity(run, INTERACTIVE, s) for s in seeds])
     small = replace(INTERACTIVE, key="small", rate=1.5 * cap / 11, seed=21)
     big = replace(INTERACTIVE, key="big", rate=1.5 * cap * 10 / 11, seed=22)
@@ -233,7 +237,10 @@ def keys(run: Runner, seeds: Sequence[int], fair: bool) -> list[str]:
              "big key p90 ms | completed /s small · big |", "| --- | --- | --- | --- | --- |"]
     cases: list[tuple[str, list[Flow], Queueing | None]] = [
         ("small key alone", [small], None), ("beside the 10× key, FCFS", [small, big], None)]
-    if fair:  # smaller caps: shorter steps, fewer prompts a step, less for the big key
+    if fair and real:
+        cases += [(f"beside the 10× key, gateway queue: {q.label()}", [small, big], q)
+                  for q in (Queueing("keys", 32), Queueing("keys", 32, key_prompts=2))]
+    elif fair:  # smaller caps: shorter steps, fewer prompts a step, less for the big key
         cases += [(f"beside the 10× key, gateway queue: {q.label()}", [small, big], q)
                   for q in (*(Queueing("keys", cap) for cap in (32, 16, 4, 1)),
                             Queueing("keys", 32, prefill_cap=1),
@@ -284,6 +291,6 @@ def main(argv: list[str]) -> int:
     if args.scenario in ("flood", "all"):
         lines += [*flood(run, seeds, args.fair_queue and not args.real, args.batch_share), ""]
     if args.scenario in ("keys", "all"):
-        lines += keys(run, seeds, args.fair_queue and not args.real)
+        lines += keys(run, seeds, args.fair_queue, real=args.real)
     print("\n".join(lines))
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.fairness import DRAIN, Outcome, Runner
+from bench.fairness import DRAIN, Outcome, Queueing, Runner
 from bench.fleet import Load, _fleet, _gateway, _percentile
 from bench.gateway import stop_processes
 from bench.loadgen import KEY
@@ -43,14 +43,15 @@ async def _run_flows(loads: Sequence[Load], flows: Sequence[Flow], seconds: floa
 def real_runner(seconds: float, speed: float) -> Runner:
     """`seconds` of window per run in real time (as `python -m bench fleet --seconds`)."""
 
-    def run(flows: Sequence[Flow], scheduling: str, queue: str | None, seed: int) -> Outcome:
-        # `queue`: the simulated gateway's reference queue, which `tram serve` does not have.
+    def run(flows: Sequence[Flow], scheduling: str, queue: Queueing | None,
+            seed: int) -> Outcome:
         processes = []
         with tempfile.TemporaryDirectory(prefix="tram-fair-") as tmp:
             try:
                 fleet, urls = _fleet(4, speed, scheduling)
                 processes.append(fleet)
-                gateway, url = _gateway(urls, "cache_aware", 1, Path(tmp))
+                gateway, url = _gateway(urls, "cache_aware", 1, Path(tmp),
+                                        *_queue_yaml(queue, len(urls), speed))
                 processes.append(gateway)
                 tokens = {flow.key: _virtual_key(url, flow.key) for flow in flows}
                 loads = [Load(url, speed, flow.workload, flow.seed * 100 + seed,
@@ -62,6 +63,22 @@ def real_runner(seconds: float, speed: float) -> Runner:
                 stop_processes(processes)
 
     return run
+
+
+def _queue_yaml(queue: Queueing | None, replicas: int, speed: float) -> tuple[str, str]:
+    """The gateway's settings for a row's queue: `max_in_flight` for the replicas' caps
+    together (the product bounds a model, not a replica), `sharing.queue` for its pacing, the
+    prompt speed in real time (the engines run `speed` times as fast as simulated)."""
+    if queue is None:
+        return "", ""
+    if queue.order != "keys" or queue.prefill_cap != float("inf") or queue.avoid_prompting:
+        raise ValueError(f"not a setting of the product's gateway: {queue.label()}")
+    settings = {"prompt_tokens_per_second": queue.prompt_rate * speed}
+    if queue.key_prompts is not None:
+        settings["key_prompts"] = queue.key_prompts
+    body = ", ".join(f"{name}: {value:g}" for name, value in settings.items())
+    return (f"    max_in_flight: {int(queue.replica_cap * replicas)}\n",
+            f"sharing:\n  queue: {{{body}}}\n")
 
 
 def _outcome(loads: Sequence[Load], flows: Sequence[Flow], seconds: float,

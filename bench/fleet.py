@@ -180,13 +180,16 @@ def _busy(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _gateway(urls: list[str], policy: str, workers: int, workdir: Path
+def _gateway(urls: list[str], policy: str, workers: int, workdir: Path,
+             model_extra: str = "", config_extra: str = ""
              ) -> tuple[subprocess.Popen[bytes], str]:
+    """`model_extra`, `config_extra`: YAML lines for the model and the file (indented)."""
     upstreams = "".join(f"\n      - {{url: '{u}/v1', served_name: sim}}" for u in urls)
     (workdir / "tram.yaml").write_text(
         f"models:\n  - name: sim\n    upstreams:{upstreams}\n"
         f"    routing: {{policy: {policy}}}\n    health: {{probe_interval: 3600}}\n"
-        "    timeouts: {first_byte: 600, total: 1200}\n    retries: 0\n")
+        "    timeouts: {first_byte: 600, total: 1200}\n    retries: 0\n"
+        + model_extra + config_extra)
     port = free_port()
     env = {**os.environ, "TRAM_MASTER_KEY": KEY, "TRAM_DATA_DIR": str(workdir / "data")}
     process = _start([sys.executable, "-m", "tram", "serve", "--config", "tram.yaml", "--host",

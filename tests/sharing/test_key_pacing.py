@@ -68,13 +68,23 @@ def test_saturated_a_key_is_held_at_its_limit_and_another_key_is_not() -> None:
     assert queue.ready(0.2) == []  # a slot is free, but big has 2 prompts counting
     # big's tickets wait, held: a new one of another key starts at once
     assert queue.offer(Ticket("small", prompt_seconds=0.1), 0.3) is Verdict.START
+    slots.n = 4  # one slot free; still saturated: 3 running and 2 waiting
     assert queue.next_prompt_end(0.3) == pytest.approx(1.0)
-    slots.n = 5
     assert queue.ready(0.9) == []
     assert queue.ready(1.0) == [tickets[2]]  # its prompts are estimated done: one more
-    assert queue.next_prompt_end(1.0) == pytest.approx(2.0)
-    queue.done(tickets[2], 1.2)  # done before its estimate: no longer counted
-    assert queue.ready(1.2) == [tickets[3]]
+    assert queue.next_prompt_end(1.0) == pytest.approx(2.0)  # 4 running, 1 waiting: held
+    queue.done(tickets[0], 1.1)  # room for all that waits: not saturated, so not held
+    assert queue.ready(1.1) == [tickets[3]]
+
+
+def test_a_key_s_own_backlog_that_fits_does_not_keep_it_held() -> None:
+    slots = Slots(2)
+    queue = FairQueue(slots, key_prompts=1)
+    assert queue.offer(Ticket("other"), 0) is Verdict.START
+    tickets = big(3)
+    assert [queue.offer(t, 0).name for t in tickets] == ["START", "QUEUED", "QUEUED"]
+    slots.n = 10  # the burst passed: the model has room for all of it
+    assert queue.ready(0.1) == tickets[1:]  # though big's prompt still counts
 
 
 def test_a_held_key_s_head_does_not_hold_back_another_key_s() -> None:
@@ -103,7 +113,7 @@ def test_a_held_key_holds_back_no_lower_class_and_a_waiting_key_counts_as_presen
     queue.done(tickets[0], 30)  # long after bulk's request: only its waiting makes it present
     assert queue.ready(30) == [line]  # big's head is held (1 counting), batch is not
     queue.done(line, 30.5)
-    assert queue.ready(30.5) == [tickets[2]]  # nothing of another key waits or came lately
+    assert queue.ready(30.5) == [tickets[2]]  # room for it, and no other key about
 
 
 def test_contention_remembers_the_latest_other_key() -> None:
@@ -156,34 +166,67 @@ def test_every_request_gets_a_prompt_estimate_when_keys_are_paced() -> None:
     assert asyncio.run(scenario()) == pytest.approx(prompt_estimate(payload) / 1000.0)
 
 
+async def _held_waiters(gate: Gate, prompt_seconds: float) -> tuple[list[Ticket],
+                                                                    list[asyncio.Future[Ticket]]]:
+    """At capacity 3: another key's request and two of "big" run, two more of big wait; the
+    other key's ends, so one slot is free while 2 run and 2 wait: saturated, big held."""
+    other = await gate.enter("small", 1.0, "interactive", 1.0)
+    running = [await gate.enter("big", 1.0, "interactive", 1.0, prompt_seconds=prompt_seconds)
+               for _ in range(2)]
+    waiters = [asyncio.ensure_future(gate.enter("big", 1.0, "interactive", 1.0,
+                                                prompt_seconds=prompt_seconds))
+               for _ in range(2)]
+    await asyncio.sleep(0.02)
+    gate.leave(other)
+    return running, waiters
+
+
+async def _leave_all(gate: Gate, running: list[Ticket],
+                     waiters: list[asyncio.Future[Ticket]]) -> None:
+    for ticket in running:
+        gate.leave(ticket)
+    for ticket in await asyncio.wait_for(asyncio.gather(*waiters), 5):
+        gate.leave(ticket)
+
+
 def test_the_gate_starts_a_held_key_at_its_prompt_s_estimated_end() -> None:
     async def scenario() -> tuple[bool, float]:
         gate = Gate("m", lambda: 3, SharingConfig().queue.model_copy(update=PER_KEY))
         began = time.monotonic()
-        other = await gate.enter("small", 1.0, "interactive", 1.0)
-        running = [await gate.enter("big", 1.0, "interactive", 1.0, prompt_seconds=0.15)
-                   for _ in range(2)]
-        waiter = asyncio.ensure_future(gate.enter("big", 1.0, "interactive", 1.0,
-                                                  prompt_seconds=0.15))
-        await asyncio.sleep(0.02)
-        gate.leave(other)  # a slot is free: the waiter is held by its key's prompts now
+        running, waiters = await _held_waiters(gate, 0.15)
         await asyncio.sleep(0.03)
-        held = not waiter.done()
-        third = await asyncio.wait_for(waiter, 5)
+        held = not any(waiter.done() for waiter in waiters)
+        await asyncio.wait_for(asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED), 5)
         waited = time.monotonic() - began
-        for ticket in (*running, third):
-            gate.leave(ticket)
+        await _leave_all(gate, running, waiters)
         return held, waited
     held, waited = asyncio.run(scenario())
     assert held
     assert 0.14 <= waited < min(0.6, RECHECK)  # its timer at 0.15 s, not the 1 s recheck
 
 
+def test_a_reload_that_lifts_the_pacing_starts_the_held_key_at_once() -> None:
+    async def scenario() -> tuple[bool, float]:
+        gate = Gate("m", lambda: 3, SharingConfig().queue.model_copy(update=PER_KEY))
+        running, waiters = await _held_waiters(gate, 30.0)
+        await asyncio.sleep(0.05)
+        held = not any(waiter.done() for waiter in waiters)
+        began = time.monotonic()
+        gate.configure(SharingConfig().queue)  # the reload: keys no longer paced
+        await asyncio.wait_for(asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED), 5)
+        after = time.monotonic() - began
+        await _leave_all(gate, running, waiters)
+        return held, after
+    held, after = asyncio.run(scenario())
+    assert held
+    assert after < 0.5  # at the reload, not at the gate's next tick
+
+
 def test_a_live_gateway_holds_a_busy_key_and_lets_another_through(tmp_path: Path) -> None:
     """At `max_in_flight: 3`, held at a scripted engine: the master key's request and two of a
-    busy key's fill it, a third of the busy key's waits. Two answers free two slots: the busy
-    key's third is held until its prompts are estimated done (0.5 s after they started), while
-    the master key's next request, sent after it, takes a slot at once."""
+    busy key's run, three more of the busy key's wait. Two answers free two slots (1 running,
+    3 waiting: still saturated): the busy key's next is held until its prompts are estimated
+    done (0.5 s after they started), while the master key's next, sent after, goes at once."""
     engine = HeldEngine()
     prompt = "word " * 400  # ~500 tokens estimated: 0.5 s at 1,000 tokens/s
     with serve_app(engine.app) as engine_url, \
@@ -192,22 +235,22 @@ def test_a_live_gateway_holds_a_busy_key_and_lets_another_through(tmp_path: Path
         threads[0].start()
         engine.wait_arrived(1)
         _, busy = new_key(url, "busy")
-        for i in range(3):
+        for i in range(5):
             threads.append(threading.Thread(target=chat, args=(url, busy, f"b{i} {prompt}")))
             threads[-1].start()
         engine.wait_arrived(3)
-        model_view(url, lambda view: view["waiting"]["interactive"] == 1)
-        engine.release(2)  # s0 and the busy key's first: two slots free
+        model_view(url, lambda view: view["waiting"]["interactive"] == 3)
+        engine.release(2)  # s0 and the busy key's first
         released = time.monotonic()
         threads.append(threading.Thread(target=chat, args=(url, AUTH, "s1")))
         threads[-1].start()
         engine.wait_arrived(5, timeout=15)
-        engine.release(3)
+        engine.release(7)
         for thread in threads:
             thread.join(30)
     order = [tag.split()[0] for tag in engine.arrived]
     times = dict(zip(order, engine.arrived_at, strict=True))
-    assert order[0] == "s0" and order[3] == "s1"  # s1 sent after the held one, went first
+    assert order[0] == "s0" and order[3] == "s1"  # s1 sent after the held ones, went first
     first, second, held = order[1], order[2], order[4]  # the busy key's, as they arrived
     assert times[held] - released > 0.2  # not at the release: held by its key's prompts
     # at their estimated end, by the gate's timer

@@ -195,9 +195,10 @@ class QueueConfig(Strict):
     # a time".
     class_prompts: dict[str, int] = Field(default_factory=dict)
     # At most this many of one key's requests computing their prompt at once, per model and
-    # gateway process, while the model is saturated (requests of the key's class wait) and
-    # another key sent it a request within the last minute or has one waiting (a key alone,
-    # or a model with nothing waiting, is not held), counted as class_prompts counts.
+    # gateway process, while the model is saturated (more requests started and waiting than
+    # it takes) and another key sent it a request within the last minute or has one waiting
+    # (a key alone, or a model with room for all that waits, is not held), counted as
+    # class_prompts counts.
     # Without it a key sending
     # short answers past saturation keeps every engine in one prompt step after another and
     # another key's arrival waits out the step on every replica; with it, the rest of the

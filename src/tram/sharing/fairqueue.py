@@ -25,27 +25,23 @@ smallest start tag goes first and the class's virtual time moves to it, so an id
 no credit. A class earlier in `class_order` always goes before a later one.
 
 Pacing (`class_prompts`, e.g. {"batch": 1}): at most that many of a class's started tickets
-may be computing their prompt at once. A ticket counts as computing its prompt from its start
-for `prompt_seconds` (the caller's estimate: its prompt's tokens over the engines' prompt
-speed), or until it is done. A batch prompt is one long engine step that stalls every decode
-of its replica; paced, batch prompts run one after another instead of several at once, and an
-interactive arrival finds an engine out of one (docs/decisions.md, "Batch prompts one at a
-time"). A paced class goes through the queue even while the model is unbounded.
+count as computing their prompt at once, each from its start for `prompt_seconds` (the caller's
+estimate) or until done (sharing/pacing.py). A batch prompt is one long engine step stalling
+every decode of its replica; paced, an interactive arrival finds an engine out of one
+(docs/decisions.md, "Batch prompts one at a time"). A paced class always goes through the queue.
 
-Pacing by key (`key_prompts`, e.g. 2): while the model is saturated (tickets of the class wait)
-and another key sent it a request within the last minute or has one waiting, at most that many
-of one key's started tickets may be computing their prompt at once, counted the same way. A key
-sending short answers past saturation otherwise keeps every engine in one prompt step after
-another, and another key's arrival waits out the step running on every replica; paced, the
-rest of the engines' prompt time is a reserve for the other keys (docs/decisions.md, "Prompts
-per key"). A key alone, or a model with nothing waiting, is not paced. A key held back by it
-holds back no other key: the queue passes over its head, and a new ticket of another key starts
-at once if only held keys wait before it.
+Pacing by key (`key_prompts`, e.g. 2): while the model is saturated (what started and waits is
+more than its capacity) and another key sent it a request within the last minute or has one
+waiting, at most that many of one key's started tickets count as computing their prompt at
+once: the rest of the engines' prompt time is a reserve for the other keys' arrivals
+(docs/decisions.md, "Prompts per key"). A held key holds back no other key: the queue passes
+over its head, and another key's new ticket starts at once if only held keys wait before it.
 
-Costs: `offer` and `ready` are O(log flows) per ticket; `expired` and `next_deadline` read the
-front of one arrival-ordered deque per class (the wait bound is per class, so arrival order is
-deadline order, and the oldest ticket of a class is the head of its flow). Tickets that
-started or left are dropped from those deques lazily.
+Costs: `offer` and `ready` are O(log flows) per ticket (pacing keys, with tickets waiting,
+`offer` also reads each waiting flow and `ready` passes over held keys' heads); `expired` and
+`next_deadline` read the front of one arrival-ordered deque per class (the wait bound is per
+class, so arrival order is deadline order, and the oldest ticket of a class is the head of its
+flow). Tickets that started or left are dropped from those deques lazily.
 """
 
 from __future__ import annotations
@@ -201,7 +197,7 @@ class FairQueue:
             return Verdict.START
         rank = self._rank(ticket.cls)
         if self.started < capacity and self._room(ticket.cls, capacity, now) \
-                and self._may_start_now(ticket.key, rank, now):
+                and self._may_start_now(ticket.key, rank, now, capacity):
             self._tag(ticket, rank)
             self._virtual[rank] = ticket.start_tag
             # Shares are kept only while the model is bounded: an unbounded one has no labels.
@@ -252,34 +248,38 @@ class FairQueue:
         limit = self.class_prompts.get(cls)
         return limit is None or self._class_prompting.count(cls, now) < limit
 
-    def _key_held(self, key: str, now: float) -> bool:
-        """Whether `key_prompts` holds the key back, the model being saturated (something
-        waits at the rank in question): only while another key sent the model a request
-        lately or has one waiting, and it has its limit of prompts counting."""
+    def _key_held(self, key: str, now: float, capacity: float, offered: int = 0) -> bool:
+        """Whether `key_prompts` holds the key back: only while the model is saturated (what
+        started and waits, and `offered` more, is more than it takes), another key sent it
+        a request lately or has one waiting, and the key has its limit of prompts counting.
+        Saturation is read each time: a key's own backlog that fits keeps nothing held."""
         limit = self.key_prompts
-        if limit is None:
+        if limit is None or self.started + self.size + offered <= capacity:
             return False
         others_wait = len(self._per_key) > (1 if key in self._per_key else 0)
         return ((others_wait or self._contention.contended(key, now))
                 and self._key_prompting.count(key, now) >= limit)
 
-    def _may_start_now(self, key: str, rank: int, now: float) -> bool:
+    def _may_start_now(self, key: str, rank: int, now: float, capacity: float) -> bool:
         """Whether a new ticket of this key and rank starts without waiting: nothing waits
-        at its rank or an earlier one (the model is not saturated: no pacing by key); or,
-        pacing keys, its key is not held and only held keys' tickets wait there."""
+        at its rank or an earlier one; or, pacing keys, its key is not held and only held
+        keys' tickets wait there."""
         if not any(self._queued[r] for r in range(rank + 1)):
             return True
-        if self.key_prompts is None or self._key_held(key, now):
+        if self.key_prompts is None or self._key_held(key, now, capacity, offered=1):
             return False
-        return all(r > rank or self._key_held(other, now) for r, other in self._flows)
+        return all(r > rank or self._key_held(other, now, capacity, offered=1)
+                   for r, other in self._flows)
 
     def next_prompt_end(self, now: float) -> float | None:
-        """When the next prompt of a paced class or key with tickets waiting is done counting
-        (call `ready` then), or None: one still counting at `now`, those done are dropped."""
+        """When the next prompt of a paced class, or of a held key, with tickets waiting is
+        done counting (call `ready` then), or None: those done are dropped."""
         ends = [self._class_prompting.next_end(cls, now)
                 for cls in self._class_prompting.groups() if self._queued[self._rank(cls)]]
-        ends += [self._key_prompting.next_end(key, now)
-                 for key in self._key_prompting.groups() if self._per_key.get(key)]
+        if self.key_prompts is not None and self._per_key:
+            capacity = self.capacity()
+            ends += [self._key_prompting.next_end(key, now) for key in list(self._per_key)
+                     if self._key_held(key, now, capacity)]
         return min((end for end in ends if end is not None), default=None)
 
     def _start(self, ticket: Ticket, now: float, shared: bool = True) -> None:
@@ -379,7 +379,7 @@ class FairQueue:
                     heapq.heappop(heads)  # an old entry: the ticket left or is not the head
                 elif not self._room(ticket.cls, capacity, now):
                     return None
-                elif self._key_held(ticket.key, now):
+                elif self._key_held(ticket.key, now, capacity):
                     held.append(heapq.heappop(heads))
                 else:
                     heapq.heappop(heads)

@@ -39,6 +39,7 @@ class Prompting:
         self._seq = itertools.count()
 
     def add(self, group: str, now: float, end: float, item: object) -> None:
+        """Count `item` (added once) until `end` or its `remove`."""
         self._drop_ended(group, now)
         entry = _Entry(end, next(self._seq), item)
         heapq.heappush(self._ends.setdefault(group, []), entry)
@@ -51,6 +52,8 @@ class Prompting:
         if entry is not None:
             entry.counted = False
             self._counted[group] -= 1
+            if not self._counted[group]:  # what is left is uncounted: drop the group
+                del self._ends[group], self._counted[group]
 
     def count(self, group: str, now: float) -> int:
         """The group's requests counted as computing their prompt at `now`."""
