@@ -16,17 +16,14 @@ from pathlib import Path
 import pytest
 
 from tests.sharing.test_gateway_queue import AUTH, chat, new_key
+from tests.sharing.test_pacing import LONG_CHAT, offered_prompt_seconds
 from tests.sharing.test_sharing_view import held_gateway, model_view
 from tests.support.held_engine import HeldEngine
 from tests.support.servers import serve_app
-from tram.api.table import MODEL_ROUTES
-from tram.auth.principal import Principal
 from tram.config import SharingConfig, parse_config
 from tram.errors import ConfigError
 from tram.meter import prompt_estimate
-from tram.relay.queueing import Queues
 from tram.requestlog import RequestRecord
-from tram.routing.registry import Registry
 from tram.sharing.fairqueue import FairQueue, Ticket, Verdict
 from tram.sharing.gate import RECHECK, Gate
 from tram.sharing.pacing import Contention, Prompting
@@ -149,21 +146,9 @@ def test_key_prompts_is_checked(value: int) -> None:
 
 
 def test_every_request_gets_a_prompt_estimate_when_keys_are_paced() -> None:
-    config = parse_config({"models": [{"name": "m", "upstreams": [
-        {"url": "http://127.0.0.1:9/v1"}]}], "sharing": {"queue": PER_KEY}}, "test")
-    registry = Registry.from_models(config.models)
-    queues = Queues(registry, config.sharing)
-    pool = registry.get("m")
-    assert pool is not None
-    route = next(route for route in MODEL_ROUTES if route.name == "chat")
-    payload = {"model": "m", "messages": [{"role": "user", "content": "word " * 800}]}
-
-    async def scenario() -> float:
-        offered = queues.offer(pool, route, Principal("key_1", is_master=False), payload,
-                               RequestRecord("r1", "POST", "/v1/chat/completions"))
-        assert offered is not None
-        return offered[1].prompt_seconds
-    assert asyncio.run(scenario()) == pytest.approx(prompt_estimate(payload) / 1000.0)
+    [seconds] = offered_prompt_seconds(PER_KEY, RequestRecord("r1", "POST",
+                                                              "/v1/chat/completions"))
+    assert seconds == pytest.approx(prompt_estimate(LONG_CHAT) / 1000.0)
 
 
 async def _held_waiters(gate: Gate, prompt_seconds: float) -> tuple[list[Ticket],

@@ -49,29 +49,37 @@ def test_the_next_paced_request_starts_when_the_last_prompt_is_estimated_done() 
     assert 0.14 <= waited < min(0.6, RECHECK)
 
 
-def test_a_batch_line_is_paced_by_its_prompt_and_an_interactive_request_is_not() -> None:
+LONG_CHAT = {"model": "m", "messages": [{"role": "user", "content": "word " * 800}]}
+
+
+def offered_prompt_seconds(queue: dict[str, object], *records: RequestRecord) -> list[float]:
+    """The `prompt_seconds` the gateway's `Queues.offer` gives each request (LONG_CHAT from one
+    key, in order) on a model "m" with these `sharing.queue` settings."""
     config = parse_config({"models": [{"name": "m", "upstreams": [
-        {"url": "http://127.0.0.1:9/v1"}]}], "sharing": {"queue": PACED}}, "test")
+        {"url": "http://127.0.0.1:9/v1"}]}], "sharing": {"queue": queue}}, "test")
     registry = Registry.from_models(config.models)
     queues = Queues(registry, config.sharing)
     pool = registry.get("m")
     assert pool is not None
     chat = next(route for route in MODEL_ROUTES if route.name == "chat")
-    payload = {"model": "m", "messages": [{"role": "user", "content": "word " * 800}]}
     key = Principal("key_1", is_master=False)
+
+    async def scenario() -> list[float]:
+        seconds = []
+        for record in records:
+            offered = queues.offer(pool, chat, key, LONG_CHAT, record)
+            assert offered is not None
+            seconds.append(offered[1].prompt_seconds)
+        return seconds
+    return asyncio.run(scenario())
+
+
+def test_a_batch_line_is_paced_by_its_prompt_and_an_interactive_request_is_not() -> None:
     line = RequestRecord("r1", "POST", "/v1/chat/completions")
     line.traffic = "batch"
-
-    async def scenario() -> tuple[float, float]:
-        offered = queues.offer(pool, chat, key, payload, line)
-        assert offered is not None
-        _, batch_ticket = offered
-        offered = queues.offer(pool, chat, key, payload,
-                               RequestRecord("r2", "POST", "/v1/chat/completions"))
-        assert offered is not None
-        return batch_ticket.prompt_seconds, offered[1].prompt_seconds
-    batch_seconds, chat_seconds = asyncio.run(scenario())
-    assert batch_seconds == pytest.approx(prompt_estimate(payload) / 1000.0)
+    batch_seconds, chat_seconds = offered_prompt_seconds(
+        PACED, line, RequestRecord("r2", "POST", "/v1/chat/completions"))
+    assert batch_seconds == pytest.approx(prompt_estimate(LONG_CHAT) / 1000.0)
     assert batch_seconds > 0.5 and chat_seconds == 0.0
 
 

@@ -198,17 +198,16 @@ class QueueConfig(Strict):
     # gateway process, while the model is saturated (more requests started and waiting than
     # it takes) and another key sent it a request within the last minute or has one waiting
     # (a key alone, or a model with room for all that waits, is not held), counted as
-    # class_prompts counts.
-    # Without it a key sending
-    # short answers past saturation keeps every engine in one prompt step after another and
-    # another key's arrival waits out the step on every replica; with it, the rest of the
-    # engines' prompt time is kept for the other keys' arrivals, at the cost of the busy
-    # key's throughput (at most N × prompt_tokens_per_second ÷ its prompts' tokens requests
-    # a second). E.g. 2 on a 4-replica fleet. Off by default. docs/decisions.md, "Prompts
-    # per key".
+    # class_prompts counts. Without it a key sending short answers past saturation keeps
+    # every engine in one prompt step after another and another key's arrival waits out the
+    # step on every replica; with it, the rest of the engines' prompt time is kept for the
+    # other keys' arrivals, at the cost of the busy key's throughput (at most N ×
+    # prompt_tokens_per_second ÷ its prompts' tokens requests a second). E.g. 2 on a
+    # 4-replica fleet. Off by default. docs/decisions.md, "Prompts per key".
     key_prompts: int | None = Field(None, ge=1)
     # How fast one engine computes a prompt, in tokens a second: both pacings' estimate
-    # (Qwen3-8B on one H100: ~16,000; the pacing holds within a third either way).
+    # (Qwen3-8B on one H100: ~16,000; measured to hold within a third either way for
+    # class_prompts, a quarter for key_prompts).
     prompt_tokens_per_second: float = Field(16_000.0, gt=0)
 
     @field_validator("max_wait_seconds", "weights", "class_share", "class_prompts")

@@ -123,12 +123,14 @@ class Queues:
         weight = principal.weight or self.sharing.queue.weights.get(cls, 1.0)
         capacity = self._capacity_of(pool)  # read once: the queue is offered this reading
         # The cost orders what waits; an unbounded model with nothing waiting needs none
-        # (unless keys are paced: their tickets all go through the queue's tags).
-        cost = (_cost(route, pool, payload) if gate.queue.size or capacity != math.inf
-                or gate.queue.key_prompts is not None else 1.0)
-        prompt_seconds = 0.0
-        if cls in gate.queue.class_prompts or gate.queue.key_prompts is not None:
-            prompt_seconds = prompt_estimate(payload) / self.sharing.queue.prompt_tokens_per_second
+        # (unless keys are paced: their tickets all go through the queue's tags). The prompt
+        # is estimated once, for the cost and the pacing both.
+        keys_paced = gate.queue.key_prompts is not None
+        ordered = gate.queue.size or capacity != math.inf or keys_paced
+        paced = keys_paced or cls in gate.queue.class_prompts
+        tokens = prompt_estimate(payload) if ordered or paced else 0
+        cost = _cost(route, pool, payload, tokens) if ordered else 1.0
+        prompt_seconds = tokens / self.sharing.queue.prompt_tokens_per_second if paced else 0.0
         return gate, gate.offer(principal.key_id, weight, cls, cost, capacity, prompt_seconds)
 
     def _class_of(self, number: int) -> str:
@@ -166,7 +168,8 @@ class _Collector:
         yield from (depth, admitted, share, weight)
 
 
-def _cost(route: ModelRoute, pool: ModelPool, payload: Any) -> float:
+def _cost(route: ModelRoute, pool: ModelPool, payload: Any, prompt_tokens: float) -> float:
+    """`prompt_tokens`: the payload's prompt_estimate."""
     if not isinstance(payload, dict):
         return 1.0
     ceiling = 0
@@ -174,4 +177,4 @@ def _cost(route: ModelRoute, pool: ModelPool, payload: Any) -> float:
         ceiling = next((v for name in route.ceiling
                         if isinstance(v := payload.get(name), int) and v > 0),
                        pool.config.default_max_tokens or DEFAULT_CEILING)
-    return max(1.0, ceiling + prompt_estimate(payload) / 12)
+    return max(1.0, ceiling + prompt_tokens / 12)
